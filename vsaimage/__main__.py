@@ -1,0 +1,5 @@
+import sys
+
+from vsaimage.cli import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""The edits of the conversion, one module per family, each a pure transform
+and its postcondition side by side.
+
+Nothing here touches a disk: an edit looks at a `Snapshot` (the guest files it
+asked for, read beforehand by guest.py) and returns a `StepPlan` holding the
+changes to make. convert.py writes those changes through libguestfs; verify
+re-reads the files and calls `check`. Text is handled as latin-1 so that every
+byte the edit does not target is preserved exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, Protocol
+
+
+class PciHack(str, Enum):
+    BOTH = "both"
+    BIND = "bind"
+    BINARY = "binary"
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """One path of the guest root as read before planning."""
+
+    path: str
+    data: bytes | None  # None: missing, or not a regular file
+    mode: int | None = None  # permission bits, e.g. 0o755
+    link: str | None = None  # target when the path is a symlink
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What edits may look at: the files they listed in `reads`, and every path
+    found under the directories they listed in `lists`."""
+
+    files: Mapping[str, GuestFile]
+    paths: frozenset[str] = frozenset()
+
+    def get(self, path: str) -> GuestFile:
+        return self.files.get(path) or GuestFile(path, None)
+
+    def text(self, path: str) -> str | None:
+        data = self.get(path).data
+        return None if data is None else data.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """The options edits depend on."""
+
+    pci_hack: PciHack = PciHack.BOTH
+    console_autologin: bool = False
+    # None when only inspecting: the modules check then accepts any version.
+    kernel_version: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    data: bytes
+    mode: int  # permission bits; parents are created 0755 when missing
+
+
+@dataclass(frozen=True)
+class InstallModules:
+    """Unpack the host's modules tree for `version` into /lib/modules/<version>.
+    The payload (a tarball) is built host-side by modules.py while the
+    appliance boots."""
+
+    version: str
+
+
+Change = WriteFile | InstallModules
+
+Status = Literal["apply", "already applied", "skipped"]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    step: str
+    status: Status
+    changes: tuple[Change, ...] = ()
+    # JSON-able facts for the report: replacement counts, computed UUID, ...
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+def decide(step: str, changes: list[Change], details: Mapping[str, object] | None = None) -> StepPlan:
+    """A StepPlan that applies `changes`, or is 'already applied' when there are none."""
+    return StepPlan(step, "apply" if changes else "already applied", tuple(changes), details or {})
+
+
+def text_write(snap: Snapshot, path: str, new_text: str, default_mode: int = 0o644) -> list[Change]:
+    """The change that makes `path` hold `new_text`, keeping its mode; none when
+    the file already holds exactly that."""
+    old = snap.get(path)
+    data = new_text.encode("latin-1")
+    if old.data == data:
+        return []
+    return [WriteFile(path, data, old.mode if old.mode is not None else default_mode)]
+
+
+class Edit(Protocol):
+    """One step of the conversion. `name` is what --skip takes."""
+
+    name: str
+    title: str
+
+    def reads(self, ctx: EditContext) -> tuple[str, ...]:
+        """Guest paths whose content plan() and check() need."""
+        ...
+
+    def lists(self, ctx: EditContext) -> tuple[str, ...]:
+        """Guest directories whose full listing (recursive) plan() and check() need."""
+        ...
+
+    def plan(self, snap: Snapshot, ctx: EditContext) -> StepPlan:
+        """The changes that put the edit in place; raise MissingFile / EditError
+        when the guest does not look as expected."""
+        ...
+
+    def check(self, snap: Snapshot, ctx: EditContext) -> bool:
+        """The postcondition: True when the edit is in place."""
+        ...

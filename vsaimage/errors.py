@@ -1,0 +1,78 @@
+"""The exception tree. Every error a user can cause or meet carries a one-line
+message (naming the file, partition or step) and an optional hint; cli.py maps
+the class to an exit code and prints no traceback unless --debug."""
+
+from __future__ import annotations
+
+
+class VsaError(Exception):
+    """Base class: a failure that is not the user's input (exit 1)."""
+
+    exit_code = 1
+    kind = "failure"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class BadInput(VsaError):
+    """Something the user gave us is wrong or unusable (exit 2)."""
+
+    exit_code = 2
+    kind = "bad-input"
+
+
+class ImageError(BadInput):
+    """The disk image cannot be read, or holds no VSA system."""
+
+    kind = "image"
+
+
+class KernelError(BadInput):
+    """The --kernel file is not a usable bzImage."""
+
+    kind = "kernel"
+
+
+class InitrdError(BadInput):
+    """The --initrd file is not an initramfs-tools initrd we can repack."""
+
+    kind = "initrd"
+
+
+class EditError(BadInput):
+    """A file in the guest does not look the way an edit expects."""
+
+    kind = "edit"
+
+
+class MissingFile(EditError):
+    """A file an edit needs is absent from the guest (bypass with --skip)."""
+
+    kind = "missing-file"
+
+
+class OutputError(BadInput):
+    """The output path is unusable (exists, is the input, no such directory)."""
+
+    kind = "output"
+
+
+class WriteError(VsaError):
+    """Writing the output failed half-way (disk full, I/O error)."""
+
+    kind = "write"
+
+
+class ApplianceError(VsaError):
+    """The libguestfs appliance failed to launch or to run a command."""
+
+    kind = "appliance"
+
+
+class VerifyError(VsaError):
+    """A postcondition does not hold after the edits."""
+
+    kind = "verify"
