@@ -1,0 +1,81 @@
+"""Shared test fixtures. Appliance launches cost ~20 s each under TCG, so the
+example image is converted once per session and every integration test reads
+that one result (through its own read-only libguestfs handle, not vsaimage's)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Nested KVM hangs or aborts on many build hosts; TCG is what a Xen dom0 gets.
+os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `fixtures`
+
+import support
+from support import Converted, DebianKernel, Readback, nobody_dir, read_back, run_cli, sha256
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_nobody_dir() -> Iterator[None]:
+    yield
+    if support.scratch is not None:
+        shutil.rmtree(support.scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
+    """The machine's linux-image-amd64 kernel; the initrd is copied because
+    package installs regenerate /boot/initrd.img-* at any time."""
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    assert kernels, "linux-image-amd64 is not installed (make setup installs it)"
+    vmlinuz = kernels[-1]
+    version = vmlinuz.name.removeprefix("vmlinuz-")
+    d = nobody_dir() / "kernel"
+    d.mkdir(exist_ok=True)
+    initrd = d / f"initrd.img-{version}"
+    shutil.copyfile(Path("/boot") / f"initrd.img-{version}", initrd)
+    initrd.chmod(0o644)
+    return DebianKernel(version, vmlinuz, initrd, Path("/lib/modules") / version)
+
+
+@pytest.fixture(scope="session")
+def example_image() -> Path:
+    from fixtures.build_image import cached_image
+
+    return cached_image("stock")
+
+
+@pytest.fixture(scope="session")
+def alt_image() -> Path:
+    from fixtures.build_image import cached_image
+
+    return cached_image("alt")
+
+
+@pytest.fixture(scope="session")
+def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
+    """The example image converted once, as a user would, with the real kernel."""
+    d = nobody_dir() / "converted"
+    d.mkdir()
+    d.chmod(0o777)
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
+    src.chmod(0o444)
+    before = sha256(src)
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", out, "--json")
+    assert r.code == 0, r.stderr
+    return Converted(src, before, out, d / "vsa-xen.initrd", d / "vsa-xen.cfg", r)
+
+
+@pytest.fixture(scope="session")
+def readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
+    return read_back(converted.out, converted.run.doc["root_partition"], debian_kernel.version)

@@ -1,0 +1,131 @@
+"""Helpers shared by the tests: running the installed CLI (optionally as an
+unprivileged user), hashing, a scratch directory every user can write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+VSAIMAGE = REPO / ".venv" / "bin" / "vsaimage"
+NOBODY = 65534
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return json.loads(self.stdout)  # type: ignore[no-any-return]
+
+
+def run_cli(*args: str | Path, user: int | None = None, env: dict[str, str] | None = None,
+            timeout: float = 900) -> Run:
+    """Run the installed `vsaimage` as a user types it (optionally as another
+    user, through setpriv)."""
+    cmd = [str(VSAIMAGE), *map(str, args)]
+    e = dict(os.environ)
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        e.update(HOME=str(nobody_dir()), TMPDIR=str(nobody_dir()))
+    e.update(env or {})
+    r = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Run(r.returncode, r.stdout, r.stderr)
+
+
+scratch: Path | None = None
+
+
+def nobody_dir() -> Path:
+    """A scratch directory every user can write (pytest's own tmp is 0700)."""
+    global scratch
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="vsaimage-test-", dir="/var/tmp"))
+        scratch.chmod(0o1777)
+    return scratch
+
+
+@dataclass(frozen=True)
+class DebianKernel:
+    version: str
+    vmlinuz: Path
+    initrd: Path
+    modules: Path
+
+
+@dataclass(frozen=True)
+class Converted:
+    input: Path
+    input_sha_before: str
+    out: Path
+    initrd: Path
+    cfg: Path
+    run: Run
+
+
+@dataclass(frozen=True)
+class Readback:
+    """Files of the converted root, read with a separate read-only handle."""
+
+    files: dict[str, bytes | None]
+    modes: dict[str, int | None]
+    links: dict[str, str | None]  # build and source under /lib/modules/<v>
+    modules_dep: bytes | None
+    paths: set[str]
+
+
+READBACK_FILES = (
+    "/etc/init.d/lhn_functions",
+    "/hack/bus/pci/devices",
+    "/etc/lefthand/brand/common/fst",
+    "/etc/lefthand/system/lib/hal/libhal.so",
+    "/etc/lefthand/system/liblhnsys.so",
+    "/sbin/hwid",
+    "/etc/udev/rules.d/53-devfs-hack.rules",
+    "/etc/udev/scripts/xvd-hack.sh",
+    "/etc/lefthand/brand/brand.init",
+    "/etc/lefthand/brand/rc.drivers",
+    "/etc/inittab",
+    "/etc/securetty",
+)
+
+
+def read_back(image: Path, root_part: int, kernel_version: str) -> Readback:
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.add_drive_opts(str(image), readonly=True, format="raw")
+    g.launch()
+    try:
+        g.mount_ro(f"/dev/sda{root_part}", "/")
+        files: dict[str, bytes | None] = {}
+        modes: dict[str, int | None] = {}
+        for p in READBACK_FILES:
+            ok = g.is_file(p)
+            files[p] = bytes(g.read_file(p)) if ok else None
+            modes[p] = (g.stat(p)["mode"] & 0o7777) if ok else None
+        dep = f"/lib/modules/{kernel_version}/modules.dep"
+        modules_dep = bytes(g.read_file(dep)) if g.is_file(dep) else None
+        paths = {"/" + p for p in g.find("/")}
+        links = {name: g.readlink(p) if g.is_symlink(p) else None
+                 for name in ("build", "source")
+                 for p in [f"/lib/modules/{kernel_version}/{name}"]}
+    finally:
+        g.close()
+    return Readback(files, modes, links, modules_dep, paths)

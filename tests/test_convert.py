@@ -1,0 +1,158 @@
+"""convert on the example image, read back independently (a separate read-only
+libguestfs handle, lsinitramfs, an xl-config reader of the tests' own)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import NOBODY, Converted, DebianKernel, Readback, nobody_dir, run_cli, sha256
+from xl_reader import parse as parse_xl
+
+pytestmark = pytest.mark.integration
+
+SOURCE = Path(__file__).resolve().parent.parent / "fixtures" / "vsa-root"
+PCI_LINE = b"0000\t58530001" + b"\t0" * 15 + b"\n"
+PATCHED_BINARIES = (
+    "/etc/lefthand/brand/common/fst",
+    "/etc/lefthand/system/lib/hal/libhal.so",
+    "/etc/lefthand/system/liblhnsys.so",
+    "/sbin/hwid",
+)
+
+
+def test_every_step_applied_in_one_launch(converted: Converted) -> None:
+    doc = converted.run.doc
+    assert doc["success"] is True
+    assert {s["step"]: s["status"] for s in doc["steps"]} == {
+        "mobo-uuid": "applied", "pci": "applied", "udev": "applied", "platform": "applied",
+        "drivers": "applied", "modules": "applied", "console": "applied", "initrd": "applied",
+    }
+    assert doc["appliance_launches"] == 1
+    assert doc["root_partition"] == 5 and doc["boot_partition"] == 1
+
+
+def test_input_untouched_and_nothing_partial(converted: Converted) -> None:
+    assert sha256(converted.input) == converted.input_sha_before
+    assert not list(converted.out.parent.glob("*.partial")) and not list(
+        converted.out.parent.glob(".*.partial"))
+    for p in (converted.out, converted.initrd, converted.cfg):
+        assert p.is_file()
+
+
+def test_output_is_sparse(converted: Converted) -> None:
+    st = converted.out.stat()
+    assert st.st_size == converted.input.stat().st_size
+    # The example holds tens of MB plus the modules tree; far below 6 GiB.
+    assert st.st_blocks * 512 < st.st_size / 4
+
+
+def test_motherboard_uuid_fallback(readback: Readback) -> None:
+    text = readback.files["/etc/init.d/lhn_functions"]
+    assert text is not None
+    body = text.decode("latin-1")
+    start = body.index("didMotherboardChange")
+    assert "dmidecode" in body[start:]
+    assert "/sys/hypervisor/uuid" in body[start:]
+    assert "160d007e-0f9e-11e1-b59f-" in body[start:]
+    subprocess.run(["sh", "-n"], input=text, check=True)
+
+
+def test_fake_pci_list(readback: Readback) -> None:
+    assert readback.files["/hack/bus/pci/devices"] == PCI_LINE
+    assert readback.modes["/hack/bus/pci/devices"] == 0o644
+
+
+def test_binaries_point_at_hack(readback: Readback) -> None:
+    for path in PATCHED_BINARIES:
+        data = readback.files[path]
+        assert data is not None, path
+        assert b"/proc/bus/pci/devices" not in data
+        original = (SOURCE / path.lstrip("/")).read_bytes()
+        assert len(data) == len(original)
+        assert data.count(b"/hack/bus/pci/devices") == original.count(b"/proc/bus/pci/devices") > 0
+        assert readback.modes[path] == (SOURCE / path.lstrip("/")).stat().st_mode & 0o7777
+
+
+def test_udev_rule_and_script(readback: Readback) -> None:
+    rule = readback.files["/etc/udev/rules.d/53-devfs-hack.rules"]
+    assert rule is not None and b'KERNEL=="xvd*", PROGRAM="/etc/udev/scripts/xvd-hack.sh %k"' in rule
+    assert readback.modes["/etc/udev/scripts/xvd-hack.sh"] == 0o755
+
+
+def test_platform_and_drivers(readback: Readback) -> None:
+    brand = readback.files["/etc/lefthand/brand/brand.init"]
+    assert brand is not None and b"platform.xml.vmw" in brand
+    drivers = readback.files["/etc/lefthand/brand/rc.drivers"]
+    assert drivers is not None
+    for mod in (b"xen_blkfront", b"xen_netfront", b"raid1", b"rd_size=32768"):
+        assert mod in drivers
+    subprocess.run(["sh", "-n"], input=drivers, check=True)
+
+
+def test_console(readback: Readback) -> None:
+    inittab = readback.files["/etc/inittab"]
+    assert inittab is not None
+    lines = inittab.decode().splitlines()
+    for ident in ("1:", "2:", "3:", "4:", "5:", "6:", "s0:"):
+        assert not any(line.startswith(ident) for line in lines), ident
+        assert any(line.startswith("#" + ident) for line in lines), ident
+    assert "hvc:2345:respawn:/sbin/agetty hvc0 38400 linux" in lines
+    securetty = readback.files["/etc/securetty"]
+    assert securetty is not None and securetty.decode().splitlines().count("hvc0") == 1
+
+
+def test_modules_copied(readback: Readback, debian_kernel: DebianKernel) -> None:
+    assert readback.modules_dep is not None and b"xen-blkfront" in readback.modules_dep
+    assert readback.links == {"build": None, "source": None}
+    ko = [p for p in readback.paths if p.startswith(f"/lib/modules/{debian_kernel.version}/")
+          and ".ko" in p]
+    host = list(debian_kernel.modules.rglob("*.ko*"))
+    assert len(ko) == len(host)
+
+
+def test_initrd_has_pcihack(converted: Converted) -> None:
+    listing = subprocess.run(["lsinitramfs", str(converted.initrd)], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    assert "usr/scripts/init-bottom/pcihack" in listing or "scripts/init-bottom/pcihack" in listing
+
+
+def test_xl_config(converted: Converted) -> None:
+    cfg = parse_xl(converted.cfg.read_text())
+    assert cfg["type"] == "pv"
+    assert cfg["root"] == "/dev/xvda5"
+    assert "console=hvc0" in cfg["extra"]
+    assert cfg["ramdisk"] == str(converted.initrd)
+    vif = cfg["vif"]
+    assert isinstance(vif, list) and "mac=00:16:3e:" in vif[0]
+    assert str(converted.out) in cfg["disk"][0]
+
+
+def test_same_input_gives_same_config(converted: Converted, debian_kernel: DebianKernel) -> None:
+    first = converted.cfg.read_bytes()
+    r = run_cli("convert", converted.input, "--kernel", debian_kernel.vmlinuz, "--initrd",
+                debian_kernel.initrd, "-o", converted.out, "--force", "--json")
+    assert r.code == 0, r.stderr
+    assert converted.cfg.read_bytes() == first
+    assert sha256(converted.input) == converted.input_sha_before
+
+
+def test_idempotent_and_unprivileged(converted: Converted, debian_kernel: DebianKernel) -> None:
+    """convert on its own output, as an unprivileged user: every step is
+    already applied and nothing is duplicated."""
+    d = nobody_dir() / "again"
+    d.mkdir()
+    d.chmod(0o777)
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", converted.out, "--kernel", debian_kernel.vmlinuz, "--initrd",
+                converted.initrd, "-o", out, "--json", user=NOBODY)
+    assert r.code == 0, r.stderr
+    statuses = {s["step"]: s["status"] for s in r.doc["steps"]}
+    assert set(statuses.values()) == {"already applied"}, statuses
+    assert r.doc["appliance_launches"] == 1
+    assert out.stat().st_uid == NOBODY
+    # identity comes from the root filesystem UUID, which the edits never change
+    assert parse_xl((d / "vsa-xen.cfg").read_text())["uuid"] == parse_xl(converted.cfg.read_text())["uuid"]
+    assert (d / "vsa-xen.initrd").read_bytes() == converted.initrd.read_bytes()

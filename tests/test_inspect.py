@@ -1,0 +1,99 @@
+"""inspect on the example images and on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fixtures.build_image import LAYOUTS, VSA_VERSION
+from support import NOBODY, nobody_dir, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def assert_one_line_error(r_code: int, stderr: str, *needles: str) -> None:
+    assert r_code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("vsaimage: error: "), stderr
+    assert "Traceback" not in stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_inspect_stock_json(example_image: Path) -> None:
+    r = run_cli("inspect", example_image, "--json")
+    assert r.code == 0, r.stderr
+    doc = r.doc
+    layout = LAYOUTS["stock"]
+    assert doc["root"]["partition"] == layout.root_part == 5
+    assert doc["boot"]["partition"] == layout.boot_part == 1
+    assert doc["vsa_version"] == VSA_VERSION
+    assert [p["number"] for p in doc["partitions"]] == [p.number for p in layout.partitions]
+    assert "2.6.18-vsa" in doc["kernel_versions"]
+    assert doc["boot_kernels"] and all(k.startswith("vmlinuz") for k in doc["boot_kernels"])
+    assert {e["step"]: e["status"] for e in doc["edits"]} == dict.fromkeys(
+        ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console"), "not applied")
+
+
+def test_inspect_other_layout_unprivileged(alt_image: Path) -> None:
+    """Root on another logical partition, /boot by label or UUID, other offsets;
+    run as nobody on a copy that user can read."""
+    copy = nobody_dir() / "alt.img"
+    subprocess.run(["cp", "--sparse=always", str(alt_image), str(copy)], check=True)
+    copy.chmod(0o444)
+    r = run_cli("inspect", copy, "--json", user=NOBODY)
+    assert r.code == 0, r.stderr
+    layout = LAYOUTS["alt"]
+    assert r.doc["root"]["partition"] == layout.root_part != 5
+    assert r.doc["boot"]["partition"] == layout.boot_part
+    assert "fstab" in r.doc["boot"]["reason"]
+
+
+def test_inspect_human_output(example_image: Path) -> None:
+    r = run_cli("inspect", example_image)
+    assert r.code == 0, r.stderr
+    assert "Partitions of" in r.stdout and "root" in r.stdout and "not applied" in r.stdout
+    # not a terminal: plain timestamped progress lines on stderr
+    assert "appliance launch: done" in r.stderr
+
+
+def test_no_vsa_root(tmp_path: Path) -> None:
+    img = tmp_path / "plain.img"
+    subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
+    subprocess.run(["sfdisk", "-q", str(img)], input="start=2048, size=61440, type=83\n", text=True,
+                   check=True)
+    empty = tmp_path / "tree"
+    (empty / "etc").mkdir(parents=True)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext3", "-d", str(empty), "-E", f"offset={2048 * 512}",
+                    str(img), "30M"], check=True)
+    r = run_cli("inspect", img)
+    assert_one_line_error(r.code, r.stderr, str(img), "no partition holds a VSA root")
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "random", "zeros"])
+def test_bad_image_files(tmp_path: Path, case: str) -> None:
+    p = tmp_path / f"{case}.img"
+    if case == "directory":
+        p.mkdir()
+    elif case == "empty":
+        p.touch()
+    elif case == "random":
+        p.write_bytes(os.urandom(2**20))
+    elif case == "zeros":
+        p.write_bytes(bytes(2**20))
+    r = run_cli("inspect", p)
+    expected = {"missing": "no such file", "directory": "is a directory", "empty": "empty file",
+                "random": "no partition table", "zeros": "no partition table"}[case]
+    assert_one_line_error(r.code, r.stderr, str(p), expected)
+
+
+def test_unreadable_image(example_image: Path) -> None:
+    p = nobody_dir() / "secret.img"
+    p.write_bytes(example_image.read_bytes()[: 2**20])
+    p.chmod(0o600)
+    r = run_cli("inspect", p, user=NOBODY)
+    assert_one_line_error(r.code, r.stderr, str(p), "permission denied")

@@ -1,0 +1,241 @@
+"""convert: inspect → plan → apply → verify, in one appliance session on a
+staged copy of the input.
+
+The input is only ever read (a host-side sparse copy, or a read-only drive);
+all edits happen on the copy, which is renamed into place with its initrd and
+xl config only when every postcondition holds. Host-side work that does not
+need the guest (initrd repack, modules payload) runs while the appliance boots.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vsaimage import __version__, guest, initrd, kernel, moduletree, xlcfg
+from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage.edits.mobo_uuid import fallback_uuid
+from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
+from vsaimage.inspect import Layout, find_layout, read_snapshot
+from vsaimage.moduletree import ModulePayload
+from vsaimage.options import ConvertOptions
+from vsaimage.output import (
+    OutputPaths,
+    Staging,
+    check_destination,
+    convert_qcow2,
+    source_size,
+    sparse_copy,
+    write_bytes,
+)
+from vsaimage.plan import Plan, build, postconditions, step_dict
+from vsaimage.report import Reporter
+
+T = TypeVar("T")
+
+
+def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """Run `fn` in a daemon thread: an interrupted convert must not wait for a
+    launch or a compression to finish before it can clean up and exit."""
+    fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn())
+        except BaseException as e:
+            fut.set_exception(e)
+
+    threading.Thread(target=run, daemon=True).start()
+    return fut
+
+
+def _read(path: Path, error: type[BadInput], what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file ({what})") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory ({what})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+
+
+def _edit_context(opts: ConvertOptions, version: str) -> EditContext:
+    return EditContext(pci_hack=opts.pci_hack, console_autologin=opts.console_autologin,
+                       kernel_version=version)
+
+
+def _modules_dir(opts: ConvertOptions, version: str) -> Path | None:
+    if "modules" in opts.skip:
+        return None
+    d = opts.modules_dir or Path("/lib/modules") / version
+    if not (d / "modules.dep").is_file():
+        raise BadInput(f"{d}: no modules.dep: not a modules tree for {version}",
+                       hint="give the dom0 kernel's modules with --modules-dir, or --skip modules")
+    return d
+
+
+def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+    version = opts.kernel_version or kernel.kernel_version(opts.kernel)
+    ctx = _edit_context(opts, version)
+    with rep.phase("appliance launch"):
+        g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
+    with g, rep.phase("plan"):
+        layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
+                             boot_part=opts.roles.boot_part)
+        g.mount(layout.root.partition.device, "/", readonly=True)
+        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+    return {
+        "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
+        "input": str(opts.image), "kernel_version": version,
+        "root_partition": layout.root.partition.number,
+        "boot_partition": layout.boot.partition.number if layout.boot else None,
+        "steps": plan.as_dicts(),
+    }
+
+
+def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+    # Everything that can be refused cheaply is refused before any work.
+    version = opts.kernel_version or kernel.kernel_version(opts.kernel)
+    if not opts.kernel.is_file():
+        raise KernelError(f"{opts.kernel}: no such file (--kernel)")
+    initrd_in = _read(opts.initrd, InitrdError, "--initrd")
+    modules_dir = _modules_dir(opts, version)
+    outputs = OutputPaths.from_option(opts.output)
+    inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]
+    check_destination(outputs.all(), force=opts.force, inputs=inputs)
+    xl_opts = opts.xl
+    if xl_opts.mac:
+        xlcfg.validate_mac(xl_opts.mac)
+    if xl_opts.uuid:
+        xlcfg.validate_uuid(xl_opts.uuid)
+    ctx = _edit_context(opts, version)
+    launches_before = guest.launch_count
+
+    with Staging(outputs.all()) as staging, tempfile.TemporaryDirectory(prefix="vsaimage-") as tmp:
+        img = staging.temp(outputs.image)
+        fmt = _stage_image(opts, img, outputs.image, rep)
+
+        launch = _in_background(lambda: _timed(rep, "appliance launch", lambda: guest.launch(
+            [guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)))
+        repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.repack(
+            initrd_in, compression=opts.initrd_compression)))
+        payload = None
+        if modules_dir is not None:
+            payload = _in_background(lambda: _timed(rep, "modules payload", lambda: moduletree.build_payload(
+                modules_dir, version, Path(tmp) / "modules.tar", minimal=opts.modules_minimal)))
+
+        g = launch.result()
+        with g:
+            layout, plan = _edit(g, opts, ctx, payload, rep)
+        initrd_out, initrd_result = repack.result()
+        warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
+        if warning:
+            rep.warn(warning)
+        write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
+
+        cfg = _xl_config(opts, layout, outputs, fmt)
+        write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
+        staging.commit()
+
+    steps = [step_dict(s) for s in plan.steps]
+    steps.append({"step": "initrd", "title": "pcihack in the initrd",
+                  "status": "already applied" if initrd_result.already_applied else "applied",
+                  "details": initrd_result.as_dict(), "changes": []})
+    for s in steps:
+        if s["status"] == "apply":
+            s["status"] = "applied"
+    return {
+        "success": True,
+        "command": "convert",
+        "tool_version": __version__,
+        "input": str(opts.image),
+        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd),
+                    "cfg": str(outputs.cfg), "format": fmt},
+        "kernel": {"path": str(opts.kernel.absolute()), "version": version},
+        "root_partition": layout.root.partition.number,
+        "boot_partition": layout.boot.partition.number if layout.boot else None,
+        "steps": steps,
+        "xl": {"name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac},
+        # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
+        # and falls back to a value built from the pinned MAC otherwise.
+        "motherboard_uuid": cfg.uuid,
+        "motherboard_uuid_fallback": fallback_uuid(cfg.mac),
+        "appliance_launches": guest.launch_count - launches_before,
+        "timings": dict(rep.timings),
+        "warnings": list(rep.warnings),
+    }
+
+
+def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
+    with rep.phase(name):
+        return fn()
+
+
+def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) -> str:
+    """Copy the input to the staging name; returns the staged image's format."""
+    src = opts.image.path
+    if src is None:
+        raise BadInput(f"{opts.image}: network images can only be inspected or dry-run for now")
+    if opts.format == "qcow2":
+        with rep.phase("copy (qcow2)"):
+            convert_qcow2(src, img, label=label)
+        return "qcow2"
+    with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
+        written = sparse_copy(src, img, label=label, progress=ph.advance)
+        ph.detail = f"({written / 2**20:.0f} MiB of data)"
+    return "raw"
+
+
+def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
+          payload: concurrent.futures.Future[ModulePayload] | None,
+          rep: Reporter) -> tuple[Layout, Plan]:
+    with rep.phase("plan"):
+        layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
+                             boot_part=opts.roles.boot_part)
+        g.mount(layout.root.partition.device, "/", readonly=False)
+        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+    with rep.phase("edits"):
+        for c in plan.changes:
+            if isinstance(c, WriteFile):
+                g.write(c.path, c.data, c.mode)
+    for c in plan.changes:
+        if isinstance(c, InstallModules):
+            assert payload is not None, "modules step planned although skipped"
+            p = payload.result()
+            with rep.phase("modules transfer", total=p.bytes, nbytes=True) as ph:
+                g.tar_in(p.tarball, f"/lib/modules/{c.version}")
+                ph.advance(p.bytes)
+                ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
+    with rep.phase("verify"):
+        g.sync()
+        status = postconditions(read_snapshot(g, ctx), ctx, opts.skip)
+        failed = [name for name, ok in status.items() if not ok]
+        if failed:
+            raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
+    return layout, plan
+
+
+def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: str) -> xlcfg.XlConfig:
+    x = opts.xl
+    seed = layout.root.partition.uuid or str(opts.image)
+    uuid, mac = xlcfg.derive_identity(seed)
+    return xlcfg.XlConfig(
+        name=x.name or outputs.image.stem,
+        kernel=str(opts.kernel.absolute()),
+        ramdisk=str(outputs.initrd.absolute()),
+        root_part=layout.root.partition.number,
+        memory=x.memory,
+        vcpus=x.vcpus,
+        uuid=xlcfg.validate_uuid(x.uuid) if x.uuid else uuid,
+        mac=xlcfg.validate_mac(x.mac) if x.mac else mac,
+        bridge=x.bridge,
+        disk=str(outputs.image.absolute()),
+        disk_format=fmt,
+        data_disks=tuple(str(d.absolute()) for d in x.data_disks),
+    )
+

@@ -1,0 +1,309 @@
+"""The only importer of guestfs: opening disks read-only or read-write,
+launching the appliance once (falling back from KVM to TCG), counting launches,
+and the few file operations the rest of vsaimage needs.
+
+Guest content reaches the host only as bytes returned to Python; guest paths,
+symlinks and device nodes are never followed on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import guestfs
+
+from vsaimage.edits import GuestFile
+from vsaimage.errors import ApplianceError
+
+# read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
+# larger files go through download/upload with a private temporary file.
+_MESSAGE_LIMIT = 2 * 2**20
+
+# A KVM launch normally completes in a few seconds; nested KVM may hang forever
+# instead of failing, so a KVM launch that takes longer than this is abandoned
+# and retried under TCG.
+KVM_LAUNCH_TIMEOUT = float(os.environ.get("VSAIMAGE_KVM_TIMEOUT", "90"))
+
+# Appliance launches in this process (the event API counts them); tests and the
+# report use it to prove that a convert launches exactly once.
+launch_count = 0
+_count_lock = threading.Lock()
+
+
+def _on_launch_done(*_args: Any) -> None:
+    global launch_count
+    with _count_lock:
+        launch_count += 1
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk to attach: a host path, or a network target with its protocol."""
+
+    path: str
+    readonly: bool
+    format: str = "raw"
+    protocol: str | None = None  # e.g. "iscsi"
+    server: tuple[str, ...] = ()
+
+    def add_to(self, g: Any) -> None:
+        kwargs: dict[str, Any] = {"readonly": self.readonly, "format": self.format}
+        if self.protocol:
+            kwargs["protocol"] = self.protocol
+            kwargs["server"] = list(self.server)
+        g.add_drive_opts(self.path, **kwargs)
+
+
+def _tcg_forced() -> bool:
+    return "force_tcg" in os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "")
+
+
+def _kill_qemu_children() -> None:
+    """Kill the qemu our launch started (it is a child of this process)."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            comm = text[text.index("(") + 1 : text.rindex(")")]
+            ppid = text[text.rindex(")") + 2 :].split()[1]
+            if ppid == me and comm.startswith("qemu"):
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
+    g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    g.set_event_callback(_on_launch_done, guestfs.EVENT_LAUNCH_DONE)
+    if tcg and not _tcg_forced():
+        g.set_backend_settings(["force_tcg"])
+    for d in drives:
+        d.add_to(g)
+    return g
+
+
+def _launch(g: Any, timeout: float | None) -> None:
+    if timeout is None:
+        g.launch()
+        return
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            g.launch()
+        except BaseException as e:  # re-raised in the caller's thread
+            failure.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        _kill_qemu_children()
+        t.join()
+        raise RuntimeError(f"KVM launch did not finish within {timeout:.0f} s")
+    if failure:
+        raise failure[0]
+
+
+def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
+    """Start the appliance with `drives` attached. Uses KVM when it works and
+    falls back to TCG (software emulation) when a KVM launch fails or hangs."""
+    tcg = _tcg_forced() or not os.access("/dev/kvm", os.R_OK | os.W_OK)
+    g = _new_handle(drives, tcg)
+    try:
+        _launch(g, None if tcg else KVM_LAUNCH_TIMEOUT)
+    except RuntimeError as e:
+        g.close()
+        if tcg:
+            raise ApplianceError(f"appliance launch failed: {_first_line(e)}",
+                                 hint="run with LIBGUESTFS_DEBUG=1 to see the appliance's log") from e
+        warn(f"KVM appliance launch failed ({_first_line(e)}); retrying with TCG")
+        g = _new_handle(drives, True)
+        try:
+            g.launch()
+        except RuntimeError as e2:
+            g.close()
+            raise ApplianceError(f"appliance launch failed under TCG too: {_first_line(e2)}",
+                                 hint="run with LIBGUESTFS_DEBUG=1 to see the appliance's log") from e2
+    return Guest(g)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+    device: str  # appliance device, e.g. /dev/sda5
+    start: int  # bytes
+    size: int  # bytes
+    mbr_id: int | None  # partition type byte on MBR disks
+    fstype: str  # "" when no filesystem was recognised
+    label: str
+    uuid: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "start": self.start,
+            "size": self.size,
+            "mbr_id": None if self.mbr_id is None else f"0x{self.mbr_id:02x}",
+            "fstype": self.fstype or None,
+            "label": self.label or None,
+            "uuid": self.uuid or None,
+        }
+
+
+class Guest:
+    """A launched appliance. Use as a context manager: leaving it shuts the
+    appliance down cleanly (which flushes writes) and closes the handle."""
+
+    def __init__(self, g: Any) -> None:
+        self.g = g
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(clean=exc[0] is None)
+
+    def close(self, *, clean: bool = True) -> None:
+        try:
+            if clean:
+                self.g.umount_all()
+                self.g.shutdown()
+        except RuntimeError as e:
+            raise ApplianceError(f"appliance shutdown failed: {_first_line(e)}") from e
+        finally:
+            self.g.close()
+
+    # --- partitions ---------------------------------------------------------
+
+    def devices(self) -> list[str]:
+        return list(self.g.list_devices())
+
+    def partitions(self, device: str) -> list[Partition]:
+        try:
+            parttype = self.g.part_get_parttype(device)
+            table = self.g.part_list(device)
+        except RuntimeError:
+            return []
+        parts = []
+        for p in table:
+            num = int(p["part_num"])
+            dev = f"{device}{num}"
+            mbr_id = None
+            if parttype == "msdos":
+                with contextlib.suppress(RuntimeError):
+                    mbr_id = int(self.g.part_get_mbr_id(device, num))
+            fstype = label = uuid = ""
+            # vfs_type on one partition is cheap; list_filesystems() would probe
+            # them all, including ones we never need.
+            if mbr_id not in (0x05, 0x0F, 0x85):  # extended: a container, not a filesystem
+                with contextlib.suppress(RuntimeError):
+                    fstype = self.g.vfs_type(dev)
+                if fstype:
+                    with contextlib.suppress(RuntimeError):
+                        label = self.g.vfs_label(dev)
+                    with contextlib.suppress(RuntimeError):
+                        uuid = self.g.vfs_uuid(dev)
+            parts.append(Partition(num, dev, int(p["part_start"]), int(p["part_size"]),
+                                   mbr_id, fstype, label, uuid))
+        return parts
+
+    # --- mounting -----------------------------------------------------------
+
+    def mount(self, device: str, where: str = "/", *, readonly: bool) -> None:
+        try:
+            if readonly:
+                self.g.mount_ro(device, where)
+            else:
+                self.g.mount(device, where)
+        except RuntimeError as e:
+            raise ApplianceError(f"cannot mount {device}: {_first_line(e)}") from e
+
+    def umount_all(self) -> None:
+        self.g.umount_all()
+
+    # --- reading ------------------------------------------------------------
+
+    def exists(self, path: str) -> bool:
+        return bool(self.g.exists(path))
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self.g.is_dir(path))
+
+    def ls(self, path: str) -> list[str]:
+        return list(self.g.ls(path)) if self.g.is_dir(path) else []
+
+    def find(self, directory: str) -> list[str]:
+        """Every path under `directory` (absolute), or [] when it is absent."""
+        if not self.g.is_dir(directory):
+            return []
+        base = directory.rstrip("/")
+        return [f"{base}/{p}" for p in self.g.find(directory)]
+
+    def read(self, path: str) -> GuestFile:
+        """The file at `path` as bytes with its mode; data None when it is
+        missing or not a regular file (symlinks are reported, not followed)."""
+        try:
+            st = self.g.lstatns(path)
+        except RuntimeError:
+            return GuestFile(path, None)
+        mode = int(st["st_mode"])
+        kind = mode & 0o170000
+        if kind == 0o120000:
+            return GuestFile(path, None, mode & 0o7777, self.g.readlink(path))
+        if kind != 0o100000:
+            return GuestFile(path, None, mode & 0o7777)
+        if int(st["st_size"]) <= _MESSAGE_LIMIT:
+            data = self.g.read_file(path)
+        else:
+            with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
+                self.g.download(path, tmp.name)
+                data = Path(tmp.name).read_bytes()
+        return GuestFile(path, bytes(data), mode & 0o7777)
+
+    def read_many(self, paths: Sequence[str]) -> dict[str, GuestFile]:
+        return {p: self.read(p) for p in paths}
+
+    # --- writing ------------------------------------------------------------
+
+    def write(self, path: str, data: bytes, mode: int) -> None:
+        """Write `path`, creating parents 0755. An existing file keeps its
+        owner; a new one belongs to root, as everything the edits touch."""
+        parent = path.rsplit("/", 1)[0] or "/"
+        self.g.mkdir_p(parent)
+        if len(data) <= _MESSAGE_LIMIT:
+            self.g.write(path, data)
+        else:
+            with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                self.g.upload(tmp.name, path)
+        self.g.chmod(mode, path)
+
+    def tar_in(self, tarball: Path, directory: str) -> None:
+        self.g.mkdir_p(directory)
+        self.g.tar_in(str(tarball), directory)
+
+    def copy_device(self, src: str, dst: str) -> None:
+        self.g.copy_device_to_device(src, dst, sparse=True)
+
+    def sync(self) -> None:
+        self.g.sync()
+
+
+@contextlib.contextmanager
+def session(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Iterator[Guest]:
+    guest = launch(drives, warn=warn)
+    with guest:
+        yield guest

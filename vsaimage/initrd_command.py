@@ -1,0 +1,31 @@
+"""`vsaimage initrd IN -o OUT`: the initrd repack alone, with the same output
+safety as convert (staged, renamed at the end)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vsaimage import __version__, initrd
+from vsaimage.errors import InitrdError
+from vsaimage.options import InitrdOptions
+from vsaimage.output import Staging, check_destination, write_bytes
+from vsaimage.report import Reporter
+
+
+def run(opts: InitrdOptions, rep: Reporter) -> dict[str, Any]:
+    try:
+        data = opts.input.read_bytes()
+    except FileNotFoundError:
+        raise InitrdError(f"{opts.input}: no such file") from None
+    except IsADirectoryError:
+        raise InitrdError(f"{opts.input}: is a directory, not an initrd") from None
+    except OSError as e:
+        raise InitrdError(f"{opts.input}: cannot read: {e.strerror}") from None
+    check_destination([opts.output], force=opts.force, inputs=[opts.input])
+    with Staging([opts.output]) as staging:
+        with rep.phase("initrd repack"):
+            out, result = initrd.repack(data, compression=opts.compression)
+        write_bytes(staging.temp(opts.output), out, label=opts.output)
+        staging.commit()
+    return {"success": True, "command": "initrd", "tool_version": __version__,
+            "input": str(opts.input), "output": str(opts.output), **result.as_dict()}

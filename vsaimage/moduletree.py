@@ -1,0 +1,352 @@
+"""The kernel modules payload of edit 6, built on the host.
+
+The modules of the dom0 kernel have to land in the guest's
+`/lib/modules/<version>`. They travel as one tar stream through libguestfs's
+`tar_in`, so this module only writes a tarball; it runs while the appliance
+boots. The tar is uncompressed on purpose: decompressing inside the emulated
+appliance costs more time than the smaller transfer saves, so the real saving
+is sending fewer bytes (`minimal`: only the modules the VSA loads, with their
+dependencies, and index files regenerated for that subset by depmod).
+
+What goes into the tar: directories, regular files and hard links, owned by
+root (uid/gid 0) whoever runs the tool, with their modes and mtimes. Left out:
+symlinks that point outside the tree (`build` and `source` point into the
+kernel headers, which do not exist in the guest), absolute symlinks, and
+device nodes, fifos and sockets. Nothing is followed, so the tar never holds
+anything from outside the modules directory.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsaimage.errors import BadInput, VsaError
+
+# What rc.drivers (edit 6) and the VSA's own scripts load. Names that are not
+# modules of the given kernel are resolved through modules.alias (e.g. `ext3`
+# is served by ext4, `rd` by brd); what still is not found is reported absent.
+MINIMAL_MODULES = (
+    "xen_blkfront", "xen_netfront", "ext3", "ext4", "jbd", "jbd2",
+    "md_mod", "raid0", "raid1", "brd", "rd",
+)
+
+_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+# What depmod reads besides the modules (the order, and the list of built-in
+# modules so that modprobe of one of those succeeds); it writes every other
+# modules.* file.
+_DEPMOD_INPUTS = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
+_COPY_BUFSIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModulePayload:
+    version: str
+    tarball: Path
+    files: int  # regular files in the tar
+    bytes: int  # their uncompressed size
+    minimal: bool
+    modules: int  # .ko* files among them
+    absent: tuple[str, ...] = ()  # wanted names this kernel has neither as module nor builtin
+    builtin: tuple[str, ...] = ()  # wanted names built into this kernel: nothing to copy
+    dropped: tuple[str, ...] = ()  # tree members left out (symlinks out, special files)
+
+
+def normalise(name: str) -> str:
+    """A module name as modprobe compares it: no directory, no .ko suffix, '_' for '-'."""
+    base = posixpath.basename(name.strip())
+    for suffix in _SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base.replace("-", "_")
+
+
+def _parse_dep(modules_dep: str) -> dict[str, tuple[str, list[str]]]:
+    """module name -> (its path, the paths it depends on)."""
+    table: dict[str, tuple[str, list[str]]] = {}
+    for line in modules_dep.splitlines():
+        path, sep, deps = line.partition(":")
+        if not sep or not path.strip():
+            continue
+        table.setdefault(normalise(path), (path.strip(), deps.split()))
+    return table
+
+
+def closure(modules_dep: str, wanted: Iterable[str]) -> set[str]:
+    """Paths (as modules.dep writes them) of the `wanted` modules and of
+    everything they depend on, transitively. Names are compared normalised;
+    names modules.dep does not know are ignored. Cycles are harmless."""
+    table = _parse_dep(modules_dep)
+    by_path = {path: name for name, (path, _) in table.items()}
+    todo = [normalise(w) for w in wanted]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in table:
+            continue
+        seen.add(name)
+        _, deps = table[name]
+        todo.extend(by_path.get(d, normalise(d)) for d in deps)
+    return {table[name][0] for name in seen}
+
+
+def _aliases(modules_alias: str) -> dict[str, set[str]]:
+    """Exact (wildcard-free) alias -> module names; device aliases are globs
+    and are not names anyone passes to modprobe by hand."""
+    table: dict[str, set[str]] = {}
+    for line in modules_alias.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "alias" and not any(c in words[1] for c in "*?["):
+            table.setdefault(normalise(words[1]), set()).add(normalise(words[2]))
+    return table
+
+
+def _softdeps(modules_softdep: str) -> dict[str, set[str]]:
+    """module name -> the names modprobe also loads with it (pre: and post:)."""
+    table: dict[str, set[str]] = {}
+    for line in modules_softdep.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0] != "softdep":
+            continue
+        names = {normalise(w) for w in words[2:] if w not in ("pre:", "post:")}
+        table.setdefault(normalise(words[1]), set()).update(names)
+    return table
+
+
+@dataclass(frozen=True)
+class _Selection:
+    paths: set[str]
+    absent: tuple[str, ...]
+    builtin: tuple[str, ...]
+
+
+def _select(modules_dir: Path, wanted: Sequence[str]) -> _Selection:
+    """The module paths to ship for `wanted`, following aliases, dependencies
+    and soft dependencies, the way modprobe would resolve them."""
+    dep = (modules_dir / "modules.dep").read_text(encoding="utf-8", errors="replace")
+    known = set(_parse_dep(dep))
+    builtin = {normalise(p) for p in _read_optional(modules_dir / "modules.builtin").split()}
+    aliases = _aliases(_read_optional(modules_dir / "modules.alias"))
+    softdeps = _softdeps(_read_optional(modules_dir / "modules.softdep"))
+
+    def resolve(name: str) -> set[str]:
+        if name in known or name in builtin:
+            return {name}
+        return aliases.get(name, set())
+
+    absent: list[str] = []
+    found_builtin: list[str] = []
+    names: set[str] = set()
+    for raw in wanted:
+        name = normalise(raw)
+        targets = resolve(name)
+        if not targets:
+            absent.append(raw)
+        elif targets <= builtin:
+            found_builtin.append(raw)
+        names |= targets & known
+
+    # Soft dependencies of what is shipped (ext4 wants crc32c, for one): a
+    # missing one is silently skipped by modprobe, so follow them, quietly.
+    paths = closure(dep, names)
+    while True:
+        more = {t for p in paths for s in softdeps.get(normalise(p), ()) for t in resolve(s)}
+        more &= known
+        grown = closure(dep, names | more)
+        if grown == paths:
+            break
+        names |= more
+        paths = grown
+    return _Selection(paths, tuple(dict.fromkeys(absent)), tuple(dict.fromkeys(found_builtin)))
+
+
+def _read_optional(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Every entry under `root`, sorted, parents first; symlinks not followed."""
+    with os.scandir(root / rel if rel else root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        st = entry.stat(follow_symlinks=False)
+        yield name, Path(entry.path), st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, name)
+
+
+def _link_stays_inside(name: str, target: str) -> bool:
+    if target.startswith("/"):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return resolved != ".." and not resolved.startswith("../")
+
+
+@dataclass
+class _Counts:
+    files: int = 0
+    bytes: int = 0
+    modules: int = 0
+
+
+def _write_tar(root: Path, dest: Path) -> tuple[_Counts, list[str]]:
+    counts = _Counts()
+    dropped: list[str] = []
+    # PAX keeps long names and large sizes exact; integer mtimes avoid a PAX
+    # header per member for sub-second times.
+    with (
+        dest.open("wb", buffering=_COPY_BUFSIZE) as raw,
+        tarfile.TarFile(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT,
+                        copybufsize=_COPY_BUFSIZE) as tar,
+    ):
+        for name, path, st in _walk(root):
+            mode = st.st_mode
+            if stat.S_ISLNK(mode):
+                if not _link_stays_inside(name, os.readlink(path)):
+                    dropped.append(name)
+                    continue
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                dropped.append(name)
+                continue
+            info = tar.gettarinfo(str(path), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = int(st.st_mtime)
+            if info.isreg():
+                counts.files += 1
+                counts.bytes += info.size
+                if name.endswith(_SUFFIXES):
+                    counts.modules += 1
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return counts, dropped
+
+
+def _check_tree(modules_dir: Path, version: str) -> None:
+    # The version becomes a directory name here and in the guest.
+    if version in ("", ".", "..") or "/" in version or "\0" in version:
+        raise BadInput(f"bad kernel version {version!r}")
+    if not modules_dir.is_dir():
+        raise BadInput(
+            f"no modules directory {modules_dir} for kernel {version}",
+            hint="install that kernel's modules or give their directory with --modules-dir",
+        )
+    if not (modules_dir / "modules.dep").is_file():
+        raise BadInput(
+            f"{modules_dir} has no modules.dep",
+            hint=f"run 'depmod {version}' or give another directory with --modules-dir",
+        )
+
+
+def _depmod() -> str:
+    # depmod lives in /sbin or /usr/sbin, often not on an ordinary user's PATH.
+    found = shutil.which("depmod") or shutil.which("depmod", path="/usr/sbin:/sbin")
+    if found is None:
+        raise VsaError("depmod not found", hint="install kmod, or use the full modules tree")
+    return found
+
+
+def _stage_minimal(modules_dir: Path, version: str, paths: set[str], staging: Path) -> Path:
+    """A modules tree holding only `paths` and index files regenerated for
+    them; returns its `lib/modules/<version>` directory."""
+    tree = staging / "lib" / "modules" / version
+    tree.mkdir(parents=True)
+    prefix = f"/lib/modules/{version}/"
+    dirs: set[str] = set()
+    for dep_path in sorted(paths):
+        # Old depmods wrote absolute paths; they name the same tree.
+        rel = dep_path.removeprefix(prefix) if dep_path.startswith("/") else dep_path
+        source = modules_dir / rel
+        if rel.startswith("/") or ".." in rel.split("/") or not source.is_file():
+            raise BadInput(f"{modules_dir}/modules.dep names {dep_path}, which is not a module file")
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, tree / rel)
+        parent = posixpath.dirname(rel)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    for entry in sorted(modules_dir.iterdir()):
+        wanted = entry.name == "modules.order" or entry.name.startswith("modules.builtin")
+        if wanted and entry.is_file() and not entry.is_symlink():
+            shutil.copy2(entry, tree / entry.name)
+
+    proc = subprocess.run(
+        [_depmod(), "-b", str(staging), version],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C"},
+        check=False,
+    )
+    if proc.returncode != 0 or not (tree / "modules.dep").is_file():
+        detail = (proc.stderr.strip().splitlines() or ["no modules.dep written"])[-1]
+        raise VsaError(f"depmod failed on the minimal modules tree: {detail}")
+
+    # Same inputs, same tarball: the files depmod wrote get the source index's
+    # time, and directories the times and modes of their sources.
+    index_time = (modules_dir / "modules.dep").stat().st_mtime
+    for entry in tree.iterdir():
+        if entry.is_file() and entry.name not in _DEPMOD_INPUTS:
+            os.utime(entry, (index_time, index_time))
+    for rel in sorted(dirs, key=lambda d: -d.count("/")):
+        shutil.copystat(modules_dir / rel, tree / rel)
+    shutil.copystat(modules_dir, tree)
+    return tree
+
+
+def _wanted(extra_modules: Sequence[str]) -> list[str]:
+    # Lines of an initrd's conf/modules may carry parameters or comments.
+    names = list(MINIMAL_MODULES)
+    for line in extra_modules:
+        words = line.split("#", 1)[0].split()
+        if words:
+            names.append(words[0])
+    return names
+
+
+def build_payload(
+    modules_dir: Path,
+    version: str,
+    dest: Path,
+    *,
+    minimal: bool = False,
+    extra_modules: Sequence[str] = (),
+) -> ModulePayload:
+    """Write the tar of `modules_dir` (members relative to it) to `dest`.
+
+    `minimal`: only MINIMAL_MODULES and `extra_modules` with what they need,
+    plus index files regenerated by depmod for that subset.
+    """
+    _check_tree(modules_dir, version)
+    try:
+        if not minimal:
+            counts, dropped = _write_tar(modules_dir, dest)
+            return ModulePayload(
+                version, dest, counts.files, counts.bytes, False, counts.modules,
+                dropped=tuple(dropped),
+            )
+        selection = _select(modules_dir, _wanted(extra_modules))
+        with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
+            tree = _stage_minimal(modules_dir, version, selection.paths, Path(staging))
+            counts, dropped = _write_tar(tree, dest)
+        return ModulePayload(
+            version, dest, counts.files, counts.bytes, True, counts.modules,
+            absent=selection.absent, builtin=selection.builtin, dropped=tuple(dropped),
+        )
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,73 @@
+"""Frozen option sets, built once from the command line; the core never sees
+an argparse Namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsaimage.edits import PciHack
+from vsaimage.source import ImageSource
+
+
+@dataclass(frozen=True)
+class Roles:
+    root_part: int | None = None
+    boot_part: int | None = None
+
+
+@dataclass(frozen=True)
+class InspectOptions:
+    image: ImageSource
+    roles: Roles = Roles()
+    bundle: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    image: ImageSource
+    roles: Roles = Roles()
+    initrd: Path | None = None
+    kernel_version: str | None = None
+    pci_hack: PciHack = PciHack.BOTH
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class XlOptions:
+    name: str | None = None
+    memory: int = 3072
+    vcpus: int = 2
+    bridge: str = "xenbr0"
+    mac: str | None = None
+    uuid: str | None = None
+    data_disks: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    image: ImageSource
+    kernel: Path
+    initrd: Path
+    output: Path
+    format: str = "raw"
+    pci_hack: PciHack = PciHack.BOTH
+    console_autologin: bool = False
+    skip: frozenset[str] = frozenset()
+    roles: Roles = Roles()
+    force: bool = False
+    dry_run: bool = False
+    kernel_version: str | None = None
+    modules_dir: Path | None = None
+    modules_minimal: bool = False
+    initrd_compression: str | None = None
+    xl: XlOptions = XlOptions()
+
+
+@dataclass(frozen=True)
+class InitrdOptions:
+    input: Path
+    output: Path
+    compression: str | None = None
+    force: bool = False

@@ -1,0 +1,208 @@
+"""Output files: checked before any work, written under temporary names beside
+the final ones, renamed into place only when everything succeeded, removed on
+any failure (Ctrl-C included).
+
+A temporary is named `.NAME.<pid>.partial`; a process killed with SIGKILL can
+leave one behind, and the next run over the same output removes the ones
+whose process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsaimage.errors import OutputError, VsaError, WriteError
+
+_CHUNK = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    image: Path
+    initrd: Path
+    cfg: Path
+
+    @classmethod
+    def from_option(cls, out: Path) -> OutputPaths:
+        stem = out.with_suffix("") if out.suffix == ".img" else out
+        return cls(out, stem.with_name(stem.name + ".initrd"), stem.with_name(stem.name + ".cfg"))
+
+    def all(self) -> tuple[Path, ...]:
+        return (self.image, self.initrd, self.cfg)
+
+
+def check_destination(paths: Sequence[Path], *, force: bool, inputs: Sequence[Path]) -> None:
+    """Refuse outputs that would clobber an input, exist without --force, or
+    live in a directory that is missing or not writable."""
+    for p in paths:
+        parent = p.parent
+        if not parent.is_dir():
+            raise OutputError(f"{p}: output directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{p}: output directory {parent} is not writable")
+        for i in inputs:
+            with contextlib.suppress(OSError):
+                if p.resolve() == i.resolve() or (p.exists() and os.path.samefile(p, i)):
+                    raise OutputError(f"{p}: output is the same file as input {i}")
+        if p.is_dir():
+            raise OutputError(f"{p}: output is a directory")
+        if p.exists() and not force:
+            raise OutputError(f"{p} already exists", hint="use --force to overwrite it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(final: Path) -> list[Path]:
+    """Remove temporaries of `final` left by processes that no longer exist."""
+    removed = []
+    for p in final.parent.glob(f".{final.name}.*.partial"):
+        pid = p.name[len(final.name) + 2 : -len(".partial")]
+        if pid.isdigit() and not _pid_alive(int(pid)) and int(pid) != os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+class Staging:
+    """Temporaries for a set of final paths. Use as a context manager and call
+    commit() at the end of the work; leaving without commit removes them."""
+
+    def __init__(self, finals: Sequence[Path]) -> None:
+        self.finals = list(finals)
+        self.temps = {f: f.with_name(f".{f.name}.{os.getpid()}.partial") for f in finals}
+        self.committed = False
+
+    def __enter__(self) -> Staging:
+        for f in self.finals:
+            clean_stale(f)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.committed:
+            self.discard()
+
+    def temp(self, final: Path) -> Path:
+        return self.temps[final]
+
+    def discard(self) -> None:
+        for t in self.temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                t.unlink()
+
+    def commit(self) -> None:
+        """Rename every temporary into place; the image last, so that a final
+        image never exists without its initrd and config."""
+        for f in self.finals:
+            t = self.temps[f]
+            if t.exists():
+                os.replace(t, f)
+        self.committed = True
+
+
+def write_bytes(path: Path, data: bytes, *, label: Path) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise write_error(label, e) from e
+
+
+def write_error(label: Path, e: OSError) -> VsaError:
+    """The one-line error for a failed write of the output `label`."""
+    if e.errno == errno.ENOSPC:
+        return WriteError(f"{label}: no space left on device while writing",
+                          hint="free some space or choose another output directory")
+    return WriteError(f"{label}: cannot write: {e.strerror or e}")
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of the data regions of a file, skipping holes."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole up to the end
+                return
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end - start
+        pos = end
+
+
+def _is_zero(buf: bytes) -> bool:
+    return not buf.strip(b"\0")
+
+
+def source_size(src: Path) -> int:
+    with open(src, "rb") as f:
+        return f.seek(0, os.SEEK_END)
+
+
+def allocated_bytes(src: Path) -> int:
+    st = src.stat()
+    if stat.S_ISBLK(st.st_mode):
+        return source_size(src)
+    return st.st_blocks * 512
+
+
+def sparse_copy(src: Path, dst: Path, *, label: Path,
+                progress: Callable[[int], None] | None = None) -> int:
+    """Copy `src` to a new `dst` of the same size writing only its data: holes
+    of a sparse file are skipped, and so are all-zero blocks (a block device or
+    a file copied without holes). Returns the bytes written."""
+    written = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = fin.seek(0, os.SEEK_END)
+        try:
+            fout.truncate(size)
+            try:
+                extents = list(_data_extents(fin.fileno(), size))
+            except OSError:  # no SEEK_DATA (a block device): scan everything
+                extents = [(0, size)]
+            for start, length in extents:
+                fin.seek(start)
+                end = start + length
+                pos = start
+                while pos < end:
+                    buf = fin.read(min(_CHUNK, end - pos))
+                    if not buf:
+                        break
+                    if not _is_zero(buf):
+                        fout.seek(pos)
+                        fout.write(buf)
+                        written += len(buf)
+                    pos += len(buf)
+                    if progress:
+                        progress(len(buf))
+            fout.flush()
+            os.fsync(fout.fileno())
+        except OSError as e:
+            raise write_error(label, e) from e
+    return written
+
+
+def convert_qcow2(src: Path, dst: Path, *, label: Path) -> None:
+    """Write `src` as qcow2 (qemu-img skips holes and zeros)."""
+    r = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(src), str(dst)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr.strip().splitlines() or ["qemu-img failed"])[-1]
+        if "No space left" in msg:
+            raise WriteError(f"{label}: no space left on device while writing qcow2")
+        raise WriteError(f"{label}: qemu-img convert failed: {msg}")

@@ -1,0 +1,271 @@
+"""Everything the user sees: progress and logs on stderr (rich on a terminal,
+plain timestamped lines otherwise), and the result on stdout (a rich table, or
+one JSON document with --json). Commands build the JSON document first; the
+human tables are drawn from it, so both always say the same thing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+
+class Phase:
+    """A step that takes seconds: shown as a progress line on a terminal, as a
+    start and an end line otherwise. Its duration goes into the report."""
+
+    def __init__(self, reporter: Reporter, name: str, task: TaskID | None) -> None:
+        self._reporter = reporter
+        self.name = name
+        self._task = task
+        self.started = time.monotonic()
+        self.detail = ""
+
+    def advance(self, amount: float) -> None:
+        if self._task is not None and self._reporter.progress is not None:
+            self._reporter.progress.advance(self._task, amount)
+
+    def total(self, total: float) -> None:
+        if self._task is not None and self._reporter.progress is not None:
+            self._reporter.progress.update(self._task, total=total)
+
+
+class Reporter:
+    def __init__(self, *, verbosity: int = 0, stderr: IO[str] | None = None,
+                 stdout: IO[str] | None = None) -> None:
+        self.verbosity = verbosity
+        self.err = Console(file=stderr or sys.stderr, stderr=stderr is None)
+        self.out = Console(file=stdout or sys.stdout)
+        self.interactive = self.err.is_terminal and not self.err.is_dumb_terminal
+        self.progress: Progress | None = None
+        self.timings: dict[str, float] = {}
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    # --- log lines (stderr) -------------------------------------------------
+
+    def _line(self, text: str, style: str = "") -> None:
+        with self._lock:
+            if self.interactive:
+                target = self.progress.console if self.progress else self.err
+                target.print(text, style=style, highlight=False, markup=False)
+            else:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                print(f"{stamp} {text}", file=self.err.file, flush=True)
+
+    def info(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._line(text)
+
+    def debug(self, text: str) -> None:
+        if self.verbosity >= 1:
+            self._line(text, "dim")
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self._line(f"warning: {text}", "yellow")
+
+    def error(self, text: str, hint: str | None = None) -> None:
+        """One line on stderr, never timestamped, so scripts can show it as is."""
+        line = f"vsaimage: error: {text}" + (f" ({hint})" if hint else "")
+        with self._lock:
+            if self.interactive:
+                self.err.print(line, style="bold red", highlight=False, markup=False)
+            else:
+                print(line, file=self.err.file, flush=True)
+
+    # --- phases -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def phase(self, name: str, *, total: float | None = None, nbytes: bool = False) -> Iterator[Phase]:
+        """Time a phase; `total` gives a bar (in bytes when `nbytes`)."""
+        task = None
+        with self._lock:
+            if self.interactive and self.verbosity >= 0:
+                if self.progress is None:
+                    self.progress = self._new_progress()
+                    self.progress.start()
+                task = self.progress.add_task(name, total=total, unit="B" if nbytes else "")
+        if not self.interactive:
+            self.info(f"{name}: started")
+        ph = Phase(self, name, task)
+        ok = False
+        try:
+            yield ph
+            ok = True
+        finally:
+            elapsed = time.monotonic() - ph.started
+            self.timings[name] = round(elapsed, 2)
+            with self._lock:
+                if task is not None and self.progress is not None:
+                    t = self.progress.tasks[task]
+                    self.progress.update(task, completed=t.total or 1, total=t.total or 1,
+                                         description=f"{name} {'✓' if ok else '✗'}")
+            if not self.interactive:
+                status = "done" if ok else "failed"
+                self.info(f"{name}: {status} in {elapsed:.1f} s{' ' + ph.detail if ph.detail else ''}")
+
+    def _new_progress(self) -> Progress:
+        return Progress(
+            SpinnerColumn(finished_text="•"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=False,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    # --- results (stdout) ---------------------------------------------------
+
+    def json(self, doc: Mapping[str, Any]) -> None:
+        self.close()
+        print(json.dumps(doc, indent=2, sort_keys=False), file=self.out.file, flush=True)
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        self.close()
+        t = Table(title=title, title_justify="left")
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        self.out.print(t)
+
+    def facts(self, pairs: Sequence[tuple[str, object]]) -> None:
+        """Key/value lines under a table."""
+        self.close()
+        width = max(len(k) for k, _ in pairs)
+        for k, v in pairs:
+            self.out.print(f"{k.ljust(width)}  {'' if v is None else v}", highlight=False,
+                           markup=False)
+
+
+STATUS_STYLE = {
+    "applied": "green",
+    "already applied": "green",
+    "apply": "yellow",
+    "not applied": "red",
+    "skipped": "dim",
+}
+
+
+def show_partitions(rep: Reporter, doc: Mapping[str, Any]) -> None:
+    roles = {doc["root"]["partition"]: "root"}
+    if doc.get("boot"):
+        roles[doc["boot"]["partition"]] = "boot"
+    rows = [
+        (p["number"], p["start"], _size(p["size"]), p["mbr_id"], p["fstype"], p["label"],
+         roles.get(p["number"], ""))
+        for p in doc["partitions"]
+    ]
+    rep.table(f"Partitions of {doc['image']}",
+              ["#", "start", "size", "type", "filesystem", "label", "role"], rows)
+
+
+def show_steps(rep: Reporter, title: str, steps: Sequence[Mapping[str, Any]]) -> None:
+    rows = []
+    for s in steps:
+        style = STATUS_STYLE.get(s["status"], "")
+        rows.append((s["step"], s["title"], f"[{style}]{s['status']}[/]" if style else s["status"],
+                     _details(s.get("details", {}))))
+    rep.close()
+    t = Table(title=title, title_justify="left")
+    for c in ("step", "what", "status", "details"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*r)
+    rep.out.print(t)
+
+
+def _details(details: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in details.items():
+        if isinstance(v, Mapping):
+            v = ", ".join(f"{kk}: {vv}" for kk, vv in v.items())
+        elif isinstance(v, list | tuple):
+            v = ", ".join(str(x) for x in v)
+        parts.append(f"{k}: {v}")
+    return "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+# --- one renderer per command, each from the command's JSON document ---------
+
+
+def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
+    show_partitions(rep, doc)
+    rep.facts([
+        ("root", f"partition {doc['root']['partition']} ({doc['root']['reason']})"),
+        ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
+         if doc.get("boot") else "not found"),
+        ("VSA version", doc.get("vsa_version") or "unknown"),
+        ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
+        ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
+    ])
+    show_steps(rep, "Edits", doc["edits"])
+
+
+def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:
+    show_steps(rep, f"Postconditions on {doc['image']}", doc["edits"])
+    if doc["missing"]:
+        rep.out.print(f"[red]not converted:[/] missing {', '.join(doc['missing'])}")
+    else:
+        rep.out.print("[green]every edit is in place[/]")
+
+
+def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
+    title = "Plan (dry run: nothing written)" if doc.get("dry_run") else "What changed"
+    show_steps(rep, title, doc["steps"])
+    if doc.get("dry_run"):
+        return
+    out = doc["outputs"]
+    rep.facts([
+        ("disk", f"{out['image']} ({out['format']}, root = /dev/xvda{doc['root_partition']})"),
+        ("initrd", out["initrd"]),
+        ("xl config", out["cfg"]),
+        ("kernel", f"{doc['kernel']['path']} ({doc['kernel']['version']})"),
+        ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
+        ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
+                             f"{doc['motherboard_uuid_fallback']})"),
+        ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),
+    ])
+
+
+def show_initrd(rep: Reporter, doc: Mapping[str, Any]) -> None:
+    rep.facts([
+        ("output", doc["output"]),
+        ("compression", doc.get("compression")),
+        ("early segments", doc.get("early_segments")),
+        ("entries", doc.get("entries")),
+        ("added", ", ".join(doc.get("added") or []) or "nothing (already there)"),
+        ("changed", ", ".join(doc.get("changed") or []) or "nothing"),
+    ])

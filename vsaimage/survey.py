@@ -1,0 +1,95 @@
+"""The read-only commands, `inspect` and `verify`: one read-only appliance
+launch on an image, its partition roles, and the status of every edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vsaimage import __version__, guest, initrd
+from vsaimage.edits import EditContext, Snapshot
+from vsaimage.errors import InitrdError
+from vsaimage.inspect import (
+    Layout,
+    boot_kernels,
+    find_layout,
+    module_versions,
+    read_snapshot,
+    vsa_version,
+)
+from vsaimage.options import InspectOptions, Roles, VerifyOptions
+from vsaimage.plan import TITLES, postconditions
+from vsaimage.report import Reporter
+from vsaimage.source import ImageSource
+
+
+def _examine(image: ImageSource, roles: Roles, ctx: EditContext,
+             rep: Reporter) -> tuple[Layout, Snapshot, list[str]]:
+    with rep.phase("appliance launch"):
+        g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
+    with g, rep.phase("read image"):
+        layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
+        kernels = boot_kernels(g, layout.boot)
+        g.mount(layout.root.partition.device, "/", readonly=True)
+        snap = read_snapshot(g, ctx, extra=("/etc/lefthand/.version",))
+    return layout, snap, kernels
+
+
+def _layout_doc(image: ImageSource, layout: Layout) -> dict[str, Any]:
+    return {
+        "image": str(image),
+        "partitions": [p.as_dict() for p in layout.partitions],
+        "root": layout.root.as_dict(),
+        "boot": layout.boot.as_dict() if layout.boot else None,
+    }
+
+
+def _status_rows(status: dict[str, bool]) -> list[dict[str, Any]]:
+    return [{"step": name, "title": TITLES[name], "status": "applied" if ok else "not applied"}
+            for name, ok in status.items()]
+
+
+def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
+    ctx = EditContext()
+    layout, snap, kernels = _examine(opts.image, opts.roles, ctx, rep)
+    return {
+        "success": True,
+        "command": "inspect",
+        "tool_version": __version__,
+        **_layout_doc(opts.image, layout),
+        "vsa_version": vsa_version(snap),
+        "kernel_versions": module_versions(snap),
+        "boot_kernels": kernels,
+        "edits": _status_rows(postconditions(snap, ctx)),
+    }
+
+
+def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
+    ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
+    initrd_ok: bool | None = None
+    if opts.initrd is not None:
+        initrd_ok = initrd.check(_read_initrd(opts.initrd))
+    layout, snap, _ = _examine(opts.image, opts.roles, ctx, rep)
+    rows = _status_rows(postconditions(snap, ctx, opts.skip))
+    if initrd_ok is not None:
+        rows.append({"step": "initrd", "title": f"pcihack in {opts.initrd}",
+                     "status": "applied" if initrd_ok else "not applied"})
+    missing = [r["step"] for r in rows if r["status"] != "applied"]
+    return {
+        "success": not missing,
+        "command": "verify",
+        "tool_version": __version__,
+        **_layout_doc(opts.image, layout),
+        "edits": rows,
+        "missing": missing,
+    }
+
+
+def _read_initrd(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InitrdError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InitrdError(f"{path}: cannot read: {e.strerror}") from None
+

@@ -1,0 +1,166 @@
+"""The xl domU config written next to the converted image (`X.cfg`).
+
+Rendering is pure and deterministic: the same inputs give the same bytes, so a
+pipeline can diff or checksum the config. The guest's identity (uuid and MAC)
+is pinned here because the VSA derives its motherboard UUID and serial from
+them on every boot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+
+from vsaimage import __version__
+from vsaimage.errors import BadInput
+
+# Data disks are attached where the VMware VSA had its SCSI host1 disks; the
+# udev edit maps xvdc..xvdg onto those /dev/scsi names and no further.
+DATA_VDEVS = ("xvdc", "xvdd", "xvde", "xvdf", "xvdg")
+
+# Fixed, so a given root filesystem UUID always yields the same domU identity.
+_IDENTITY_NAMESPACE = uuid.UUID("c8e77060-f256-491a-bf4e-dcea462c1e1f")
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+# A Linux interface name: at most 15 bytes, and nothing xl's vif syntax splits on.
+_BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_DISK_FORMATS = ("raw", "qcow2")
+
+
+@dataclass(frozen=True)
+class XlConfig:
+    name: str
+    kernel: str  # absolute path on the dom0
+    ramdisk: str  # absolute path on the dom0
+    root_part: int  # partition number of the VSA root on xvda
+    uuid: str
+    mac: str
+    disk: str  # absolute path of the converted image
+    # SAN/iQ needs about 3 GiB to run; xl's own default (128 MiB) would not
+    # even get the VSA through its boot scripts.
+    memory: int = 3072  # MiB
+    vcpus: int = 2
+    bridge: str = "xenbr0"
+    disk_format: str = "raw"  # format of `disk`; data disks are always raw
+    data_disks: tuple[str, ...] = ()
+
+
+def derive_identity(seed: str) -> tuple[str, str]:
+    """(uuid, mac) for a guest, derived from its root filesystem UUID.
+
+    The edits never change that UUID, so converting the output again keeps the
+    identity. The MAC is in Xen's OUI 00:16:3e with the top bit of the fourth
+    byte clear: the half of the range Xen leaves to administrators and tools.
+    """
+    key = seed.strip().lower()
+    if not key:
+        raise BadInput("cannot derive the guest's uuid and MAC from an empty seed")
+    dom_uuid = str(uuid.uuid5(_IDENTITY_NAMESPACE, key))
+    digest = hashlib.sha256(b"vsaimage-mac\0" + key.encode("utf-8")).digest()
+    tail = [digest[0] & 0x7F, digest[1], digest[2]]
+    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+    return dom_uuid, mac
+
+
+def validate_uuid(s: str) -> str:
+    """The canonical lowercase form of a UUID given on the command line."""
+    value = s.strip().lower()
+    if not _UUID_RE.fullmatch(value):
+        raise BadInput(
+            f"bad uuid {s!r}", hint="use the form 01234567-89ab-cdef-0123-456789abcdef"
+        )
+    if value == "00000000-0000-0000-0000-000000000000":
+        raise BadInput("the nil uuid cannot identify a domain")
+    return value
+
+
+def validate_mac(s: str) -> str:
+    """The canonical lowercase colon form of a MAC given on the command line."""
+    value = s.strip().lower().replace("-", ":")
+    if not _MAC_RE.fullmatch(value):
+        raise BadInput(f"bad MAC address {s!r}", hint="use the form 00:16:3e:12:34:56")
+    first = int(value[:2], 16)
+    if first & 0x01:
+        raise BadInput(f"MAC address {value} is a multicast address")
+    if value == "00:00:00:00:00:00":
+        raise BadInput("the all-zero MAC address cannot be used")
+    return value
+
+
+def _quote(value: str, what: str, quote: str = '"') -> str:
+    """An xl string literal: backslash and the quote escaped; xl strings cannot
+    span lines, and control characters would only be trouble in a config."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise BadInput(f"{what} {value!r} contains a newline or control character")
+    escaped = value.replace("\\", "\\\\").replace(quote, "\\" + quote)
+    return f"{quote}{escaped}{quote}"
+
+
+def _absolute(value: str, what: str) -> str:
+    if not value.startswith("/"):
+        raise BadInput(f"{what} {value!r} must be an absolute path for the xl config")
+    return value
+
+
+def _positive(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadInput(f"{what} must be a positive integer, not {value!r}")
+    return value
+
+
+def _disk_spec(fmt: str, vdev: str, target: str) -> str:
+    # target= goes last: xl then takes the rest of the string verbatim, commas
+    # included.
+    return f"format={fmt}, vdev={vdev}, access=rw, target={target}"
+
+
+def render(cfg: XlConfig) -> str:
+    """The text of the xl config for `cfg`."""
+    if not cfg.name:
+        raise BadInput("the domain name is empty")
+    if len(cfg.data_disks) > len(DATA_VDEVS):
+        raise BadInput(
+            f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
+        )
+    if cfg.disk_format not in _DISK_FORMATS:
+        raise BadInput(f"unknown disk format {cfg.disk_format!r} (raw or qcow2)")
+    if not _BRIDGE_RE.fullmatch(cfg.bridge):
+        raise BadInput(
+            f"bad bridge name {cfg.bridge!r}",
+            hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'",
+        )
+    dom_uuid = validate_uuid(cfg.uuid)
+    mac = validate_mac(cfg.mac)
+    root_part = _positive(cfg.root_part, "the root partition number")
+
+    disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
+    for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
+        disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
+    disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
+    vif = _quote(f"mac={mac},bridge={cfg.bridge}", "vif", quote="'")
+
+    return (
+        f"# xl domU config written by vsaimage {__version__}\n"
+        "# A HP LeftHand / StoreVirtual VSA system disk booted as a Xen PV guest.\n"
+        "# uuid and the MAC are pinned: the VSA derives its identity from them.\n"
+        'type = "pv"\n'
+        f"name = {_quote(cfg.name, 'the domain name')}\n"
+        f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
+        f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
+        f'root = "/dev/xvda{root_part}"\n'
+        'extra = "console=hvc0"\n'
+        f"memory = {_positive(cfg.memory, 'memory')}\n"
+        f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
+        f'uuid = "{dom_uuid}"\n'
+        f"disk = [\n{disk_lines}]\n"
+        f"vif = [ {vif} ]\n"
+        # A guest that shuts itself down stays down; a reboot (e.g. after a
+        # SAN/iQ setting change) comes back; a crash is left for the admin
+        # rather than looping.
+        'on_poweroff = "destroy"\n'
+        'on_reboot = "restart"\n'
+        'on_crash = "destroy"\n'
+    )
