@@ -9,11 +9,11 @@ import uuid
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from xl_reader import parse, parse_spec
 
 from vsaimage import __version__
 from vsaimage.errors import BadInput
 from vsaimage.xlcfg import XlConfig, derive_identity, render, validate_mac, validate_uuid
+from xl_reader import parse, parse_spec
 
 ROOT_FS_UUID = "3f1e2d4c-5b6a-4789-8a7b-6c5d4e3f2a1b"
 

@@ -87,7 +87,6 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     with g, rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
-        g.mount(layout.root.partition.device, "/", readonly=True)
         plan = build(read_snapshot(g, ctx), ctx, opts.skip)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
@@ -197,7 +196,9 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
     with rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
-        g.mount(layout.root.partition.device, "/", readonly=False)
+        # detection mounted it read-only; the edits need it writable
+        g.umount(layout.root.partition)
+        g.mount(layout.root.partition, readonly=False)
         plan = build(read_snapshot(g, ctx), ctx, opts.skip)
     with rep.phase("edits"):
         for c in plan.changes:

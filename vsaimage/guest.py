@@ -168,6 +168,7 @@ class Guest:
 
     def __init__(self, g: Any) -> None:
         self.g = g
+        self._mountpoints: set[str] = set()
 
     def __enter__(self) -> Guest:
         return self
@@ -192,7 +193,6 @@ class Guest:
 
     def partitions(self, device: str) -> list[Partition]:
         try:
-            parttype = self.g.part_get_parttype(device)
             table = self.g.part_list(device)
         except RuntimeError:
             return []
@@ -200,100 +200,114 @@ class Guest:
         for p in table:
             num = int(p["part_num"])
             dev = f"{device}{num}"
-            mbr_id = None
-            if parttype == "msdos":
-                with contextlib.suppress(RuntimeError):
-                    mbr_id = int(self.g.part_get_mbr_id(device, num))
-            fstype = label = uuid = ""
-            # vfs_type on one partition is cheap; list_filesystems() would probe
-            # them all, including ones we never need.
-            if mbr_id not in (0x05, 0x0F, 0x85):  # extended: a container, not a filesystem
-                with contextlib.suppress(RuntimeError):
-                    fstype = self.g.vfs_type(dev)
-                if fstype:
-                    with contextlib.suppress(RuntimeError):
-                        label = self.g.vfs_label(dev)
-                    with contextlib.suppress(RuntimeError):
-                        uuid = self.g.vfs_uuid(dev)
-            parts.append(Partition(num, dev, int(p["part_start"]), int(p["part_size"]),
-                                   mbr_id, fstype, label, uuid))
+            # One blkid per partition gives filesystem type, label, UUID and the
+            # MBR type byte (list_filesystems() would probe far more than this).
+            try:
+                info = self.g.blkid(dev)
+            except RuntimeError:
+                info = {}
+            mbr = info.get("PART_ENTRY_TYPE", "")
+            parts.append(Partition(
+                num, dev, int(p["part_start"]), int(p["part_size"]),
+                int(mbr, 16) if mbr.startswith("0x") else None,
+                info.get("TYPE", ""), info.get("LABEL", ""), info.get("UUID", ""),
+            ))
         return parts
 
     # --- mounting -----------------------------------------------------------
+    # Filesystems are mounted at /vsaimage/p<N> inside the appliance, several
+    # at once, so that a single glob can look into all of them. `root` is the
+    # prefix every guest path below is resolved under.
 
-    def mount(self, device: str, where: str = "/", *, readonly: bool) -> None:
+    root = ""
+
+    def mountpoint(self, part: Partition) -> str:
+        return f"/vsaimage-p{part.number}"
+
+    def mount(self, part: Partition, *, readonly: bool) -> str:
+        where = self.mountpoint(part)
         try:
+            if where not in self._mountpoints:
+                self.g.mkmountpoint(where)
+                self._mountpoints.add(where)
             if readonly:
-                self.g.mount_ro(device, where)
+                self.g.mount_ro(part.device, where)
             else:
-                self.g.mount(device, where)
+                self.g.mount(part.device, where)
         except RuntimeError as e:
-            raise ApplianceError(f"cannot mount {device}: {_first_line(e)}") from e
+            raise ApplianceError(f"cannot mount partition {part.number} ({part.device}): "
+                                 f"{_first_line(e)}") from e
+        return where
 
-    def umount_all(self) -> None:
-        self.g.umount_all()
+    def umount(self, part: Partition) -> None:
+        self.g.umount(self.mountpoint(part))
+
+    def glob(self, pattern: str) -> list[str]:
+        return list(self.g.glob_expand(pattern))
+
+    def use_root(self, part: Partition) -> None:
+        """Resolve guest paths under this (mounted) partition from now on."""
+        self.root = self.mountpoint(part)
 
     # --- reading ------------------------------------------------------------
 
-    def exists(self, path: str) -> bool:
-        return bool(self.g.exists(path))
-
-    def is_dir(self, path: str) -> bool:
-        return bool(self.g.is_dir(path))
-
-    def ls(self, path: str) -> list[str]:
-        return list(self.g.ls(path)) if self.g.is_dir(path) else []
-
     def find(self, directory: str) -> list[str]:
-        """Every path under `directory` (absolute), or [] when it is absent."""
-        if not self.g.is_dir(directory):
+        """Every path under `directory` (absolute, in guest terms), or []."""
+        where = self.root + directory
+        if not self.g.is_dir(where, followsymlinks=False):
             return []
         base = directory.rstrip("/")
-        return [f"{base}/{p}" for p in self.g.find(directory)]
+        # find returns names relative to the directory, each with a leading /
+        return [base + p for p in self.g.find(where)]
 
     def read(self, path: str) -> GuestFile:
         """The file at `path` as bytes with its mode; data None when it is
         missing or not a regular file (symlinks are reported, not followed)."""
+        where = self.root + path
         try:
-            st = self.g.lstatns(path)
+            st = self.g.lstatns(where)
         except RuntimeError:
             return GuestFile(path, None)
         mode = int(st["st_mode"])
         kind = mode & 0o170000
         if kind == 0o120000:
-            return GuestFile(path, None, mode & 0o7777, self.g.readlink(path))
+            return GuestFile(path, None, mode & 0o7777, self.g.readlink(where))
         if kind != 0o100000:
             return GuestFile(path, None, mode & 0o7777)
         if int(st["st_size"]) <= _MESSAGE_LIMIT:
-            data = self.g.read_file(path)
+            data = self.g.read_file(where)
         else:
             with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
-                self.g.download(path, tmp.name)
+                self.g.download(where, tmp.name)
                 data = Path(tmp.name).read_bytes()
         return GuestFile(path, bytes(data), mode & 0o7777)
 
-    def read_many(self, paths: Sequence[str]) -> dict[str, GuestFile]:
-        return {p: self.read(p) for p in paths}
+    def read_many(self, paths: Sequence[str], existing: set[str]) -> dict[str, GuestFile]:
+        """Read `paths`; those not in `existing` (a listing of their
+        directories) are missing and cost no call, nor an error line from
+        libguestfs on stderr."""
+        return {p: self.read(p) if p in existing else GuestFile(p, None) for p in paths}
 
     # --- writing ------------------------------------------------------------
 
     def write(self, path: str, data: bytes, mode: int) -> None:
         """Write `path`, creating parents 0755. An existing file keeps its
         owner; a new one belongs to root, as everything the edits touch."""
-        parent = path.rsplit("/", 1)[0] or "/"
-        self.g.mkdir_p(parent)
+        where = self.root + path
+        self.g.mkdir_p(where.rsplit("/", 1)[0])
         if len(data) <= _MESSAGE_LIMIT:
-            self.g.write(path, data)
+            self.g.write(where, data)
         else:
             with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
                 tmp.write(data)
                 tmp.flush()
-                self.g.upload(tmp.name, path)
-        self.g.chmod(mode, path)
+                self.g.upload(tmp.name, where)
+        self.g.chmod(mode, where)
 
     def tar_in(self, tarball: Path, directory: str) -> None:
-        self.g.mkdir_p(directory)
-        self.g.tar_in(str(tarball), directory)
+        where = self.root + directory
+        self.g.mkdir_p(where)
+        self.g.tar_in(str(tarball), where)
 
     def copy_device(self, src: str, dst: str) -> None:
         self.g.copy_device_to_device(src, dst, sparse=True)

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
-from vsaimage.errors import ImageError
+from vsaimage.errors import ApplianceError, ImageError
 from vsaimage.guest import Guest, Partition
 
 # Filesystems a VSA root or boot partition can be; others are never mounted.
 _MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "vfat")
-_KERNEL_RE = re.compile(r"^(vmlinuz|bzImage)")
 
 
 @dataclass(frozen=True)
@@ -42,34 +41,40 @@ class Layout:
 
 def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
                 boot_part: int | None = None) -> Layout:
-    devices = guest.devices()
-    device = devices[0]
+    """Find the root and boot partitions. Every candidate filesystem is mounted
+    read-only at once, so one glob looks into all of them; the root stays
+    mounted (read-only) and becomes the guest's path prefix."""
+    device = guest.devices()[0]
     parts = guest.partitions(device)
     if not parts:
         raise ImageError(f"{image}: no partitions found",
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
     by_num = {p.number: p for p in parts}
+    for flag, n in (("--root-part", root_part), ("--boot-part", boot_part)):
+        if n is not None and n not in by_num:
+            raise ImageError(f"{image}: {flag} {n}: no such partition "
+                             f"(have {', '.join(str(k) for k in by_num)})")
+
+    mounted = []
+    for p in _candidates(parts):
+        try:
+            guest.mount(p, readonly=True)
+            mounted.append(p)
+        except ApplianceError:
+            continue  # a damaged or foreign filesystem is simply not a candidate
 
     if root_part is not None:
-        if root_part not in by_num:
-            raise ImageError(f"{image}: --root-part {root_part}: no such partition "
-                             f"(have {', '.join(str(n) for n in by_num)})")
         root = Role(by_num[root_part], "given with --root-part")
+        if root.partition not in mounted:
+            guest.mount(root.partition, readonly=True)
     else:
-        root = _find_root(guest, image, parts)
-
-    guest.mount(root.partition.device, "/", readonly=True)
-    try:
-        fstab = guest.read("/etc/fstab").data
-    finally:
-        guest.umount_all()
+        root = _find_root(guest, image, parts, mounted)
+    guest.use_root(root.partition)
 
     if boot_part is not None:
-        if boot_part not in by_num:
-            raise ImageError(f"{image}: --boot-part {boot_part}: no such partition")
         boot: Role | None = Role(by_num[boot_part], "given with --boot-part")
     else:
-        boot = _find_boot(guest, parts, root.partition, fstab)
+        boot = _find_boot(guest, parts, mounted, root.partition, guest.read("/etc/fstab").data)
     return Layout(device, tuple(parts), root, boot)
 
 
@@ -77,18 +82,18 @@ def _candidates(parts: Iterable[Partition]) -> list[Partition]:
     return [p for p in parts if p.fstype in _MOUNTABLE]
 
 
-def _find_root(guest: Guest, image: str, parts: Sequence[Partition]) -> Role:
-    found = []
-    for p in _candidates(parts):
-        try:
-            guest.mount(p.device, "/", readonly=True)
-        except Exception:
-            continue
-        try:
-            if guest.is_dir("/etc/lefthand") and guest.exists("/etc/inittab"):
-                found.append(p)
-        finally:
-            guest.umount_all()
+def _holding(guest: Guest, mounted: Sequence[Partition], pattern: str) -> list[Partition]:
+    """The mounted partitions in which `pattern` (a glob) matches something."""
+    hits = guest.glob(f"/vsaimage-p*/{pattern}")
+    nums = {int(h.split("/")[1].removeprefix("vsaimage-p")) for h in hits}
+    return [p for p in mounted if p.number in nums]
+
+
+def _find_root(guest: Guest, image: str, parts: Sequence[Partition],
+               mounted: Sequence[Partition]) -> Role:
+    with_lefthand = _holding(guest, mounted, "etc/lefthand/")
+    with_inittab = set(_holding(guest, mounted, "etc/inittab"))
+    found = [p for p in with_lefthand if p in with_inittab]
     if not found:
         fs = ", ".join(f"{p.number}:{p.fstype or '?'}" for p in parts)
         raise ImageError(f"{image}: no partition holds a VSA root (/etc/lefthand and /etc/inittab); "
@@ -123,49 +128,52 @@ def _resolve(source: str, parts: Sequence[Partition]) -> Partition | None:
     return None
 
 
-def _find_boot(guest: Guest, parts: Sequence[Partition], root: Partition,
-               fstab: bytes | None) -> Role | None:
+def _find_boot(guest: Guest, parts: Sequence[Partition], mounted: Sequence[Partition],
+               root: Partition, fstab: bytes | None) -> Role | None:
     source = fstab_boot_source(fstab)
     if source:
         p = _resolve(source, parts)
         if p is not None:
             return Role(p, f"/boot in the root's fstab is {source}")
-    for p in _candidates(parts):
-        if p.number == root.number:
-            continue
-        try:
-            guest.mount(p.device, "/", readonly=True)
-        except Exception:
-            continue
-        try:
-            if any(_KERNEL_RE.match(name) for name in guest.ls("/")):
-                return Role(p, "first partition with a kernel at its top")
-        finally:
-            guest.umount_all()
-    return None
+    others = [p for p in mounted if p != root]
+    with_kernel = set(_holding(guest, others, "vmlinuz*")) | set(_holding(guest, others, "bzImage*"))
+    first = next((p for p in others if p in with_kernel), None)
+    return Role(first, "first partition with a kernel at its top") if first else None
 
 
 def boot_kernels(guest: Guest, boot: Role | None) -> list[str]:
     if boot is None:
         return []
-    guest.mount(boot.partition.device, "/", readonly=True)
-    try:
-        return sorted(n for n in guest.ls("/") if _KERNEL_RE.match(n))
-    finally:
-        guest.umount_all()
+    top = guest.mountpoint(boot.partition)
+    return sorted(h.rsplit("/", 1)[1] for pattern in ("vmlinuz*", "bzImage*")
+                  for h in guest.glob(f"{top}/{pattern}"))
+
+
+def listing_roots(paths: Iterable[str], lists: Iterable[str]) -> list[str]:
+    """The directories to list so that every path in `paths` is either found
+    or known to be absent: the requested listings, plus each path's top-level
+    directory (two levels under /lib, /usr and /var, which are large)."""
+    roots = set(lists)
+    for p in paths:
+        parts = p.strip("/").split("/")
+        depth = 2 if parts[0] in ("lib", "usr", "var") and len(parts) > 2 else 1
+        roots.add("/" + "/".join(parts[:depth]))
+    ordered = sorted(roots)
+    return [r for r in ordered if not any(r.startswith(o + "/") for o in ordered if o != r)]
 
 
 def read_snapshot(guest: Guest, ctx: EditContext, *, extra: Sequence[str] = ()) -> Snapshot:
-    """Read, with the root mounted at /, every file and listing the edits need."""
+    """Read, under the guest's root, every file and listing the edits need."""
     reads: list[str] = list(extra)
     lists: list[str] = []
     for edit in ALL_EDITS:
         reads.extend(edit.reads(ctx))
         lists.extend(edit.lists(ctx))
+    reads = list(dict.fromkeys(reads))
     paths: set[str] = set()
-    for d in dict.fromkeys(lists):
+    for d in listing_roots(reads, lists):
         paths.update(guest.find(d))
-    return Snapshot(guest.read_many(list(dict.fromkeys(reads))), frozenset(paths))
+    return Snapshot(guest.read_many(reads, paths), frozenset(paths))
 
 
 def vsa_version(snap: Snapshot) -> str | None:
@@ -174,8 +182,8 @@ def vsa_version(snap: Snapshot) -> str | None:
 
 
 def module_versions(snap: Snapshot) -> list[str]:
-    return sorted({p.split("/")[3] for p in snap.paths
-                   if p.startswith("/lib/modules/") and p.count("/") >= 3})
+    """The directories under /lib/modules (one per kernel version)."""
+    return sorted({p.split("/")[3] for p in snap.paths if p.startswith("/lib/modules/")})
 
 
 VERSION_FILE = "/etc/lefthand/.version"

@@ -10,6 +10,7 @@ from vsaimage import __version__, guest, initrd
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.errors import InitrdError
 from vsaimage.inspect import (
+    VERSION_FILE,
     Layout,
     boot_kernels,
     find_layout,
@@ -30,8 +31,7 @@ def _examine(image: ImageSource, roles: Roles, ctx: EditContext,
     with g, rep.phase("read image"):
         layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
         kernels = boot_kernels(g, layout.boot)
-        g.mount(layout.root.partition.device, "/", readonly=True)
-        snap = read_snapshot(g, ctx, extra=("/etc/lefthand/.version",))
+        snap = read_snapshot(g, ctx, extra=(VERSION_FILE,))
     return layout, snap, kernels
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal, Protocol
 
 
-class PciHack(str, Enum):
+class PciHack(StrEnum):
     BOTH = "both"
     BIND = "bind"
     BINARY = "binary"

@@ -1,0 +1,143 @@
+"""Initrd repack time: vsaimage vs the shell pipeline it replaces.
+
+    python -m bench.bench_initrd [--reps N]
+
+Times, in the same run and interleaved (so both see the same machine load):
+- vsaimage: `initrd.repack()` of the Debian initrd from /boot, file to file;
+- shell: `unmkinitramfs` + `find | sort | cpio -o -H newc | zstd -9 -T0`;
+- 3cpio is noted, not run: the distribution's apt sources have to carry it.
+Writes bench/results/initrd.json and bench/results/initrd.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from libarchive import ffi
+
+from vsaimage import initrd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHELL_PACK = "find . | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -q -9 -T0"
+
+
+def _vsaimage(src: Path, dst: Path) -> dict[str, Any]:
+    out, result = initrd.repack(src.read_bytes())
+    dst.write_bytes(out)
+    return result.as_dict()
+
+
+def _shell(src: Path, dst: Path, work: Path) -> None:
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["unmkinitramfs", str(src), str(tree)], check=True)
+    # With early segments unmkinitramfs writes early/ and main/; repack main/.
+    main = tree / "main" if (tree / "main").is_dir() else tree
+    subprocess.run(f"{SHELL_PACK} > {dst}", shell=True, cwd=main, check=True)
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return "absent"
+    return (proc.stdout or proc.stderr).strip().splitlines()[0]
+
+
+def _three_cpio_note() -> str:
+    # Only the apt sources count (no other registry): bookworm has no 3cpio.
+    policy = subprocess.run(["apt-cache", "policy", "3cpio"], capture_output=True, text=True,
+                            check=False).stdout
+    if "Candidate:" in policy and "(none)" not in policy:
+        return "packaged but not installed here; not measured"
+    return "not packaged for this distribution; not measured"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args(argv)
+    sources = sorted(glob.glob("/boot/initrd.img-*"))
+    if not sources:
+        parser.error("no /boot/initrd.img-* to benchmark")
+    timings: dict[str, list[float]] = {"vsaimage": [], "shell": []}
+    sizes: dict[str, int] = {}
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        src = work / "initrd.img"
+        shutil.copyfile(sources[-1], src)
+        for rep in range(args.reps):
+            for name in timings:
+                dst = work / f"out-{name}.img"
+                start = time.perf_counter()
+                if name == "vsaimage":
+                    result = _vsaimage(src, dst)
+                else:
+                    _shell(src, dst, work)
+                timings[name].append(time.perf_counter() - start)
+                sizes[name] = dst.stat().st_size
+                print(f"rep {rep + 1}/{args.reps} {name}: {timings[name][-1]:.2f} s", flush=True)
+        input_bytes = src.stat().st_size
+
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    doc = {
+        "initrd": os.path.basename(sources[-1]),
+        "input_bytes": input_bytes,
+        "entries": result.get("entries"),
+        "repetitions": args.reps,
+        "seconds": {name: [round(v, 3) for v in values] for name, values in timings.items()},
+        "median_seconds": {name: round(v, 3) for name, v in medians.items()},
+        "ratio_vs_shell": {name: round(v / medians["shell"], 3) for name, v in medians.items()},
+        "output_bytes": sizes,
+        "vsaimage": {"levels": initrd.LEVELS, "zstd_threads": 2},
+        "shell_pipeline": f"unmkinitramfs; {SHELL_PACK}",
+        "3cpio": _three_cpio_note(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "libarchive": ffi.version_number(),
+            "zstd": _version(["zstd", "--version"]),
+            "cpio": _version(["cpio", "--version"]),
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "initrd.json").write_text(json.dumps(doc, indent=2) + "\n")
+    rows = "\n".join(
+        f"| {name} | {medians[name]:.2f} | {min(timings[name]):.2f} | {max(timings[name]):.2f} "
+        f"| {doc['ratio_vs_shell'][name]:.2f} | {sizes[name]:,} |"
+        for name in timings)
+    md = f"""# Initrd repack benchmark
+
+Input: `{doc['initrd']}` ({input_bytes:,} bytes zstd, {doc['entries']} entries after
+the repack), {args.reps} interleaved repetitions on {doc['machine']['cpus']} CPUs.
+vsaimage: libarchive read, sorted newc write, zstd level {initrd.LEVELS['zstd']}
+with 2 threads (fixed, for reproducible bytes). Shell: `unmkinitramfs` then
+`{SHELL_PACK}`. 3cpio: {doc['3cpio']}.
+
+| tool | median s | min s | max s | median / shell | output bytes |
+|---|---|---|---|---|---|
+{rows}
+
+Load average at the end of the run: {doc['machine']['load_average_at_end']} (other
+work on the machine makes absolute times noisy; the ratio is what to read).
+"""
+    (RESULTS / "initrd.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Edit 7: inittab and securetty for the hvc0 console."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_edit_shell import snapshot
+from vsaimage.edits import EditContext, WriteFile
+from vsaimage.edits.console import (
+    AUTOLOGIN,
+    INITTAB,
+    LOGIN,
+    SECURETTY,
+    Console,
+    patch_inittab,
+    patch_securetty,
+)
+from vsaimage.errors import MissingFile
+
+INITTAB_TEXT = """# /etc/inittab
+id:3:initdefault:
+si::sysinit:/etc/rc.d/rc.sysinit
+l3:3:wait:/etc/rc.d/rc 3
+ca::ctrlaltdel:/sbin/shutdown -t3 -r now
+# Run gettys in standard runlevels
+1:2345:respawn:/sbin/mingetty tty1
+2:2345:respawn:/sbin/mingetty tty2
+3:2345:respawn:/sbin/mingetty tty3
+4:2345:respawn:/sbin/mingetty tty4
+5:2345:respawn:/sbin/mingetty tty5
+6:2345:respawn:/sbin/mingetty tty6
+#7:2345:respawn:/sbin/mingetty tty7
+s0:2345:respawn:/sbin/agetty -L 9600 ttyS0 vt100
+10:2345:respawn:/sbin/lhn_console
+x:5:respawn:/etc/X11/prefdm -nodaemon
+"""
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_inittab(crlf: bool) -> None:
+    text = INITTAB_TEXT.replace("\n", "\r\n") if crlf else INITTAB_TEXT
+    out = patch_inittab(text)
+    old_lines, new_lines = text.splitlines(keepends=True), out.splitlines(keepends=True)
+    assert new_lines[-1] == LOGIN + ("\r\n" if crlf else "\n")
+    for old, new in zip(old_lines, new_lines[:-1], strict=True):
+        ident = old.split(":", 1)[0]
+        assert new == ("#" + old if ident in {"1", "2", "3", "4", "5", "6", "s0"} else old)
+    assert patch_inittab(out) == out
+
+
+def test_autologin_replaces_the_login_line() -> None:
+    out = patch_inittab(INITTAB_TEXT)
+    auto = patch_inittab(out, autologin=True)
+    assert AUTOLOGIN in auto and LOGIN not in auto
+    assert patch_inittab(auto, autologin=True) == auto
+    assert patch_inittab(auto) == out
+
+
+def test_no_final_newline_and_duplicate_ids() -> None:
+    assert patch_inittab("id:3:initdefault:") == "id:3:initdefault:\n" + LOGIN + "\n"
+    assert patch_inittab("hvc:1:once:/x\nhvc:2:once:/y\n") == LOGIN + "\n"
+
+
+def test_securetty() -> None:
+    assert patch_securetty("console\ntty1\n") == "console\ntty1\nhvc0\n"
+    assert patch_securetty("console\ntty1") == "console\ntty1\nhvc0\n"
+    assert patch_securetty("hvc0\n") == "hvc0\n"
+
+
+def test_plan_details_check_and_missing() -> None:
+    edit = Console()
+    ctx = EditContext(console_autologin=True)
+    snap = snapshot(
+        {
+            INITTAB: INITTAB_TEXT + "7:2345:respawn:/sbin/agetty -l /bin/su hvc0 38400 linux\n",
+            SECURETTY: "console\n",
+        }
+    )
+    plan = edit.plan(snap, ctx)
+    assert "root shell" in str(plan.details["warning"])
+    assert plan.details["other_hvc0_lines"] == ["7:2345:respawn:/sbin/agetty -l /bin/su hvc0 38400 linux"]
+    writes = {c.path: c.data for c in plan.changes if isinstance(c, WriteFile)}
+    assert set(writes) == {INITTAB, SECURETTY}
+    assert not edit.check(snap, ctx)
+    done = snapshot(writes)
+    assert edit.plan(done, ctx).status == "already applied"
+    assert edit.check(done, ctx) and edit.check(done, EditContext())  # verify knows no option
+    no_securetty = snapshot({INITTAB: writes[INITTAB]})
+    assert edit.plan(no_securetty, ctx).status == "already applied"
+    with pytest.raises(MissingFile, match=INITTAB) as err:
+        edit.plan(snapshot({SECURETTY: "console\n"}), ctx)
+    assert "--skip console" in (err.value.hint or "")

@@ -1,0 +1,96 @@
+"""Every edit against the example image's source tree (fixtures/vsa-root):
+it applies, its postcondition then holds, and a second plan on its own output
+is 'already applied'."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from test_edit_shell import REPO, assert_sh_syntax
+from vsaimage.edits import Edit, EditContext, GuestFile, InstallModules, Snapshot, StepPlan, WriteFile
+from vsaimage.edits.catalog import ALL
+from vsaimage.edits.mobo_uuid import BEGIN
+from vsaimage.edits.pci import BINARIES
+
+ROOT = REPO / "fixtures" / "vsa-root"
+VERSION = "6.1.0-18-amd64"
+CTX = EditContext(kernel_version=VERSION)
+
+pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="fixtures/vsa-root not built")
+
+
+def read_tree(root: Path) -> Snapshot:
+    """The fixture as guest.py would present it: every file read, every path listed.
+    Symlinks are recorded, never followed."""
+    files: dict[str, GuestFile] = {}
+    paths: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            host = Path(dirpath) / name
+            guest = "/" + host.relative_to(root).as_posix()
+            paths.add(guest)
+            st = host.lstat()
+            if host.is_symlink():
+                files[guest] = GuestFile(guest, None, st.st_mode & 0o7777, os.readlink(host))
+            elif host.is_file():
+                files[guest] = GuestFile(guest, host.read_bytes(), st.st_mode & 0o7777)
+    return Snapshot(files, frozenset(paths))
+
+
+def apply(snap: Snapshot, plan: StepPlan) -> Snapshot:
+    """What convert would leave behind, modelled on the Snapshot."""
+    files, paths = dict(snap.files), set(snap.paths)
+    for change in plan.changes:
+        if isinstance(change, WriteFile):
+            files[change.path] = GuestFile(change.path, change.data, change.mode)
+            paths.add(change.path)
+        elif isinstance(change, InstallModules):
+            base = f"/lib/modules/{change.version}"
+            dep = f"{base}/modules.dep"
+            files[dep] = GuestFile(dep, b"kernel/drivers/block/xen-blkfront.ko:\n", 0o644)
+            paths |= {base, dep, f"{base}/kernel/drivers/block/xen-blkfront.ko"}
+    return Snapshot(files, frozenset(paths))
+
+
+@pytest.mark.parametrize("e", ALL, ids=lambda e: e.name)
+def test_edit_applies_then_is_already_applied(e: Edit, tmp_path: Path) -> None:
+    snap = read_tree(ROOT)
+    assert not e.check(snap, CTX)
+    plan = e.plan(snap, CTX)
+    assert plan.status == "apply" and plan.changes
+    done = apply(snap, plan)
+    assert e.check(done, CTX)
+    again = e.plan(done, CTX)
+    assert again.status == "already applied" and again.changes == ()
+    for change in plan.changes:
+        if isinstance(change, WriteFile) and change.data.startswith(b"#!/bin/sh"):
+            assert_sh_syntax(change.data.decode("latin-1"), tmp_path)
+
+
+def test_whole_conversion_in_order() -> None:
+    snap = read_tree(ROOT)
+    for edit in ALL:
+        snap = apply(snap, edit.plan(snap, CTX))
+    for edit in ALL:
+        assert edit.check(snap, CTX), edit.name
+        assert edit.plan(snap, CTX).status == "already applied", edit.name
+
+
+def test_fixture_specifics(tmp_path: Path) -> None:
+    snap = read_tree(ROOT)
+    by_name = {e.name: e for e in ALL}
+    pci = by_name["pci"].plan(snap, CTX)
+    counts = pci.details["replacements"]
+    assert isinstance(counts, dict) and all(counts[p] >= 1 for p in BINARIES)
+    mobo = by_name["mobo-uuid"].plan(snap, CTX).changes[0]
+    assert isinstance(mobo, WriteFile)
+    text = mobo.data.decode("latin-1")
+    # after the assignment inside didMotherboardChange, not getSystemSerial's
+    assert text.index(BEGIN) > text.index("moboUUID=`/usr/sbin/dmidecode")
+    assert text.index(BEGIN) < text.index("savedUUID=`cat")
+    assert_sh_syntax(text, tmp_path)
+    platform = by_name["platform"].plan(snap, CTX)
+    assert platform.details["link"] == "/etc/lefthand/brand/vmnsm/platform.xml -> platform.xml.vmw"

@@ -1,0 +1,72 @@
+"""Edit 2: the fake PCI list and the same-length path rewrite in binaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_edit_shell import snapshot
+from vsaimage.edits import EditContext, GuestFile, PciHack, Snapshot, WriteFile
+from vsaimage.edits.pci import BINARIES, FAKE_DEVICES, FAKE_PATH, Pci, patch_binary, replace_same_length
+from vsaimage.errors import EditError
+
+ELF = (
+    b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"/proc/bus/pci/devices\x00%s\x00/proc/bus/pci/devices\x00\xff"
+)
+
+
+def test_fake_devices_line() -> None:
+    assert FAKE_DEVICES == "0000\t58530001" + "\t0" * 15 + "\n"
+    assert len(FAKE_DEVICES.rstrip("\n").split("\t")) == 17
+
+
+def test_binary_patch_keeps_length_and_counts() -> None:
+    new, count = patch_binary(ELF)
+    assert count == 2 and len(new) == len(ELF)
+    assert new == ELF.replace(b"/proc/bus/pci/devices", b"/hack/bus/pci/devices")
+    assert patch_binary(new) == (new, 0)
+
+
+def test_length_guard() -> None:
+    with pytest.raises(EditError, match="change the length"):
+        replace_same_length(b"abc", b"b", b"xy")
+    assert replace_same_length(b"abcb", b"b", b"x") == (b"axcx", 2)
+
+
+def test_plan_both_patches_existing_binaries_keeping_mode() -> None:
+    files: dict[str, str | bytes] = {BINARIES[0]: ELF, BINARIES[3]: b"no path here"}
+    snap = snapshot(files, modes={BINARIES[0]: 0o750})
+    plan = Pci().plan(snap, EditContext())
+    writes = {c.path: c for c in plan.changes if isinstance(c, WriteFile)}
+    assert writes[FAKE_PATH].data == FAKE_DEVICES.encode() and writes[FAKE_PATH].mode == 0o644
+    assert writes[BINARIES[0]].mode == 0o750 and len(writes[BINARIES[0]].data) == len(ELF)
+    assert set(writes) == {FAKE_PATH, BINARIES[0]}
+    assert plan.details["replacements"] == {BINARIES[0]: 2, BINARIES[3]: 0}
+    assert not Pci().check(snap, EditContext())
+
+    done = snapshot({**files, FAKE_PATH: FAKE_DEVICES, BINARIES[0]: writes[BINARIES[0]].data})
+    again = Pci().plan(done, EditContext())
+    assert again.status == "already applied" and again.changes == ()
+    assert Pci().check(done, EditContext())
+
+
+def test_plan_bind_leaves_binaries_alone() -> None:
+    ctx = EditContext(pci_hack=PciHack.BIND)
+    assert Pci().reads(ctx) == (FAKE_PATH,)
+    plan = Pci().plan(snapshot({BINARIES[0]: ELF}), ctx)
+    assert [c.path for c in plan.changes if isinstance(c, WriteFile)] == [FAKE_PATH]
+    assert Pci().check(snapshot({FAKE_PATH: FAKE_DEVICES, BINARIES[0]: ELF}), ctx)
+    assert not Pci().check(snapshot({FAKE_PATH: FAKE_DEVICES, BINARIES[0]: ELF}), EditContext())
+
+
+def test_fake_file_with_wrong_mode_is_rewritten() -> None:
+    snap = snapshot({FAKE_PATH: FAKE_DEVICES}, modes={FAKE_PATH: 0o600})
+    plan = Pci().plan(snap, EditContext(pci_hack=PciHack.BIND))
+    assert plan.status == "apply"
+
+
+def test_symlinked_binary_is_reported_not_followed() -> None:
+    link = GuestFile(BINARIES[1], None, 0o777, link="libhal.so.1")
+    snap = Snapshot({BINARIES[1]: link})
+    plan = Pci().plan(snap, EditContext(pci_hack=PciHack.BINARY))
+    assert plan.details["symlinks_not_patched"] == [BINARIES[1]]
+    assert [c.path for c in plan.changes if isinstance(c, WriteFile)] == [FAKE_PATH]

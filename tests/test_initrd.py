@@ -1,0 +1,469 @@
+"""Initrd repack: checked with an independent reader (tests/initrd_reader.py).
+
+The real Debian initrd from /boot is copied at test time (its bytes change when
+packages regenerate it); variants are built from it with the command-line
+tools. Small hand-made initrds cover the cases the real one lacks.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import random
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import initrd_reader as rd
+from vsaimage import initrd
+from vsaimage.errors import InitrdError
+
+REAL_INITRDS = sorted(glob.glob("/boot/initrd.img-*"))
+SCRIPT = "scripts/init-bottom/pcihack"
+ORDER = "scripts/init-bottom/ORDER"
+BOOKWORM_ORDER = b'/scripts/init-bottom/udev "$@"\n[ -e /conf/param.conf ] && . /conf/param.conf\n'
+
+Repacked = tuple[bytes, bytes, initrd.RepackResult]
+
+
+@pytest.fixture(autouse=True)
+def _no_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+
+
+# --- building inputs ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    if not REAL_INITRDS:
+        pytest.skip("no /boot/initrd.img-* on this machine")
+    copy = tmp_path_factory.mktemp("real") / "initrd.img"
+    shutil.copyfile(REAL_INITRDS[-1], copy)
+    data = copy.read_bytes()
+    if not data.startswith(b"\x28\xb5\x2f\xfd"):
+        pytest.skip("the /boot initrd is not a plain zstd initrd")
+    return data
+
+
+@pytest.fixture(scope="session")
+def real_cpio(real: bytes) -> bytes:
+    return rd.decompress(real)
+
+
+@pytest.fixture(scope="session")
+def microcode(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """An early segment as mkinitramfs makes it: GNU cpio newc, 512-byte blocks."""
+    root = tmp_path_factory.mktemp("ucode")
+    blob = root / "kernel/x86/microcode/GenuineIntel.bin"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(random.Random(4).randbytes(5001))
+    names = "kernel\nkernel/x86\nkernel/x86/microcode\nkernel/x86/microcode/GenuineIntel.bin\n"
+    out = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "--reproducible"],
+                         input=names.encode(), cwd=root, capture_output=True, check=True).stdout
+    assert len(out) % 512 == 0
+    return out
+
+
+_MEMBERS: dict[int, tuple[bytes, list[rd.Member]]] = {}
+
+
+def _members(data: bytes) -> list[rd.Member]:
+    """rd.main_members, parsed once per (big) initrd."""
+    cached = _MEMBERS.get(id(data))
+    if cached is None or cached[0] is not data:
+        cached = _MEMBERS[id(data)] = (data, rd.main_members(data))
+    return cached[1]
+
+
+def _repack(data: bytes, **kw: object) -> Repacked:
+    out, result = initrd.repack(data, **kw)  # type: ignore[arg-type]
+    return data, out, result
+
+
+_CASES: dict[str, Repacked] = {}
+
+
+def _case(name: str, build: Callable[[], bytes], **kw: object) -> Repacked:
+    if name not in _CASES:
+        _CASES[name] = _repack(build(), **kw)
+    return _CASES[name]
+
+
+def _trimmed_real(real_cpio: bytes) -> bytes:
+    """The real cpio without its big files (hardlink groups kept): xz is slow."""
+    members, _ = rd.parse_newc(real_cpio)
+    kept = [m for m in members if len(m.data) < 20_000 or m.nlink > 1]
+    return rd.write_newc(kept)
+
+
+@pytest.fixture(params=["zstd", "microcode+zstd", "gzip", "xz-trimmed"])
+def case(request: pytest.FixtureRequest, real: bytes, real_cpio: bytes,
+         microcode: bytes) -> Iterator[tuple[str, Repacked]]:
+    name = request.param
+    if name == "zstd":
+        yield name, _case(name, lambda: real)
+    elif name == "microcode+zstd":
+        yield name, _case(name, lambda: microcode + real)
+    elif name == "gzip":
+        # gzip -9 of the real cpio takes close to a minute: level 1 both ways.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(initrd.LEVELS, "gzip", 1)
+            yield name, _case(name, lambda: subprocess.run(
+                ["gzip", "-1", "-n", "-c"], input=real_cpio, capture_output=True,
+                check=True).stdout)
+    else:
+        yield name, _case(name, lambda: subprocess.run(
+            ["xz", "--check=crc32", "-0", "-c"], input=_trimmed_real(real_cpio),
+            capture_output=True, check=True).stdout)
+
+
+# --- expectations, computed independently ------------------------------------
+
+
+def _with_pcihack_line(order: bytes) -> bytes:
+    lines = order.decode().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if line.startswith("/scripts/init-bottom/"))
+    args = ' "$@"' if '"$@"' in lines[last] else ""
+    lines.insert(last + 1, f"/scripts/init-bottom/pcihack{args}\n")
+    return "".join(lines).encode()
+
+
+def _expected(before: list[rd.Member], *, mtime: int | None = None) -> dict[str, tuple[object, ...]]:
+    members = [rd.Member(m.name, m.ino, m.mode, m.uid, m.gid, m.nlink, m.mtime, m.devmajor,
+                         m.devminor, m.rdevmajor, m.rdevminor, m.data) for m in before]
+    for m in members:
+        if m.name == ORDER:
+            m.data = _with_pcihack_line(m.data)
+    script_mtime = mtime if mtime is not None else max(m.mtime for m in before)
+    members.append(rd.member(SCRIPT, 0o100755, initrd.PCIHACK_SCRIPT, ino=0,
+                             mtime=script_mtime))
+    return _listing(members)
+
+
+def _listing(members: list[rd.Member]) -> dict[str, tuple[object, ...]]:
+    mtimes = {m.name: m.mtime for m in members}
+    return {name: (*entry, mtimes[name]) for name, entry in rd.listing(members).items()}
+
+
+def _component_key(name: str) -> tuple[str, ...]:
+    return () if name == "." else tuple(name.split("/"))
+
+
+# --- the real initrd and its variants -----------------------------------------
+
+
+def test_listing_is_input_plus_script_and_order(case: tuple[str, Repacked]) -> None:
+    _, (before, after, result) = case
+    old, new = _members(before), _members(after)
+    assert _listing(new) == _expected(old)
+    assert result.added == (SCRIPT,)
+    assert result.changed == (ORDER,)
+    assert not result.already_applied
+    assert result.entries == len(new) == len(old) + 1
+    assert result.output_bytes == len(after)
+    assert result.input_bytes == len(before)
+    assert result.module_versions and all(v[0].isdigit() for v in result.module_versions)
+    json.dumps(result.as_dict())
+
+
+def test_order_is_sorted_and_parents_come_first(case: tuple[str, Repacked]) -> None:
+    _, (_, after, _) = case
+    names = [m.name for m in _members(after)]
+    assert names == sorted(names, key=_component_key)
+    seen: set[str] = set()
+    for name in names:
+        parent = name.rpartition("/")[0]
+        assert not parent or parent in seen, f"{name} before its directory"
+        seen.add(name)
+
+
+def test_hardlinks_keep_data_on_the_last_link(case: tuple[str, Repacked]) -> None:
+    _, (_, after, _) = case
+    groups: dict[int, list[rd.Member]] = {}
+    for m in _members(after):
+        if m.mode & 0o170000 == 0o100000 and m.nlink > 1:
+            groups.setdefault(m.ino, []).append(m)
+    assert groups, "the real initrd has busybox hardlinks"
+    for members in groups.values():
+        assert all(not m.data for m in members[:-1])
+        assert members[-1].data
+
+
+def test_compression_and_early_segments(case: tuple[str, Repacked]) -> None:
+    name, (before, after, result) = case
+    early_in, offset_in, _ = rd.split(before)
+    early_out, offset_out, main_out = rd.split(after)
+    assert early_out == early_in
+    assert after[:offset_out] == before[:offset_in]  # padding included, first
+    assert result.early_segments == len(early_in) == (1 if name.startswith("microcode") else 0)
+    expected = {"zstd": "zstd", "microcode+zstd": "zstd", "gzip": "gzip", "xz-trimmed": "xz"}
+    assert result.compression == result.input_compression == expected[name]
+    if result.compression == "xz":
+        assert main_out[6:8] == b"\x00\x01"  # stream flags: CRC32, what the kernel reads
+
+
+def test_gnu_cpio_reads_the_output(real: bytes) -> None:
+    _, after, _ = _case("zstd", lambda: real)
+    cpio = rd.decompress(after)
+    names = subprocess.run(["cpio", "--quiet", "-it"], input=cpio, capture_output=True,
+                           check=True).stdout.decode().splitlines()
+    assert names == [m.name for m in _members(after)]
+
+
+def test_deterministic(real: bytes, microcode: bytes) -> None:
+    # The same main segment repacked twice, once behind a microcode segment.
+    _, plain, _ = _case("zstd", lambda: real)
+    _, with_ucode, _ = _case("microcode+zstd", lambda: microcode + real)
+    assert with_ucode[len(microcode):] == plain
+
+
+def test_idempotent(real: bytes) -> None:
+    _, once, _ = _case("zstd", lambda: real)
+    twice, result = initrd.repack(once)
+    assert twice == once
+    assert result.already_applied and result.added == () and result.changed == ()
+    assert initrd.check(once) and not initrd.check(real)
+
+
+# --- small hand-made initrds ---------------------------------------------------
+
+
+def _small(order: bytes | None = BOOKWORM_ORDER, *, bottom_dir: bool = True) -> list[rd.Member]:
+    """Out of order on purpose, with a device node, hardlinks and a symlink."""
+    m = rd.member
+    members = [
+        m("usr/lib/modules/5.10.0-9-amd64/modules.dep", 0o100644, b"x.ko:\n", ino=12),
+        m("bin/sh", 0o100755, b"", ino=7, nlink=2),
+        m(".", 0o040755, ino=1, nlink=6),
+        m("dev", 0o040755, ino=2),
+        m("dev/console", 0o020600, ino=3, rdev=(5, 1)),
+        m("dev/sda", 0o060660, ino=13, rdev=(8, 0), gid=6),
+        m("bin", 0o040755, ino=6),
+        m("scripts", 0o040755, ino=4, mtime=1_700_000_000),
+        m("bin/busybox", 0o104755, b"\x7fELF busybox", ino=7, nlink=2),
+        m("lib", 0o120777, b"usr/lib", ino=8),
+        m("usr", 0o040755, ino=9),
+        m("usr/lib", 0o040755, ino=10),
+        m("usr/lib/modules", 0o040755, ino=11),
+        m("usr/lib/modules/5.10.0-9-amd64", 0o040755, ino=14),
+        m("etc", 0o040700, ino=15, uid=1000, gid=1000),
+        m("etc/owned", 0o100640, b"secret\n", ino=16, uid=1000, gid=100),
+    ]
+    if bottom_dir:
+        members.append(m("scripts/init-bottom", 0o040755, ino=5))
+        members.append(m("scripts/init-bottom/udev", 0o100755, b"#!/bin/sh\n", ino=17))
+    if order is not None:
+        members.append(m(ORDER, 0o100644, order, ino=18))
+    return members
+
+
+def _gz(cpio: bytes) -> bytes:
+    return gzip.compress(cpio, compresslevel=1, mtime=0)
+
+
+def test_small_attributes_and_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234567890")
+    before = _small()
+    out, result = initrd.repack(_gz(rd.write_newc(before)))
+    after = rd.main_members(out)
+    assert _listing(after) == _expected(before, mtime=1234567890)
+    console = next(m for m in after if m.name == "dev/console")
+    assert (console.rdevmajor, console.rdevminor, console.mode) == (5, 1, 0o020600)
+    order = next(m for m in after if m.name == ORDER).data
+    assert order == (b'/scripts/init-bottom/udev "$@"\n/scripts/init-bottom/pcihack "$@"\n'
+                     b"[ -e /conf/param.conf ] && . /conf/param.conf\n")
+    assert result.module_versions == ("5.10.0-9-amd64",)
+    assert result.compression == "gzip"
+
+
+def test_small_order_without_args_style() -> None:
+    old = (b"/scripts/init-bottom/udev\n/scripts/init-bottom/other\n"
+           b"[ -e /conf/param.conf ] && . /conf/param.conf\n")
+    out, _ = initrd.repack(_gz(rd.write_newc(_small(old))))
+    order = next(m for m in rd.main_members(out) if m.name == ORDER).data
+    assert order == (b"/scripts/init-bottom/udev\n/scripts/init-bottom/other\n"
+                     b"/scripts/init-bottom/pcihack\n"
+                     b"[ -e /conf/param.conf ] && . /conf/param.conf\n")
+
+
+def test_order_text_edit() -> None:
+    edit = initrd.order_with_pcihack
+    assert edit("") == '/scripts/init-bottom/pcihack "$@"\n'
+    assert edit("[ -e /conf/param.conf ] && . /conf/param.conf") == (
+        '/scripts/init-bottom/pcihack "$@"\n[ -e /conf/param.conf ] && . /conf/param.conf')
+    assert edit("/scripts/init-bottom/udev") == (
+        "/scripts/init-bottom/udev\n/scripts/init-bottom/pcihack\n")
+    once = edit(BOOKWORM_ORDER.decode())
+    assert edit(once) == once
+
+
+def test_small_without_order_adds_only_the_script() -> None:
+    before = _small(None)
+    out, result = initrd.repack(_gz(rd.write_newc(before)))
+    assert result.added == (SCRIPT,) and result.changed == ()
+    assert _listing(rd.main_members(out)) == _expected(before)
+    assert initrd.check(out)
+
+
+def test_small_without_init_bottom_dir() -> None:
+    out, result = initrd.repack(_gz(rd.write_newc(_small(None, bottom_dir=False))))
+    assert result.added == ("scripts/init-bottom", SCRIPT)
+    names = [m.name for m in rd.main_members(out)]
+    assert names.index("scripts/init-bottom") < names.index(SCRIPT)
+    bottom = next(m for m in rd.main_members(out) if m.name == "scripts/init-bottom")
+    assert bottom.mode == 0o040755 and bottom.uid == bottom.gid == 0
+
+
+@pytest.mark.parametrize("compression", initrd.COMPRESSIONS)
+def test_every_compression(compression: str) -> None:
+    before = _small()
+    out, result = initrd.repack(_gz(rd.write_newc(before)), compression=compression)
+    assert result.compression == compression and result.input_compression == "gzip"
+    assert _listing(rd.main_members(out)) == _expected(before)
+    magic = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\0", "lzma": b"\x5d\0",
+             "lz4": b"\x02\x21\x4c\x18", "zstd": b"\x28\xb5\x2f\xfd"}[compression]
+    assert out.startswith(magic)
+    if compression == "xz":
+        assert out[6:8] == b"\x00\x01"  # stream flags: CRC32
+    again, result2 = initrd.repack(out)
+    assert again == out and result2.already_applied
+    assert initrd.repack(_gz(rd.write_newc(before)), compression=compression)[0] == out
+
+
+def test_recompress_already_applied_keeps_content() -> None:
+    once, _ = initrd.repack(_gz(rd.write_newc(_small())))
+    other, result = initrd.repack(once, compression="zstd")
+    assert result.already_applied and result.compression == "zstd"
+    assert other != once
+    assert _listing(rd.main_members(other)) == _listing(rd.main_members(once))
+
+
+def test_script_parses_and_never_fails(tmp_path: Path) -> None:
+    out, _ = initrd.repack(_gz(rd.write_newc(_small())))
+    script = next(m for m in rd.main_members(out) if m.name == SCRIPT)
+    path = tmp_path / "pcihack"
+    path.write_bytes(script.data)
+    shells = ["sh"] + (["busybox"] if shutil.which("busybox") else [])
+    for shell in shells:
+        cmd = [shell, "sh"] if shell == "busybox" else [shell]
+        subprocess.run([*cmd, "-n", str(path)], check=True)
+    prereqs = subprocess.run(["sh", str(path), "prereqs"], capture_output=True, text=True)
+    assert prereqs.returncode == 0 and prereqs.stdout == "\n"
+    # A root without /hack: explains itself and carries on, mounting nothing.
+    run = subprocess.run(["sh", str(path)], capture_output=True, text=True,
+                         env={"rootmnt": str(tmp_path / "root"), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0
+    assert run.stdout.startswith("pcihack: ") and "missing, not mounting" in run.stdout
+    text = script.data.decode()
+    assert 'PREREQ=""' in text and "prereqs)" in text
+    assert script.mode == 0o100755 and script.uid == script.gid == 0 and script.nlink == 1
+
+
+def test_check_rejects_a_wrong_script() -> None:
+    members = _small()
+    members.append(rd.member(SCRIPT, 0o100755, b"#!/bin/sh\nexit 0\n", ino=30))
+    data = _gz(rd.write_newc(members))
+    assert not initrd.check(data)
+    out, result = initrd.repack(data)
+    assert result.added == () and set(result.changed) == {SCRIPT, ORDER}
+    assert initrd.check(out)
+
+
+def test_uncompressed_initrd_stays_uncompressed(microcode: bytes) -> None:
+    before = _small()
+    out, result = initrd.repack(microcode + rd.write_newc(before))
+    assert result.input_compression == result.compression == "none"
+    assert result.early_segments == 1 and out.startswith(microcode)
+    members, end = rd.parse_newc(out, len(microcode))
+    assert end == len(out)
+    assert _listing(members) == _expected(before)
+
+
+def test_zero_padding_after_zstd_is_tolerated() -> None:
+    zst = subprocess.run(["zstd", "-q", "-c"], input=rd.write_newc(_small()),
+                         capture_output=True, check=True).stdout
+    out, result = initrd.repack(zst + bytes(512))
+    assert result.input_compression == "zstd" and initrd.check(out)
+    assert _listing(rd.main_members(out)) == _expected(_small())
+
+
+def test_dot_slash_names_keep_their_style() -> None:
+    members = _small()
+    for m in members:
+        if m.name != ".":
+            m.name = "./" + m.name
+    out, result = initrd.repack(_gz(rd.write_newc(members)))
+    names = [m.name for m in rd.main_members(out)]
+    assert "./" + SCRIPT in names and result.added == (SCRIPT,) and result.changed == (ORDER,)
+    assert all(n == "." or n.startswith("./") for n in names)
+
+
+def test_unmkinitramfs_reads_the_microcode_output(real: bytes, microcode: bytes,
+                                                  tmp_path: Path) -> None:
+    _, after, _ = _case("microcode+zstd", lambda: microcode + real)
+    path = tmp_path / "initrd.img"
+    path.write_bytes(after)
+    subprocess.run(["unmkinitramfs", str(path), str(tmp_path / "x")], check=True)
+    assert (tmp_path / "x/early/kernel/x86/microcode/GenuineIntel.bin").is_file()
+    script = tmp_path / "x/main" / SCRIPT
+    assert script.read_bytes() == initrd.PCIHACK_SCRIPT
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def _error(data: bytes) -> str:
+    with pytest.raises(InitrdError) as exc:
+        initrd.repack(data)
+    message = exc.value.message
+    assert "\n" not in message and message
+    assert exc.value.exit_code == 2
+    return message
+
+
+def test_error_random_bytes() -> None:
+    assert "not an initrd" in _error(b"\x13\x37" + random.Random(1).randbytes(4096))
+
+
+def test_error_empty() -> None:
+    assert "not an initrd" in _error(b"")
+
+
+def test_error_truncated(real: bytes) -> None:
+    assert "truncated" in _error(real[: len(real) // 2])
+
+
+def test_error_truncated_early_segment(microcode: bytes) -> None:
+    assert "truncated" in _error(microcode[:300])
+
+
+def test_error_unknown_compression(microcode: bytes) -> None:
+    message = _error(microcode + b"\xab\xcd\xef\x01" + bytes(range(200)))
+    assert "unknown compression" in message and "ab cd ef 01" in message
+
+
+def test_error_lzo_and_lz4_frame() -> None:
+    assert "lzo" in _error(b"\x89LZO\0\r\n\x1a\n" + bytes(64))
+    assert "lz4 frame" in _error(subprocess.run(
+        ["lz4", "-q", "-c"], input=rd.write_newc(_small()), capture_output=True,
+        check=True).stdout)
+
+
+def test_error_dracut() -> None:
+    m = rd.member
+    members = [m("usr", 0o040755, ino=1), m("usr/lib", 0o040755, ino=2),
+               m("usr/lib/dracut", 0o040755, ino=3),
+               m("usr/lib/dracut/build-parameter.txt", 0o100644, b"", ino=4),
+               m("init", 0o120777, b"usr/lib/systemd/systemd", ino=5)]
+    assert "dracut" in _error(_gz(rd.write_newc(members)))
+    assert "initramfs-tools" in _error(_gz(rd.write_newc(members[:2])))
+
+
+def test_error_unknown_requested_compression() -> None:
+    with pytest.raises(InitrdError):
+        initrd.repack(_gz(rd.write_newc(_small())), compression="lzo")

@@ -1,0 +1,15 @@
+"""The edits in the order convert applies them; NAMES is what --skip accepts."""
+
+from __future__ import annotations
+
+from vsaimage.edits import Edit
+from vsaimage.edits.console import Console
+from vsaimage.edits.drivers import Drivers
+from vsaimage.edits.mobo_uuid import MoboUuid
+from vsaimage.edits.modules import Modules
+from vsaimage.edits.pci import Pci
+from vsaimage.edits.platform import Platform
+from vsaimage.edits.udev import Udev
+
+ALL: tuple[Edit, ...] = (MoboUuid(), Pci(), Udev(), Platform(), Drivers(), Modules(), Console())
+NAMES: tuple[str, ...] = tuple(edit.name for edit in ALL)

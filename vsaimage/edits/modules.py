@@ -1,0 +1,73 @@
+"""Edit 6, `modules`: the kernel modules of the Xen kernel in the guest.
+
+The guest boots the dom0's kernel, so it needs that kernel's modules tree in
+/lib/modules/<version>; the tree itself is copied by convert.py (the change
+here only names the version). modules.dep is what modprobe needs, and depmod
+writes it last, so its presence is the mark of a complete tree.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from vsaimage.edits import EditContext, InstallModules, Snapshot, StepPlan, decide
+from vsaimage.errors import EditError
+
+ROOT = "/lib/modules"
+# Any compression suffix modprobe knows (.ko, .ko.gz, .ko.xz, .ko.zst).
+_BLKFRONT = re.compile(r"xen-blkfront\.ko(\.[a-z]+)?")
+
+
+def dep_path(version: str) -> str:
+    return f"{ROOT}/{version}/modules.dep"
+
+
+def _installed(snap: Snapshot, version: str) -> bool:
+    path = dep_path(version)
+    data = snap.get(path).data
+    if data is not None:
+        return len(data) > 0
+    return path in snap.paths
+
+
+def xen_versions(paths: frozenset[str]) -> list[str]:
+    """Versions under /lib/modules whose tree has a modules.dep and a
+    xen-blkfront module file. Judged from the listing alone, so `inspect`
+    needs no version; a kernel with xen-blkfront built in is not recognised
+    (its modules.builtin is not read)."""
+    with_dep = {
+        posixpath.basename(posixpath.dirname(p))
+        for p in paths
+        if posixpath.dirname(posixpath.dirname(p)) == ROOT and posixpath.basename(p) == "modules.dep"
+    }
+    found = set()
+    for p in paths:
+        if p.startswith(ROOT + "/") and _BLKFRONT.fullmatch(posixpath.basename(p)):
+            version = p[len(ROOT) + 1 :].split("/", 1)[0]
+            if version in with_dep:
+                found.add(version)
+    return sorted(found)
+
+
+class Modules:
+    name = "modules"
+    title = "Kernel modules of the Xen kernel (/lib/modules)"
+
+    def reads(self, ctx: EditContext) -> tuple[str, ...]:
+        return () if ctx.kernel_version is None else (dep_path(ctx.kernel_version),)
+
+    def lists(self, ctx: EditContext) -> tuple[str, ...]:
+        return (ROOT,)
+
+    def plan(self, snap: Snapshot, ctx: EditContext) -> StepPlan:
+        version = ctx.kernel_version
+        if version is None:
+            raise EditError("the modules step needs the kernel version (--kernel or --kernel-version)")
+        changes = [] if _installed(snap, version) else [InstallModules(version)]
+        return decide(self.name, list(changes), {"version": version, "dir": f"{ROOT}/{version}"})
+
+    def check(self, snap: Snapshot, ctx: EditContext) -> bool:
+        if ctx.kernel_version is not None:
+            return _installed(snap, ctx.kernel_version)
+        return bool(xen_versions(snap.paths))

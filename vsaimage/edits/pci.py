@@ -1,0 +1,88 @@
+"""Edit 2, `pci`: a fake PCI device list that says "Xen platform device".
+
+The VSA decides what hardware it runs on from /proc/bus/pci/devices, which is
+empty on a PV domU; its tables already know the Xen platform device
+(5853:0001). We write a one-line list at /hack/bus/pci/devices and, for the
+`binary` variant, point the four programs that read the real list at it by
+rewriting the path inside them (same length, so offsets in the binaries hold).
+The `bind` variant (mounting /hack/bus/pci over /proc/bus/pci from the initrd)
+lives in initrd.py.
+"""
+
+from __future__ import annotations
+
+from vsaimage.edits import Change, EditContext, PciHack, Snapshot, StepPlan, WriteFile, decide
+from vsaimage.edits.textfile import exact_write
+from vsaimage.errors import EditError
+
+FAKE_PATH = "/hack/bus/pci/devices"
+REAL_PATH = "/proc/bus/pci/devices"
+# Bus/devfn 0000, vendor:device 5853:0001, then IRQ, 7 BARs, ROM, 7 sizes: all 0.
+FAKE_DEVICES = "\t".join(["0000", "58530001"] + ["0"] * 15) + "\n"
+BINARIES = (
+    "/etc/lefthand/brand/common/fst",
+    "/etc/lefthand/system/lib/hal/libhal.so",
+    "/etc/lefthand/system/liblhnsys.so",
+    "/sbin/hwid",
+)
+
+
+def replace_same_length(data: bytes, old: bytes, new: bytes) -> tuple[bytes, int]:
+    """`data` with every `old` replaced by `new`, and the count. Refuses a
+    replacement of another length: inside an executable that would shift
+    every offset after it."""
+    if len(old) != len(new):
+        raise EditError(
+            f"binary replacement of {old!r} by {new!r} would change the length "
+            f"({len(old)} -> {len(new)} bytes)"
+        )
+    count = data.count(old)
+    return (data.replace(old, new) if count else data), count
+
+
+def patch_binary(data: bytes) -> tuple[bytes, int]:
+    """A program or library reading the fake list instead of the real one."""
+    return replace_same_length(data, REAL_PATH.encode(), FAKE_PATH.encode())
+
+
+def _binary_wanted(ctx: EditContext) -> bool:
+    return ctx.pci_hack in (PciHack.BOTH, PciHack.BINARY)
+
+
+class Pci:
+    name = "pci"
+    title = "Fake PCI device list for the Xen platform device"
+
+    def reads(self, ctx: EditContext) -> tuple[str, ...]:
+        return (FAKE_PATH, *BINARIES) if _binary_wanted(ctx) else (FAKE_PATH,)
+
+    def lists(self, ctx: EditContext) -> tuple[str, ...]:
+        return ()
+
+    def plan(self, snap: Snapshot, ctx: EditContext) -> StepPlan:
+        changes: list[Change] = exact_write(snap, FAKE_PATH, FAKE_DEVICES.encode(), 0o644)
+        details: dict[str, object] = {"devices": FAKE_PATH, "pci_hack": ctx.pci_hack.value}
+        if _binary_wanted(ctx):
+            counts: dict[str, int] = {}
+            symlinks: list[str] = []
+            for path in BINARIES:
+                old = snap.get(path)
+                if old.data is None:
+                    if old.link is not None:
+                        symlinks.append(path)  # its target was not read: not followed
+                    continue
+                new, counts[path] = patch_binary(old.data)
+                if counts[path]:
+                    mode = old.mode if old.mode is not None else 0o755
+                    changes.append(WriteFile(path, new, mode))
+            details["replacements"] = counts
+            if symlinks:
+                details["symlinks_not_patched"] = symlinks
+        return decide(self.name, changes, details)
+
+    def check(self, snap: Snapshot, ctx: EditContext) -> bool:
+        if snap.get(FAKE_PATH).data != FAKE_DEVICES.encode():
+            return False
+        if not _binary_wanted(ctx):
+            return True
+        return all(REAL_PATH.encode() not in (snap.get(p).data or b"") for p in BINARIES)
