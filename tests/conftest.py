@@ -61,7 +61,9 @@ def alt_image() -> Path:
 
 @pytest.fixture(scope="session")
 def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
-    """The example image converted once, as a user would, with the real kernel."""
+    """The example image converted as a user would, with the real kernel:
+    first with --modules minimal, then in full over the same output (--force),
+    so tests can compare the two runs; the full output is what they read."""
     d = nobody_dir() / "converted"
     d.mkdir()
     d.chmod(0o777)
@@ -70,10 +72,15 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     src.chmod(0o444)
     before = sha256(src)
     out = d / "vsa-xen.img"
-    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
-                "-o", out, "--json")
-    assert r.code == 0, r.stderr
-    return Converted(src, before, out, d / "vsa-xen.initrd", d / "vsa-xen.cfg", r)
+    args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+            "-o", out, "--json")
+    minimal = run_cli(*args, "--modules", "minimal")
+    assert minimal.code == 0, minimal.stderr
+    minimal_cfg = (d / "vsa-xen.cfg").read_bytes()
+    full = run_cli(*args, "--force")
+    assert full.code == 0, full.stderr
+    return Converted(src, before, out, d / "vsa-xen.initrd", d / "vsa-xen.cfg", full, minimal,
+                     minimal_cfg)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,12 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def head(path: Path, size: int = 2**20) -> bytes:
+    """The first bytes of a (possibly huge, sparse) image."""
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
 @dataclass(frozen=True)
 class Run:
     code: int
@@ -76,7 +82,9 @@ class Converted:
     out: Path
     initrd: Path
     cfg: Path
-    run: Run
+    run: Run  # the full convert, whose output the tests read
+    minimal_run: Run  # the same input converted before with --modules minimal
+    minimal_cfg: bytes  # the xl config that run wrote
 
 
 @dataclass(frozen=True)

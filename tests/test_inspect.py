@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.build_image import LAYOUTS, VSA_VERSION
-from support import NOBODY, nobody_dir, run_cli
+from support import NOBODY, head, nobody_dir, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def test_bad_image_files(tmp_path: Path, case: str) -> None:
 
 def test_unreadable_image(example_image: Path) -> None:
     p = nobody_dir() / "secret.img"
-    p.write_bytes(example_image.read_bytes()[: 2**20])
+    p.write_bytes(head(example_image))
     p.chmod(0o600)
     r = run_cli("inspect", p, user=NOBODY)
     assert_one_line_error(r.code, r.stderr, str(p), "permission denied")

@@ -125,8 +125,11 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             initrd_in, compression=opts.initrd_compression)))
         payload = None
         if modules_dir is not None:
+            # minimal: the guest also needs what the initrd loads at boot
+            extra = initrd.conf_modules(initrd_in) if opts.modules_minimal else ()
             payload = _in_background(lambda: _timed(rep, "modules payload", lambda: moduletree.build_payload(
-                modules_dir, version, Path(tmp) / "modules.tar", minimal=opts.modules_minimal)))
+                modules_dir, version, Path(tmp) / "modules.tar", minimal=opts.modules_minimal,
+                extra_modules=extra)))
 
         g = launch.result()
         with g:
@@ -142,6 +145,12 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         staging.commit()
 
     steps = [step_dict(s) for s in plan.steps]
+    if payload is not None and any(isinstance(c, InstallModules) for c in plan.changes):
+        p = payload.result()
+        for s in steps:
+            if s["step"] == "modules":
+                s["details"] = {**plan_details(plan, "modules"), "files": p.files, "bytes": p.bytes,
+                                "minimal": p.minimal, "absent": list(p.absent)}
     steps.append({"step": "initrd", "title": "pcihack in the initrd",
                   "status": "already applied" if initrd_result.already_applied else "applied",
                   "details": initrd_result.as_dict(), "changes": []})
@@ -168,6 +177,10 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "timings": dict(rep.timings),
         "warnings": list(rep.warnings),
     }
+
+
+def plan_details(plan: Plan, step: str) -> dict[str, object]:
+    return next(dict(s.details) for s in plan.steps if s.step == step)
 
 
 def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:

@@ -602,3 +602,14 @@ def check(data: bytes) -> bool:
         return True
     text = order.data.decode("utf-8", "surrogateescape")
     return order_with_pcihack(text) == text
+
+
+def conf_modules(data: bytes) -> tuple[str, ...]:
+    """The modules the initrd's conf/modules asks to load at boot (from
+    /etc/initramfs-tools/modules): the guest needs them as well."""
+    for entry in _read_main(_split(data)):
+        if entry.key == b"conf/modules" and entry.isreg:
+            lines = entry.data.decode("utf-8", "replace").splitlines()
+            return tuple(line.split()[0] for line in lines
+                         if line.strip() and not line.lstrip().startswith("#"))
+    return ()
