@@ -168,3 +168,18 @@ def test_idempotent_and_unprivileged(converted: Converted, debian_kernel: Debian
     # identity comes from the root filesystem UUID, which the edits never change
     assert parse_xl((d / "vsa-xen.cfg").read_text())["uuid"] == parse_xl(converted.cfg.read_text())["uuid"]
     assert (d / "vsa-xen.initrd").read_bytes() == converted.initrd.read_bytes()
+
+
+def test_verify_converted(converted: Converted) -> None:
+    r = run_cli("verify", converted.out, "--initrd", converted.initrd, "--json")
+    assert r.code == 0, r.stderr
+    assert r.doc["missing"] == []
+    assert {e["step"] for e in r.doc["edits"]} == {
+        "mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console", "initrd"}
+
+
+def test_verify_unconverted_names_what_is_missing(converted: Converted, debian_kernel: DebianKernel) -> None:
+    r = run_cli("verify", converted.input, "--initrd", debian_kernel.initrd)
+    assert r.code == 1
+    assert "not converted: missing mobo-uuid, pci, udev, platform, drivers, modules, console, initrd" in \
+        " ".join(r.stdout.split())

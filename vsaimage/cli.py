@@ -34,12 +34,14 @@ _EXAMPLES = {
   vsaimage inspect demo/vsa.img
   vsaimage inspect demo/vsa.img --json
   vsaimage inspect iscsi://127.0.0.1:3260/iqn.2003-10.com.lefthandnetworks:vsa/0
+  vsaimage inspect vsa.img --bundle vsa-report.tar.gz   # what to send back with a bug report
 """,
     "convert": """examples:
-  vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$(uname -r) \\
-      --initrd /boot/initrd.img-$(uname -r) -o demo/vsa-xen.img --force
-  vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$(uname -r) \\
-      --initrd /boot/initrd.img-$(uname -r) -o demo/vsa-xen.img --dry-run
+  V=$(ls /boot/vmlinuz-* | sort -V | tail -n 1 | sed 's|.*/vmlinuz-||')
+  vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --force
+  vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --dry-run
   xl create demo/vsa-xen.cfg      # on the Xen dom0
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
@@ -51,8 +53,9 @@ steps (for --skip): mobo-uuid, pci, udev, platform, drivers, modules, console
   vsaimage verify demo/vsa.img --json     # the unconverted image: exit 1
 """,
     "initrd": """examples:
-  vsaimage initrd /boot/initrd.img-$(uname -r) -o demo/vsa-xen.initrd --force
-  vsaimage initrd /boot/initrd.img-$(uname -r) -o /tmp/x.initrd --initrd-compression gzip
+  V=$(ls /boot/vmlinuz-* | sort -V | tail -n 1 | sed 's|.*/vmlinuz-||')
+  vsaimage initrd /boot/initrd.img-$V -o demo/vsa-xen.initrd --force
+  vsaimage initrd /boot/initrd.img-$V -o demo/x.initrd --initrd-compression gzip
 """,
 }
 
@@ -86,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     i = cmd("inspect", "Show an image's partitions, roles, VSA version and the status of each edit.")
     i.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
     roles(i)
+    i.add_argument("--bundle", type=Path, metavar="OUT.tar.gz",
+                   help="also write a tarball to send back when an edit fails on a real image: "
+                        "a manifest and copies of the text files the edits read (no binaries)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing bundle")
 
     c = cmd("convert", "Convert a VSA system disk into a Xen PV domU disk, initrd and xl config.")
     c.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
@@ -150,7 +157,7 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         return initrd_command.run(InitrdOptions(a.input, a.output, a.initrd_compression, a.force), rep)
     image = parse_image(a.image)
     if a.command == "inspect":
-        return survey.inspect(InspectOptions(image, _roles(a)), rep)
+        return survey.inspect(InspectOptions(image, _roles(a), a.bundle, a.force), rep)
     if a.command == "verify":
         return survey.verify(VerifyOptions(image, _roles(a), a.initrd, a.kernel_version,
                                            PciHack(a.pci_hack), check_skips(a.skip)), rep)

@@ -19,11 +19,20 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
+
+
+class _BytesColumn(DownloadColumn):
+    """Sizes only for phases that count bytes; nothing for the others."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("nbytes") else Text("")
 
 
 class Phase:
@@ -41,6 +50,10 @@ class Phase:
         if self._task is not None and self._reporter.progress is not None:
             self._reporter.progress.advance(self._task, amount)
 
+    def update(self, completed: float, total: float) -> None:
+        if self._task is not None and self._reporter.progress is not None:
+            self._reporter.progress.update(self._task, completed=completed, total=total)
+
     def total(self, total: float) -> None:
         if self._task is not None and self._reporter.progress is not None:
             self._reporter.progress.update(self._task, total=total)
@@ -51,7 +64,10 @@ class Reporter:
                  stdout: IO[str] | None = None) -> None:
         self.verbosity = verbosity
         self.err = Console(file=stderr or sys.stderr, stderr=stderr is None)
-        self.out = Console(file=stdout or sys.stdout)
+        out = stdout or sys.stdout
+        # Piped or redirected results are read by people later, in wider
+        # windows than rich's 80-column default for non-terminals.
+        self.out = Console(file=out, width=None if out.isatty() else 120)
         self.interactive = self.err.is_terminal and not self.err.is_dumb_terminal
         self.progress: Progress | None = None
         self.timings: dict[str, float] = {}
@@ -101,7 +117,7 @@ class Reporter:
                 if self.progress is None:
                     self.progress = self._new_progress()
                     self.progress.start()
-                task = self.progress.add_task(name, total=total, unit="B" if nbytes else "")
+                task = self.progress.add_task(name, total=total, nbytes=nbytes)
         if not self.interactive:
             self.info(f"{name}: started")
         ph = Phase(self, name, task)
@@ -126,7 +142,7 @@ class Reporter:
             SpinnerColumn(finished_text="•"),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            _BytesColumn(binary_units=True),
             TimeElapsedColumn(),
             console=self.err,
             transient=False,
@@ -159,7 +175,7 @@ class Reporter:
         width = max(len(k) for k, _ in pairs)
         for k, v in pairs:
             self.out.print(f"{k.ljust(width)}  {'' if v is None else v}", highlight=False,
-                           markup=False)
+                           markup=False, soft_wrap=True)
 
 
 STATUS_STYLE = {
@@ -199,13 +215,27 @@ def show_steps(rep: Reporter, title: str, steps: Sequence[Mapping[str, Any]]) ->
     rep.out.print(t)
 
 
+# Details that the step's title already says, or that only the JSON needs.
+_QUIET_KEYS = {"file", "dir", "rules", "script", "devices", "version", "input_bytes", "output_bytes",
+               "module_versions", "input_compression", "already_applied", "entries", "early_segments"}
+
+
 def _details(details: Mapping[str, Any]) -> str:
+    """A short human summary of a step's details (the JSON has them all)."""
     parts = []
     for k, v in details.items():
-        if isinstance(v, Mapping):
-            v = ", ".join(f"{kk}: {vv}" for kk, vv in v.items())
+        if k in _QUIET_KEYS or v in (None, [], (), {}, False):
+            continue
+        if isinstance(v, Mapping) and all(isinstance(x, int) for x in v.values()):
+            v = f"{sum(v.values())} in {len(v)} files"
+        elif isinstance(v, Mapping):
+            v = ", ".join(f"{kk.rsplit('/', 1)[-1]}: {vv}" for kk, vv in v.items())
         elif isinstance(v, list | tuple):
-            v = ", ".join(str(x) for x in v)
+            v = ", ".join(str(x).rsplit("/", 1)[-1] for x in v) if len(v) <= 3 else f"{len(v)}"
+        elif k == "bytes" and isinstance(v, int):
+            v = _size(v)
+        elif isinstance(v, str) and v.startswith("/"):
+            v = v.rsplit("/", 1)[-1]
         parts.append(f"{k}: {v}")
     return "; ".join(parts)
 
@@ -230,8 +260,24 @@ def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("VSA version", doc.get("vsa_version") or "unknown"),
         ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
         ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
+        *_storage_facts(doc),
+        *([("bundle", doc["bundle"])] if doc.get("bundle") else []),
     ])
     show_steps(rep, "Edits", doc["edits"])
+
+
+def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The init system, md RAID and LVM lines of inspect."""
+    init = doc.get("init_system") or {}
+    evidence = ", ".join(init.get("evidence") or [])
+    md = "; ".join(f"array {a['name'] or '(no name)'} uuid {a['uuid']}: partitions "
+                   + ", ".join(str(n) for n in a["members"]) for a in doc.get("md_arrays") or [])
+    lvm = "; ".join(f"PV on partition {v['partition']} uuid {v['uuid']}" for v in doc.get("lvm") or [])
+    return [
+        ("init system", f"{init.get('guess', 'unknown')}" + (f" ({evidence})" if evidence else "")),
+        ("md RAID", md or "none"),
+        ("LVM", lvm or "none"),
+    ]
 
 
 def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:

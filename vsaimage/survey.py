@@ -3,10 +3,11 @@ launch on an image, its partition roles, and the status of every edit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__, guest, initrd
+from vsaimage import __version__, bundle, guest, initrd
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.errors import InitrdError
 from vsaimage.inspect import (
@@ -24,14 +25,18 @@ from vsaimage.report import Reporter
 from vsaimage.source import ImageSource
 
 
-def _examine(image: ImageSource, roles: Roles, ctx: EditContext,
-             rep: Reporter) -> tuple[Layout, Snapshot, list[str]]:
+def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
+             also: Callable[[guest.Guest, Snapshot], None] | None = None,
+             ) -> tuple[Layout, Snapshot, list[str]]:
+    """One read-only launch; `also` reads more while the appliance is up."""
     with rep.phase("appliance launch"):
         g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("read image"):
         layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
         kernels = boot_kernels(g, layout.boot)
         snap = read_snapshot(g, ctx, extra=(VERSION_FILE,))
+        if also is not None:
+            also(g, snap)
     return layout, snap, kernels
 
 
@@ -50,9 +55,15 @@ def _status_rows(status: dict[str, bool]) -> list[dict[str, Any]]:
 
 
 def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
+    if opts.bundle is not None:  # bad output paths fail before the launch
+        bundle.check_output(opts.bundle, force=opts.force,
+                            inputs=[opts.image.path] if opts.image.path else [])
     ctx = EditContext()
-    layout, snap, kernels = _examine(opts.image, opts.roles, ctx, rep)
-    return {
+    found: list[bundle.Gathered] = []
+    layout, snap, kernels = _examine(
+        opts.image, opts.roles, ctx, rep,
+        also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
+    doc = {
         "success": True,
         "command": "inspect",
         "tool_version": __version__,
@@ -60,8 +71,17 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         "vsa_version": vsa_version(snap),
         "kernel_versions": module_versions(snap),
         "boot_kernels": kernels,
+        "init_system": found[0].init_system,
+        "md_arrays": bundle.md_arrays(layout.partitions),
+        "lvm": bundle.lvm_members(layout.partitions),
         "edits": _status_rows(postconditions(snap, ctx)),
     }
+    if opts.bundle is not None:
+        with rep.phase("write bundle"):
+            name = opts.image.path.name if opts.image.path else str(opts.image)
+            bundle.write(opts.bundle, bundle.tarball(bundle.manifest(doc, found[0], name), found[0].files))
+        doc["bundle"] = str(opts.bundle)
+    return doc
 
 
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
