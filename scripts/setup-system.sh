@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="
 libguestfs-tools python3-guestfs linux-image-amd64 supermin
-qemu-system-x86 qemu-utils
+qemu-system-x86 qemu-utils qemu-block-extra
 python3-venv
 e2fsprogs fdisk util-linux
 cpio libarchive13 libarchive-tools initramfs-tools kmod

@@ -27,7 +27,7 @@ from vsaimage.output import (
     OutputPaths,
     Staging,
     check_destination,
-    convert_qcow2,
+    qemu_img_convert,
     source_size,
     sparse_copy,
     write_bytes,
@@ -189,18 +189,23 @@ def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
 
 
 def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) -> str:
-    """Copy the input to the staging name; returns the staged image's format."""
+    """Put a copy of the input at the staging name `img`; returns its format.
+    A file or block device is copied sparsely by Python; qcow2 output and iSCSI
+    input go through qemu-img, which skips zeros too and reads a LUN with the
+    same iSCSI client (libiscsi) the appliance uses: no kernel initiator, no
+    root, and 8x faster than copying through the emulated appliance."""
     src = opts.image.path
-    if src is None:
-        raise BadInput(f"{opts.image}: network images can only be inspected or dry-run for now")
-    if opts.format == "qcow2":
-        with rep.phase("copy (qcow2)"):
-            convert_qcow2(src, img, label=label)
-        return "qcow2"
-    with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
-        written = sparse_copy(src, img, label=label, progress=ph.advance)
-        ph.detail = f"({written / 2**20:.0f} MiB of data)"
-    return "raw"
+    if src is not None and opts.format == "raw":
+        with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
+            written = sparse_copy(src, img, label=label, progress=ph.advance)
+            ph.detail = f"({written / 2**20:.0f} MiB of data)"
+        return "raw"
+    source = str(src) if src is not None else opts.image.iscsi_uri
+    what = "iSCSI" if src is None else opts.format
+    with rep.phase(f"copy ({what})", total=100) as ph:
+        qemu_img_convert(source, img, opts.format, label=label,
+                         progress=lambda percent: ph.update(percent, 100))
+    return opts.format
 
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
@@ -217,14 +222,15 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
-    for c in plan.changes:
-        if isinstance(c, InstallModules):
-            assert payload is not None, "modules step planned although skipped"
-            p = payload.result()
-            with rep.phase("modules transfer", total=p.bytes, nbytes=True) as ph:
-                g.tar_in(p.tarball, f"/lib/modules/{c.version}")
-                ph.advance(p.bytes)
-                ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
+    install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
+    if install is not None:
+        assert payload is not None, "modules step planned although skipped"
+        p = payload.result()
+        size = p.tarball.stat().st_size
+        with rep.phase("modules transfer", total=size, nbytes=True) as ph:
+            g.tar_in(p.tarball, f"/lib/modules/{install.version}",
+                     progress=lambda sent: ph.update(sent, size))
+            ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     with rep.phase("verify"):
         g.sync()
         status = postconditions(read_snapshot(g, ctx), ctx, opts.skip)

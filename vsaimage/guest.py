@@ -84,7 +84,12 @@ def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
     if tcg and not _tcg_forced():
         g.set_backend_settings(["force_tcg"])
     for d in drives:
-        d.add_to(g)
+        try:
+            d.add_to(g)
+        except RuntimeError as e:  # e.g. a network drive that does not answer
+            g.close()
+            raise ApplianceError(f"cannot attach {d.path}: {_first_line(e)}",
+                                 hint="run with LIBGUESTFS_DEBUG=1 to see why") from e
     return g
 
 
@@ -304,13 +309,36 @@ class Guest:
                 self.g.upload(tmp.name, where)
         self.g.chmod(mode, where)
 
-    def tar_in(self, tarball: Path, directory: str) -> None:
+    def tar_in(self, tarball: Path, directory: str,
+               progress: Callable[[int], None] | None = None) -> None:
+        """Unpack an uncompressed tarball into `directory`. libguestfs sends
+        no progress events for tar_in, so the tarball is fed to it through a
+        pipe and `progress` gets the bytes sent so far."""
         where = self.root + directory
         self.g.mkdir_p(where)
-        self.g.tar_in(str(tarball), where)
+        if progress is None:
+            self.g.tar_in(str(tarball), where)
+            return
+        rfd, wfd = os.pipe()
 
-    def copy_device(self, src: str, dst: str) -> None:
-        self.g.copy_device_to_device(src, dst, sparse=True)
+        def feed() -> None:
+            sent = 0
+            try:
+                with open(tarball, "rb") as f, os.fdopen(wfd, "wb") as out:
+                    while chunk := f.read(2**20):
+                        out.write(chunk)
+                        sent += len(chunk)
+                        progress(sent)
+            except BrokenPipeError:  # tar_in failed and stopped reading
+                pass
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            self.g.tar_in(f"/dev/fd/{rfd}", where)
+        finally:
+            os.close(rfd)
+            feeder.join()
 
     def sync(self) -> None:
         self.g.sync()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -197,12 +198,34 @@ def sparse_copy(src: Path, dst: Path, *, label: Path,
     return written
 
 
-def convert_qcow2(src: Path, dst: Path, *, label: Path) -> None:
-    """Write `src` as qcow2 (qemu-img skips holes and zeros)."""
-    r = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(src), str(dst)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        msg = (r.stderr.strip().splitlines() or ["qemu-img failed"])[-1]
+def qemu_img_convert(src: str, dst: Path, out_format: str, *, label: Path,
+                     progress: Callable[[float], None] | None = None) -> None:
+    """Copy `src` (a file, or a URI qemu reads such as iscsi://) to `dst` in
+    `out_format`, skipping holes and zeros; `progress` gets percentages."""
+    cmd = ["qemu-img", "convert", "-p", "-O", out_format, src, str(dst)]
+    if not src.startswith("iscsi://"):
+        cmd[2:2] = ["-f", "raw"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    out, errs = proc.stdout, proc.stderr
+    assert out is not None and errs is not None
+    try:
+        # -p prints "    (12.34/100%)" updates ended by carriage returns,
+        # which text mode turns into newlines
+        pending = ""
+        while chunk := out.read(64):
+            *done, pending = (pending + chunk).split("\n")
+            for m in re.finditer(r"\((\d+(?:\.\d+)?)/100%\)", "".join(done)):
+                if progress:
+                    progress(float(m.group(1)))
+        err = errs.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    if proc.returncode != 0:
+        msg = (err.strip().splitlines() or ["qemu-img failed"])[-1]
         if "No space left" in msg:
-            raise WriteError(f"{label}: no space left on device while writing qcow2")
-        raise WriteError(f"{label}: qemu-img convert failed: {msg}")
+            raise WriteError(f"{label}: no space left on device while writing",
+                             hint="free some space or choose another output directory")
+        raise WriteError(f"{label}: qemu-img convert from {src} failed: {msg}")

@@ -11,10 +11,14 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from vsaimage import iscsi
 from vsaimage.errors import ImageError
 from vsaimage.guest import Drive
 
-_ISCSI_RE = re.compile(r"iscsi://(?P<host>\[[^\]]+\]|[^/:]+)(?::(?P<port>\d+))?/(?P<iqn>[^/]+)/(?P<lun>\d+)/?")
+_ISCSI_RE = re.compile(r"iscsi://(?P<host>\[[^\]/]+\]|[^/:\[\]]+)(?::(?P<port>[^/]*))?"
+                       r"/(?P<iqn>[^/]+)/(?P<lun>[^/]+)/?")
+ISCSI_PORT = 3260
+_ISCSI_FORM = "write it iscsi://HOST[:PORT]/IQN/LUN"
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,27 @@ class ImageSource:
     def is_block_device(self) -> bool:
         return self.path is not None and stat.S_ISBLK(self.path.stat().st_mode)
 
+    @property
+    def iscsi_uri(self) -> str:
+        """The normalised URI (port always given), as qemu-img reads it."""
+        assert self.iscsi_target and self.iscsi_server
+        return f"iscsi://{self.iscsi_server.removeprefix('tcp:')}/{self.iscsi_target}"
+
+    def size(self) -> int:
+        """Bytes: by seeking to the end of a file or block device; for an
+        iSCSI LUN by asking the target from the host (milliseconds)."""
+        if self.path is not None:
+            with open(self.path, "rb") as f:
+                return f.seek(0, os.SEEK_END)
+        return iscsi.lun_size(self.iscsi_uri, image=self.text)
+
     def drive(self, *, readonly: bool) -> Drive:
+        """The drive to attach. An iSCSI LUN is first asked for its size on
+        the host: a wrong URI then fails at once with the target's reason,
+        where libguestfs would only say that qemu-img failed."""
         if self.path is not None:
             return Drive(str(self.path), readonly=readonly)
+        self.size()
         assert self.iscsi_target and self.iscsi_server
         return Drive(self.iscsi_target, readonly=readonly, protocol="iscsi",
                      server=(self.iscsi_server,))
@@ -41,12 +63,7 @@ class ImageSource:
 
 def parse_image(text: str) -> ImageSource:
     if text.startswith("iscsi://"):
-        m = _ISCSI_RE.fullmatch(text)
-        if not m:
-            raise ImageError(f"{text}: not an iSCSI URI", hint="write it iscsi://HOST[:PORT]/IQN/LUN")
-        port = m.group("port") or "3260"
-        return ImageSource(text, iscsi_server=f"tcp:{m.group('host')}:{port}",
-                           iscsi_target=f"{m.group('iqn')}/{m.group('lun')}")
+        return _parse_iscsi(text)
     path = Path(text)
     try:
         st = path.stat()
@@ -64,6 +81,27 @@ def parse_image(text: str) -> ImageSource:
         raise ImageError(f"{text}: empty file")
     _check_partition_table(path)
     return ImageSource(text, path=path)
+
+
+def _parse_iscsi(text: str) -> ImageSource:
+    m = _ISCSI_RE.fullmatch(text)
+    if not m:
+        raise ImageError(f"{text}: not an iSCSI URI", hint=_ISCSI_FORM)
+    host, port, iqn, lun = m.group("host", "port", "iqn", "lun")
+    if host.startswith("["):
+        if ":" not in host:
+            raise ImageError(f"{text}: brackets are for IPv6 addresses only", hint=_ISCSI_FORM)
+        # libguestfs (1.48) percent-encodes the brackets and colons of the
+        # portal it hands to qemu, which then cannot resolve it.
+        raise ImageError(f"{text}: libguestfs cannot reach an iSCSI portal given as an IPv6 address",
+                         hint="use a host name that resolves to it")
+    if port is None:
+        port = str(ISCSI_PORT)
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ImageError(f"{text}: bad TCP port {port!r}", hint=_ISCSI_FORM)
+    if not (lun.isdigit() and int(lun) < 2**14):
+        raise ImageError(f"{text}: bad LUN {lun!r} (a number from 0 to 16383)", hint=_ISCSI_FORM)
+    return ImageSource(text, iscsi_server=f"tcp:{host}:{int(port)}", iscsi_target=f"{iqn}/{int(lun)}")
 
 
 def _check_partition_table(path: Path) -> None:
