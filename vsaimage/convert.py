@@ -34,6 +34,7 @@ from vsaimage.output import (
 )
 from vsaimage.plan import Plan, build, postconditions, step_dict
 from vsaimage.report import Reporter
+from vsaimage.source import read_input
 
 T = TypeVar("T")
 
@@ -51,17 +52,6 @@ def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
 
     threading.Thread(target=run, daemon=True).start()
     return fut
-
-
-def _read(path: Path, error: type[BadInput], what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{path}: no such file ({what})") from None
-    except IsADirectoryError:
-        raise error(f"{path}: is a directory ({what})") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
 
 
 def _edit_context(opts: ConvertOptions, version: str) -> EditContext:
@@ -102,7 +92,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
     if not opts.kernel.is_file():
         raise KernelError(f"{opts.kernel}: no such file (--kernel)")
-    initrd_in = _read(opts.initrd, InitrdError, "--initrd")
+    initrd_in = read_input(opts.initrd, InitrdError, "an initrd (--initrd)")
     modules_dir = _modules_dir(opts, version)
     outputs = OutputPaths.from_option(opts.output)
     inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]

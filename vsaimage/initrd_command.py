@@ -10,17 +10,11 @@ from vsaimage.errors import InitrdError
 from vsaimage.options import InitrdOptions
 from vsaimage.output import Staging, check_destination, write_bytes
 from vsaimage.report import Reporter
+from vsaimage.source import read_input
 
 
 def run(opts: InitrdOptions, rep: Reporter) -> dict[str, Any]:
-    try:
-        data = opts.input.read_bytes()
-    except FileNotFoundError:
-        raise InitrdError(f"{opts.input}: no such file") from None
-    except IsADirectoryError:
-        raise InitrdError(f"{opts.input}: is a directory, not an initrd") from None
-    except OSError as e:
-        raise InitrdError(f"{opts.input}: cannot read: {e.strerror}") from None
+    data = read_input(opts.input, InitrdError, "an initrd")
     check_destination([opts.output], force=opts.force, inputs=[opts.input])
     with Staging([opts.output]) as staging:
         with rep.phase("initrd repack"):

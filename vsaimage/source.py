@@ -1,7 +1,8 @@
-"""The disk image given on the command line: a raw file, a block device, or an
-iscsi:// URI read by libguestfs's own iSCSI client. Cheap host-side checks run
-here, before an appliance is launched, so that plainly bad input fails in
-milliseconds with a message naming the file."""
+"""What the command line names as input: the disk image (a raw file, a block
+device, or an iscsi:// URI read by libguestfs's own iSCSI client) and the
+files read whole (kernel, initrd). Cheap host-side checks run here, before an
+appliance is launched, so that plainly bad input fails in milliseconds with a
+message naming the file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage import iscsi
-from vsaimage.errors import ImageError
+from vsaimage.errors import BadInput, ImageError
 from vsaimage.guest import Drive
 
 _ISCSI_RE = re.compile(r"iscsi://(?P<host>\[[^\]/]+\]|[^/:\[\]]+)(?::(?P<port>[^/]*))?"
@@ -116,3 +117,15 @@ def _check_partition_table(path: Path) -> None:
     if head[510:512] != b"\x55\xaa" and head[512:520] != b"EFI PART":
         raise ImageError(f"{path}: no partition table (no MBR or GPT signature)",
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
+
+
+def read_input(path: Path, error: type[BadInput], what: str) -> bytes:
+    """The bytes of an input file, or `error` with one line naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such file ({what})") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None

@@ -4,7 +4,6 @@ launch on an image, its partition roles, and the status of every edit."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from vsaimage import __version__, bundle, guest, initrd
@@ -22,7 +21,7 @@ from vsaimage.inspect import (
 from vsaimage.options import InspectOptions, Roles, VerifyOptions
 from vsaimage.plan import TITLES, postconditions
 from vsaimage.report import Reporter
-from vsaimage.source import ImageSource
+from vsaimage.source import ImageSource, read_input
 
 
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
@@ -88,7 +87,7 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
     initrd_ok: bool | None = None
     if opts.initrd is not None:
-        initrd_ok = initrd.check(_read_initrd(opts.initrd))
+        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"))
     layout, snap, _ = _examine(opts.image, opts.roles, ctx, rep)
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
@@ -103,13 +102,3 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
         "edits": rows,
         "missing": missing,
     }
-
-
-def _read_initrd(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InitrdError(f"{path}: no such file") from None
-    except OSError as e:
-        raise InitrdError(f"{path}: cannot read: {e.strerror}") from None
-
