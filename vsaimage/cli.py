@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -197,13 +198,44 @@ def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
     raise _Terminated
 
 
+def _run_cancellably(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
+    """Run the command in a worker thread so that Ctrl-C and SIGTERM take
+    effect at once, even while the worker is blocked in the appliance."""
+    from vsaimage import cancel
+
+    outcome: dict[str, Any] = {}
+    # An Event, not Thread.join(): a join interrupted by Ctrl-C marks the
+    # thread as finished in CPython 3.11, and a second join would not wait.
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["doc"] = _run(a, rep)
+        except BaseException as e:  # re-raised in the main thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="vsaimage", daemon=True).start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except (KeyboardInterrupt, _Terminated):
+        cancel.cancel()
+        done.wait(60)  # the worker removes its temporaries as it unwinds
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["doc"]  # type: ignore[no-any-return]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     rep = Reporter(verbosity=-1 if a.quiet else a.verbose)
     # SIGTERM unwinds like Ctrl-C, so temporaries are removed on the way out.
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        doc = _run(a, rep)
+        doc = _run_cancellably(a, rep)
         _show(a, doc, rep)
         return EXIT_OK if doc.get("success", True) else EXIT_FAILURE
     except (KeyboardInterrupt, _Terminated):

@@ -27,6 +27,7 @@ from vsaimage.output import (
     OutputPaths,
     Staging,
     check_destination,
+    ensure_space,
     qemu_img_convert,
     source_size,
     sparse_copy,
@@ -41,7 +42,7 @@ T = TypeVar("T")
 
 def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
     """Run `fn` in a daemon thread: an interrupted convert must not wait for a
-    launch or a compression to finish before it can clean up and exit."""
+    compression to finish before it can clean up and exit."""
     fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
     def run() -> None:
@@ -109,8 +110,6 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         img = staging.temp(outputs.image)
         fmt = _stage_image(opts, img, outputs.image, rep)
 
-        launch = _in_background(lambda: _timed(rep, "appliance launch", lambda: guest.launch(
-            [guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)))
         repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.repack(
             initrd_in, compression=opts.initrd_compression)))
         payload = None
@@ -121,9 +120,13 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
                 modules_dir, version, Path(tmp) / "modules.tar", minimal=opts.modules_minimal,
                 extra_modules=extra)))
 
-        g = launch.result()
+        # The launch runs in this thread (libguestfs errors stay silent only in
+        # the thread that made the handle), while the work above proceeds.
+        with rep.phase("appliance launch"):
+            g = guest.launch([guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
         with g:
-            layout, plan = _edit(g, opts, ctx, payload, rep)
+            layout, plan = _edit(g, opts, ctx, payload, rep, outputs.image,
+                                 reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
         if warning:
@@ -200,7 +203,9 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
           payload: concurrent.futures.Future[ModulePayload] | None,
-          rep: Reporter) -> tuple[Layout, Plan]:
+          rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan]:
+    """Plan, apply and verify the edits on the mounted output. `reserve`:
+    bytes the output directory must also keep free for files written after."""
     with rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
@@ -208,11 +213,15 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         g.umount(layout.root.partition)
         g.mount(layout.root.partition, readonly=False)
         plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+    install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
+    tarball = payload.result().tarball.stat().st_size if install and payload else 0
+    written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
+    # the filesystem inside the image needs room for metadata and its journal
+    ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
     with rep.phase("edits"):
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
-    install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     if install is not None:
         assert payload is not None, "modules step planned although skipped"
         p = payload.result()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 import guestfs
 
+from vsaimage import cancel
 from vsaimage.edits import GuestFile
 from vsaimage.errors import ApplianceError
 
@@ -66,18 +66,6 @@ def _tcg_forced() -> bool:
     return "force_tcg" in os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "")
 
 
-def _kill_qemu_children() -> None:
-    """Kill the qemu our launch started (it is a child of this process)."""
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            text = stat.read_text()
-            comm = text[text.index("(") + 1 : text.rindex(")")]
-            ppid = text[text.rindex(")") + 2 :].split()[1]
-            if ppid == me and comm.startswith("qemu"):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-
-
 def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
     g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
     g.set_event_callback(_on_launch_done, guestfs.EVENT_LAUNCH_DONE)
@@ -94,26 +82,23 @@ def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
 
 
 def _launch(g: Any, timeout: float | None) -> None:
+    """g.launch(), in this thread: libguestfs keeps its error handler per
+    thread, and only the creating thread has the Python binding's silent one.
+    A watchdog kills a launch that outlives `timeout` (a hung KVM guest)."""
     if timeout is None:
         g.launch()
         return
-    failure: list[BaseException] = []
+    done = threading.Event()
 
-    def run() -> None:
-        try:
-            g.launch()
-        except BaseException as e:  # re-raised in the caller's thread
-            failure.append(e)
+    def watchdog() -> None:
+        if not done.wait(timeout):
+            cancel.kill_qemu_children()
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        _kill_qemu_children()
-        t.join()
-        raise RuntimeError(f"KVM launch did not finish within {timeout:.0f} s")
-    if failure:
-        raise failure[0]
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        g.launch()
+    finally:
+        done.set()
 
 
 def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
@@ -197,27 +182,26 @@ class Guest:
         return list(self.g.list_devices())
 
     def partitions(self, device: str) -> list[Partition]:
-        try:
-            table = self.g.part_list(device)
-        except RuntimeError:
-            return []
+        """The partitions the appliance's kernel found on `device`. One blkid
+        per partition gives position, size, MBR type byte, filesystem type,
+        label and UUID; list_filesystems() would probe far more, and parted
+        (part_list) prints its own errors on stderr for damaged tables."""
         parts = []
-        for p in table:
-            num = int(p["part_num"])
-            dev = f"{device}{num}"
-            # One blkid per partition gives filesystem type, label, UUID and the
-            # MBR type byte (list_filesystems() would probe far more than this).
+        for dev in self.g.list_partitions():
+            if not dev.startswith(device) or not dev[len(device):].isdigit():
+                continue
             try:
                 info = self.g.blkid(dev)
             except RuntimeError:
                 info = {}
             mbr = info.get("PART_ENTRY_TYPE", "")
             parts.append(Partition(
-                num, dev, int(p["part_start"]), int(p["part_size"]),
+                int(dev[len(device):]), dev,
+                int(info.get("PART_ENTRY_OFFSET", 0)) * 512, int(info.get("PART_ENTRY_SIZE", 0)) * 512,
                 int(mbr, 16) if mbr.startswith("0x") else None,
                 info.get("TYPE", ""), info.get("LABEL", ""), info.get("UUID", ""),
             ))
-        return parts
+        return sorted(parts, key=lambda p: p.number)
 
     # --- mounting -----------------------------------------------------------
     # Filesystems are mounted at /vsaimage/p<N> inside the appliance, several

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vsaimage import cancel
 from vsaimage.errors import OutputError, VsaError, WriteError
 
 _CHUNK = 8 * 2**20
@@ -131,6 +132,18 @@ def write_error(label: Path, e: OSError) -> VsaError:
     return WriteError(f"{label}: cannot write: {e.strerror or e}")
 
 
+def ensure_space(directory: Path, needed: int, *, label: Path) -> None:
+    """Refuse to go on when `directory` has less than `needed` bytes free.
+    Checked before the appliance writes into the staged image: on a full disk
+    qemu pauses the guest (its ENOSPC policy) and the write never returns."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if free < needed:
+        raise WriteError(f"{label}: no space left on device for the output: about "
+                         f"{needed / 2**20:.0f} MiB more needed, {free / 2**20:.0f} MiB free",
+                         hint="free some space, choose another output directory or use --modules minimal")
+
+
 def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """(offset, length) of the data regions of a file, skipping holes."""
     pos = 0
@@ -181,6 +194,7 @@ def sparse_copy(src: Path, dst: Path, *, label: Path,
                 end = start + length
                 pos = start
                 while pos < end:
+                    cancel.check()
                     buf = fin.read(min(_CHUNK, end - pos))
                     if not buf:
                         break
