@@ -10,7 +10,6 @@ need the guest (initrd repack, modules payload) runs while the appliance boots.
 from __future__ import annotations
 
 import concurrent.futures
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -106,7 +105,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     ctx = _edit_context(opts, version)
     launches_before = guest.launch_count
 
-    with Staging(outputs.all()) as staging, tempfile.TemporaryDirectory(prefix="vsaimage-") as tmp:
+    with Staging(outputs.all()) as staging:
         img = staging.temp(outputs.image)
         fmt = _stage_image(opts, img, outputs.image, rep)
 
@@ -114,18 +113,23 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             initrd_in, compression=opts.initrd_compression)))
         payload = None
         if modules_dir is not None:
-            # minimal: the guest also needs what the initrd loads at boot
-            extra = initrd.conf_modules(initrd_in) if opts.modules_minimal else ()
-            payload = _in_background(lambda: _timed(rep, "modules payload", lambda: moduletree.build_payload(
-                modules_dir, version, Path(tmp) / "modules.tar", minimal=opts.modules_minimal,
-                extra_modules=extra)))
+            def build_payload() -> ModulePayload:
+                # minimal: the guest also needs what the initrd loads at boot,
+                # which the repack reads anyway (decompressing it twice would
+                # double the memory peak)
+                extra = repack.result()[1].conf_modules if opts.modules_minimal else ()
+                with rep.phase("modules payload"):
+                    return moduletree.build_payload(modules_dir, version, staging.scratch("modules.tar"),
+                                                    minimal=opts.modules_minimal, extra_modules=extra)
+
+            payload = _in_background(build_payload)
 
         # The launch runs in this thread (libguestfs errors stay silent only in
         # the thread that made the handle), while the work above proceeds.
         with rep.phase("appliance launch"):
             g = guest.launch([guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
         with g:
-            layout, plan = _edit(g, opts, ctx, payload, rep, outputs.image,
+            layout, plan = _edit(g, opts, ctx, payload, repack, rep, outputs.image,
                                  reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
@@ -203,6 +207,7 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
           payload: concurrent.futures.Future[ModulePayload] | None,
+          repack: concurrent.futures.Future[tuple[bytes, initrd.RepackResult]],
           rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan]:
     """Plan, apply and verify the edits on the mounted output. `reserve`:
     bytes the output directory must also keep free for files written after."""
@@ -218,6 +223,8 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
     # the filesystem inside the image needs room for metadata and its journal
     ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
+    if repack.done():  # a bad --initrd stops the convert before anything is written
+        repack.result()
     with rep.phase("edits"):
         for c in plan.changes:
             if isinstance(c, WriteFile):

@@ -110,6 +110,7 @@ class RepackResult:
     changed: tuple[str, ...]
     already_applied: bool
     module_versions: tuple[str, ...]
+    conf_modules: tuple[str, ...]  # what conf/modules loads at boot: the guest needs them too
     input_bytes: int
     output_bytes: int
 
@@ -546,6 +547,16 @@ def _module_versions(entries: Iterable[_Entry]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def _conf_modules(entries: Iterable[_Entry]) -> tuple[str, ...]:
+    """The module names in conf/modules (from /etc/initramfs-tools/modules)."""
+    for entry in entries:
+        if entry.key == b"conf/modules" and entry.isreg:
+            lines = entry.data.decode("utf-8", "replace").splitlines()
+            return tuple(line.split()[0] for line in lines
+                         if line.strip() and not line.lstrip().startswith("#"))
+    return ()
+
+
 def repack(data: bytes, *, compression: str | None = None,
            threads: int = 2) -> tuple[bytes, RepackResult]:
     """Return the initrd with pcihack added, and what was done.
@@ -582,6 +593,7 @@ def repack(data: bytes, *, compression: str | None = None,
         changed=tuple(changed),
         already_applied=applied,
         module_versions=_module_versions(entries),
+        conf_modules=_conf_modules(entries),
         input_bytes=len(data),
         output_bytes=len(out),
     )
@@ -603,13 +615,3 @@ def check(data: bytes) -> bool:
     text = order.data.decode("utf-8", "surrogateescape")
     return order_with_pcihack(text) == text
 
-
-def conf_modules(data: bytes) -> tuple[str, ...]:
-    """The modules the initrd's conf/modules asks to load at boot (from
-    /etc/initramfs-tools/modules): the guest needs them as well."""
-    for entry in _read_main(_split(data)):
-        if entry.key == b"conf/modules" and entry.isreg:
-            lines = entry.data.decode("utf-8", "replace").splitlines()
-            return tuple(line.split()[0] for line in lines
-                         if line.strip() and not line.lstrip().startswith("#"))
-    return ()

@@ -70,10 +70,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(final: Path) -> list[Path]:
-    """Remove temporaries of `final` left by processes that no longer exist."""
+    """Remove temporaries of `final` (`.NAME.<pid>.partial`, and scratch files
+    `.NAME.<pid>.<what>.partial`) left by processes that no longer exist."""
     removed = []
     for p in final.parent.glob(f".{final.name}.*.partial"):
-        pid = p.name[len(final.name) + 2 : -len(".partial")]
+        pid = p.name[len(final.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)) and int(pid) != os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -89,6 +90,7 @@ class Staging:
         self.finals = list(finals)
         self.temps = {f: f.with_name(f".{f.name}.{os.getpid()}.partial") for f in finals}
         self.committed = False
+        self.scratches: list[Path] = []
 
     def __enter__(self) -> Staging:
         for f in self.finals:
@@ -96,11 +98,22 @@ class Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for s in self.scratches:
+            with contextlib.suppress(FileNotFoundError):
+                s.unlink()
         if not self.committed:
             self.discard()
 
     def temp(self, final: Path) -> Path:
         return self.temps[final]
+
+    def scratch(self, what: str) -> Path:
+        """A work file beside the first output, removed at the end whatever
+        happens (and, after a SIGKILL, by the next run's clean-up)."""
+        final = self.finals[0]
+        path = final.with_name(f".{final.name}.{os.getpid()}.{what}.partial")
+        self.scratches.append(path)
+        return path
 
     def discard(self) -> None:
         for t in self.temps.values():
