@@ -19,7 +19,7 @@ os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `fixtures`
 
 import support
-from support import Converted, DebianKernel, Readback, nobody_dir, read_back, run_cli, sha256
+from support import Converted, DebianKernel, Readback, fingerprint, nobody_dir, read_back, run_cli
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,7 +70,7 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     src = d / "vsa.img"
     subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
     src.chmod(0o444)
-    before = sha256(src)
+    before = fingerprint(src)
     out = d / "vsa-xen.img"
     args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
             "-o", out, "--json")

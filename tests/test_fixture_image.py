@@ -22,6 +22,7 @@ import pytest
 
 from fixtures import build_image as bi
 from fixtures import make_binaries
+from support import data_extents
 
 TOOLS = ("sfdisk", "mke2fs", "debugfs")
 pytestmark = [
@@ -102,28 +103,17 @@ def data_digest(path: Path) -> str:
     """Hash of the non-zero 4 KiB blocks and their offsets: equal for equal
     contents, however the zeros are stored."""
     h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        h.update(str(size).encode())
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
+    h.update(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        for start, end in data_extents(path):
             pos = start - start % 4096
             while pos < end:
-                chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+                chunk = os.pread(f.fileno(), min(1 << 20, end - pos), pos)
                 for i in range(0, len(chunk), 4096):
                     block = chunk[i : i + 4096]
                     if block.count(0) != len(block):
                         h.update(str(pos + i).encode() + block)
                 pos += len(chunk)
-            offset = end
-    finally:
-        os.close(fd)
     return h.hexdigest()
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support import DebianKernel, Run, nobody_dir, run_cli
+from support import DebianKernel, Run, data_extents, nobody_dir, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -174,20 +174,6 @@ def test_convert_over_iscsi(lun_converted: tuple[Run, Path], target: Target) -> 
     assert not list(out.parent.glob(".*.partial"))
 
 
-def _data_extents(path: Path) -> list[tuple[int, int]]:
-    extents = []
-    with open(path, "rb") as f:
-        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            pos = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, pos))
-    return extents
-
-
 def test_convert_copied_the_lun_faithfully(lun_converted: tuple[Run, Path], inspected: Run,
                                            target: Target) -> None:
     """Outside the root partition (the only one the edits write) the output
@@ -198,7 +184,7 @@ def test_convert_copied_the_lun_faithfully(lun_converted: tuple[Run, Path], insp
     root: dict[str, Any] = next(p for p in inspected.doc["partitions"] if p["number"] == 5)
     lo, hi = root["start"], root["start"] + root["size"]
     with open(target.backing, "rb") as a, open(out, "rb") as b:
-        for start, end in _data_extents(target.backing) + _data_extents(out):
+        for start, end in data_extents(target.backing) + data_extents(out):
             for s, e in ((start, min(end, lo)), (max(start, hi), end)):
                 if s < e:
                     a.seek(s)

@@ -9,8 +9,6 @@ may outlive it for a moment after a SIGKILL)."""
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import re
 import shutil
@@ -23,37 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from support import VSAIMAGE, DebianKernel, nobody_dir
+from support import VSAIMAGE, DebianKernel, fingerprint, nobody_dir
 from vsaimage.output import OutputPaths, clean_stale
 
 NAMES = ("vsa-xen.img", "vsa-xen.initrd", "vsa-xen.cfg")
-
-
-def fingerprint(path: Path) -> str:
-    """sha256 of the data regions of a sparse file with their offsets, its
-    size and mtime: equal as long as nothing wrote to it (hashing every byte
-    of the 6 GiB example, zeros included, takes half a minute on a busy CI
-    machine)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        fd = f.fileno()
-        st = os.fstat(fd)
-        h.update(f"{st.st_size} {st.st_mtime_ns}".encode())
-        pos = 0
-        while pos < st.st_size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            h.update(f"@{start}".encode())
-            f.seek(start)
-            while f.tell() < end:
-                h.update(f.read(min(2**20, end - f.tell())))
-            pos = end
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
