@@ -26,7 +26,7 @@ test-unit: setup
 	$(BIN)/pytest -m 'not integration' -q
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=10
 
 demo: setup
 	sh scripts/demo.sh

@@ -155,7 +155,7 @@ def read_back(image: Path, root_part: int, kernel_version: str) -> Readback:
         for p in READBACK_FILES:
             ok = g.is_file(p)
             files[p] = bytes(g.read_file(p)) if ok else None
-            modes[p] = (g.stat(p)["mode"] & 0o7777) if ok else None
+            modes[p] = (g.statns(p)["st_mode"] & 0o7777) if ok else None
         dep = f"/lib/modules/{kernel_version}/modules.dep"
         modules_dep = bytes(g.read_file(dep)) if g.is_file(dep) else None
         paths = {"/" + p for p in g.find("/")}
