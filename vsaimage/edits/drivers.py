@@ -9,7 +9,7 @@ the script, before its first command, loads them when running on Xen.
 from __future__ import annotations
 
 from vsaimage.edits import EditContext, Snapshot, StepPlan, decide, text_write
-from vsaimage.edits.textfile import line_end, newline_of, require_text
+from vsaimage.edits.textfile import is_fixed_point, line_end, newline_of, require_text
 from vsaimage.errors import EditError
 
 PATH = "/etc/lefthand/brand/rc.drivers"
@@ -71,10 +71,4 @@ class Drivers:
         return decide(self.name, text_write(snap, PATH, patch(text)), details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
-        text = snap.text(PATH)
-        if text is None:
-            return False
-        try:
-            return patch(text) == text
-        except EditError:
-            return False
+        return is_fixed_point(snap.text(PATH), patch)

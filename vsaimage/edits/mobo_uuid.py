@@ -14,7 +14,7 @@ import re
 
 from vsaimage.edits import EditContext, Snapshot, StepPlan, decide, text_write
 from vsaimage.edits.shell import find_function, statement_end
-from vsaimage.edits.textfile import indent_of, indent_unit, newline_at, require_text
+from vsaimage.edits.textfile import indent_of, indent_unit, is_fixed_point, newline_at, require_text
 from vsaimage.errors import EditError
 
 PATH = "/etc/init.d/lhn_functions"
@@ -118,10 +118,4 @@ class MoboUuid:
         return decide(self.name, text_write(snap, PATH, new), {"file": PATH, "function": FUNCTION})
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
-        text = snap.text(PATH)
-        if text is None:
-            return False
-        try:
-            return patch(text) == text
-        except EditError:
-            return False
+        return is_fixed_point(snap.text(PATH), patch)

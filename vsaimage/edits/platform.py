@@ -11,7 +11,7 @@ import posixpath
 
 from vsaimage.edits import EditContext, Snapshot, StepPlan, decide, text_write
 from vsaimage.edits.shell import find_function
-from vsaimage.edits.textfile import indent_of, indent_unit, line_end, newline_at, require_text
+from vsaimage.edits.textfile import indent_of, indent_unit, is_fixed_point, line_end, newline_at, require_text
 from vsaimage.errors import EditError
 
 PATH = "/etc/lefthand/brand/brand.init"
@@ -90,10 +90,4 @@ class Platform:
         return decide(self.name, text_write(snap, PATH, patch(text, directory)), details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
-        text = snap.text(PATH)
-        if text is None:
-            return False
-        try:
-            return patch(text, platform_dir(snap.paths)) == text
-        except EditError:
-            return False
+        return is_fixed_point(snap.text(PATH), lambda text: patch(text, platform_dir(snap.paths)))

@@ -3,8 +3,10 @@ writes that pin a file's mode as well as its content."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vsaimage.edits import Change, Snapshot, WriteFile
-from vsaimage.errors import MissingFile
+from vsaimage.errors import EditError, MissingFile
 
 
 def newline_at(text: str, pos: int) -> str:
@@ -75,3 +77,14 @@ def exact_write(snap: Snapshot, path: str, data: bytes, mode: int) -> list[Chang
     if old.data == data and (old.mode is None or old.mode & 0o7777 == mode):
         return []
     return [WriteFile(path, data, mode)]
+
+
+def is_fixed_point(text: str | None, patch: Callable[[str], str]) -> bool:
+    """The postcondition of a text edit: the file exists and patching it
+    changes nothing (a file the patch cannot even parse is not patched)."""
+    if text is None:
+        return False
+    try:
+        return patch(text) == text
+    except EditError:
+        return False
