@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import time
@@ -23,16 +22,6 @@ import pytest
 from fixtures import build_image as bi
 from fixtures import make_binaries
 from support import data_extents
-
-TOOLS = ("sfdisk", "mke2fs", "debugfs")
-pytestmark = [
-    pytest.mark.skipif(
-        not all(shutil.which(t) for t in TOOLS), reason="needs sfdisk, mke2fs, debugfs"
-    ),
-    pytest.mark.skipif(
-        not bi.default_busybox().is_file(), reason="no static busybox: run scripts/setup-system.sh"
-    ),
-]
 
 LAYOUT_NAMES = sorted(bi.LAYOUTS)
 EXT3_INCOMPAT_FORBIDDEN = 0x40 | 0x80 | 0x200  # extents, 64bit, flex_bg

@@ -13,28 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from support import DebianKernel
 from vsaimage import moduletree
 from vsaimage.errors import BadInput
 from vsaimage.moduletree import MINIMAL_MODULES, ModulePayload, build_payload, closure
-
-
-def installed_version() -> str | None:
-    """The version of the installed linux-image package, from its /boot file
-    name (the running kernel may be another one)."""
-    for vmlinuz in sorted(Path("/boot").glob("vmlinuz-*"), reverse=True):
-        version = vmlinuz.name.removeprefix("vmlinuz-")
-        if (Path("/lib/modules") / version / "modules.dep").is_file():
-            return version
-    return None
-
-
-VERSION = installed_version()
-needs_tree = pytest.mark.skipif(VERSION is None, reason="no installed kernel with its modules")
-
-
-def tree_dir() -> Path:
-    assert VERSION is not None
-    return Path("/lib/modules") / VERSION
 
 
 def members(tarball: Path) -> dict[str, tarfile.TarInfo]:
@@ -52,9 +34,9 @@ def on_disk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                 yield str(path.relative_to(root)), st
 
 
-def timed(label: str, **kwargs: object) -> ModulePayload:
+def timed(kernel: DebianKernel, label: str, **kwargs: object) -> ModulePayload:
     start = time.perf_counter()
-    payload = build_payload(tree_dir(), VERSION or "", **kwargs)  # type: ignore[arg-type]
+    payload = build_payload(kernel.modules, kernel.version, **kwargs)  # type: ignore[arg-type]
     elapsed = time.perf_counter() - start
     print(
         f"\n{label}: {payload.files} files, {payload.bytes / 1e6:.1f} MB of files,"
@@ -64,26 +46,27 @@ def timed(label: str, **kwargs: object) -> ModulePayload:
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModulePayload]:
+def full(tmp_path_factory: pytest.TempPathFactory,
+         debian_kernel: DebianKernel) -> Iterator[ModulePayload]:
     # ~400 MB: written once for the whole file, removed afterwards.
     dest = tmp_path_factory.mktemp("full") / "modules.tar"
-    yield timed("full payload", dest=dest)
+    yield timed(debian_kernel, "full payload", dest=dest)
     dest.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
-def minimal(tmp_path_factory: pytest.TempPathFactory) -> ModulePayload:
+def minimal(tmp_path_factory: pytest.TempPathFactory,
+            debian_kernel: DebianKernel) -> ModulePayload:
     dest = tmp_path_factory.mktemp("minimal") / "modules.tar"
-    return timed("minimal payload", dest=dest, minimal=True)
+    return timed(debian_kernel, "minimal payload", dest=dest, minimal=True)
 
 
 # --- the installed kernel ---------------------------------------------------
 
 
-@needs_tree
-def test_full_payload_is_the_tree(full: ModulePayload) -> None:
+def test_full_payload_is_the_tree(full: ModulePayload, debian_kernel: DebianKernel) -> None:
     got = members(full.tarball)
-    want = dict(on_disk(tree_dir()))
+    want = dict(on_disk(debian_kernel.modules))
     assert sorted(got) == sorted(want)
     for name, info in got.items():
         st = want[name]
@@ -95,32 +78,31 @@ def test_full_payload_is_the_tree(full: ModulePayload) -> None:
         else:
             assert (info.isreg() or info.islnk()) and info.size in (st.st_size, 0), name
     assert not full.minimal
-    assert full.version == VERSION
+    assert full.version == debian_kernel.version
     assert full.files == sum(1 for i in got.values() if i.isreg())
     assert full.bytes == sum(i.size for i in got.values() if i.isreg())
     assert full.modules == sum(1 for n, i in got.items() if i.isreg() and ".ko" in n)
     assert "modules.dep" in got
 
 
-@needs_tree
-def test_full_payload_listing_with_tar(full: ModulePayload) -> None:
+def test_full_payload_listing_with_tar(full: ModulePayload, debian_kernel: DebianKernel) -> None:
     # A second reader: GNU tar itself, as the appliance will run it.
     out = subprocess.run(
         ["tar", "--numeric-owner", "-tvf", str(full.tarball)],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
-    assert len(out) == sum(1 for _ in on_disk(tree_dir()))
+    assert len(out) == sum(1 for _ in on_disk(debian_kernel.modules))
     assert all(line.split()[1] == "0/0" for line in out)
 
 
-@needs_tree
-def test_minimal_payload(full: ModulePayload, minimal: ModulePayload) -> None:
+def test_minimal_payload(full: ModulePayload, minimal: ModulePayload,
+                         debian_kernel: DebianKernel) -> None:
     assert minimal.minimal
     assert minimal.bytes < full.bytes * 0.05
     got = members(minimal.tarball)
     assert all((i.uid, i.gid) == (0, 0) for i in got.values())
 
-    dep = (tree_dir() / "modules.dep").read_text()
+    dep = (debian_kernel.modules / "modules.dep").read_text()
     wanted = [n for n in MINIMAL_MODULES if n not in minimal.absent]
     needed = closure(dep, wanted)
     assert needed
@@ -136,7 +118,6 @@ def test_minimal_payload(full: ModulePayload, minimal: ModulePayload) -> None:
     assert needed <= listed
 
 
-@needs_tree
 def test_minimal_absent_names(minimal: ModulePayload) -> None:
     # jbd and rd are long gone from Linux; ext3 and rd are aliases of ext4 and
     # brd, so only jbd should be missing from a current kernel.
@@ -145,17 +126,16 @@ def test_minimal_absent_names(minimal: ModulePayload) -> None:
         assert name not in minimal.absent
 
 
-@needs_tree
-@pytest.mark.skipif(not Path("/usr/sbin/modprobe").exists(), reason="no modprobe")
-def test_minimal_tree_serves_rc_drivers(minimal: ModulePayload, tmp_path: Path) -> None:
+def test_minimal_tree_serves_rc_drivers(minimal: ModulePayload, tmp_path: Path,
+                                        debian_kernel: DebianKernel) -> None:
     # What rc.drivers runs in the guest must resolve in the shipped tree alone.
-    assert VERSION is not None
-    target = tmp_path / "lib" / "modules" / VERSION
+    target = tmp_path / "lib" / "modules" / debian_kernel.version
     target.mkdir(parents=True)
     subprocess.run(["tar", "-xf", str(minimal.tarball), "-C", str(target)], check=True)
     for name in ("xen_blkfront", "xen_netfront", "ext3", "rd", "md", "raid0", "raid1"):
         proc = subprocess.run(
-            ["/usr/sbin/modprobe", "-d", str(tmp_path), "-S", VERSION, "--show-depends", name],
+            ["/usr/sbin/modprobe", "-d", str(tmp_path), "-S", debian_kernel.version,
+             "--show-depends", name],
             capture_output=True, text=True, check=False,
         )
         assert proc.returncode == 0, (name, proc.stderr)
@@ -164,18 +144,18 @@ def test_minimal_tree_serves_rc_drivers(minimal: ModulePayload, tmp_path: Path) 
                 assert line.split()[1].startswith(str(target)), line
 
 
-@needs_tree
-def test_minimal_is_reproducible(minimal: ModulePayload, tmp_path: Path) -> None:
-    again = build_payload(tree_dir(), VERSION or "", tmp_path / "again.tar", minimal=True)
+def test_minimal_is_reproducible(minimal: ModulePayload, tmp_path: Path,
+                                 debian_kernel: DebianKernel) -> None:
+    again = build_payload(debian_kernel.modules, debian_kernel.version, tmp_path / "again.tar",
+                          minimal=True)
     assert again.tarball.read_bytes() == minimal.tarball.read_bytes()
 
 
-@needs_tree
-def test_extra_modules(tmp_path: Path) -> None:
-    builtin_first = (tree_dir() / "modules.builtin").read_text().split()[0]
+def test_extra_modules(tmp_path: Path, debian_kernel: DebianKernel) -> None:
+    builtin_first = (debian_kernel.modules / "modules.builtin").read_text().split()[0]
     builtin_name = Path(builtin_first).name.removesuffix(".ko")
     payload = build_payload(
-        tree_dir(), VERSION or "", tmp_path / "m.tar", minimal=True,
+        debian_kernel.modules, debian_kernel.version, tmp_path / "m.tar", minimal=True,
         extra_modules=["dm-mod", "loop max_loop=8", "# a comment", "", builtin_name, "no_such"],
     )
     names = {Path(n).name for n in members(payload.tarball)}
