@@ -56,7 +56,7 @@ def test_inspect_other_layout_unprivileged(alt_image: Path) -> None:
 def test_inspect_human_output_without_forced_tcg(example_image: Path) -> None:
     """Without the TCG setting the tool tries KVM first; where a KVM launch
     fails (nested KVM, as on the machines this runs on) it must retry under
-    TCG by itself."""
+    TCG by itself. A hung one costs its 10 s of silence (test_guest_launch)."""
     r = run_cli("inspect", example_image, env={"LIBGUESTFS_BACKEND_SETTINGS": ""})
     assert r.code == 0, r.stderr
     if "KVM" in r.stderr:

@@ -24,17 +24,26 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
-def kill_qemu_children() -> None:
-    """SIGKILL every qemu process (qemu-system-*, qemu-img) whose parent is
-    this process."""
+def qemu_children() -> list[int]:
+    """The qemu processes (qemu-system-*, qemu-img) whose parent is this
+    process."""
     me = str(os.getpid())
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             text = stat.read_text()
             comm = text[text.index("(") + 1 : text.rindex(")")]
             ppid = text[text.rindex(")") + 2 :].split()[1]
             if ppid == me and comm.startswith("qemu"):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
+                found.append(int(stat.parent.name))
+    return found
+
+
+def kill_qemu_children() -> None:
+    """SIGKILL every qemu process this process started."""
+    for pid in qemu_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def cancel() -> None:

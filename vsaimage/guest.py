@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,12 @@ from vsaimage.errors import ApplianceError
 # larger files go through download/upload with a private temporary file.
 _MESSAGE_LIMIT = 2 * 2**20
 
-# A KVM launch normally completes in a few seconds; nested KVM may hang forever
-# instead of failing, so a KVM launch that takes longer than this is abandoned
-# and retried under TCG.
-KVM_LAUNCH_TIMEOUT = float(os.environ.get("VSAIMAGE_KVM_TIMEOUT", "90"))
+# A KVM appliance writes on its console within a second or two of qemu
+# starting and keeps writing until it is up; a broken (often nested) KVM may
+# instead hang silently forever. A KVM launch whose console stays silent this
+# many seconds while qemu runs is abandoned and retried under TCG. Building
+# the appliance before qemu starts (supermin, first run) is not counted.
+KVM_SILENCE = float(os.environ.get("VSAIMAGE_KVM_TIMEOUT", "10"))
 
 # Appliance launches in this process (the event API counts them); tests and the
 # report use it to prove that a convert launches exactly once.
@@ -81,24 +85,42 @@ def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
     return g
 
 
-def _launch(g: Any, timeout: float | None) -> None:
+def _launch(g: Any, *, watch: bool) -> None:
     """g.launch(), in this thread: libguestfs keeps its error handler per
     thread, and only the creating thread has the Python binding's silent one.
-    A watchdog kills a launch that outlives `timeout` (a hung KVM guest)."""
-    if timeout is None:
+    With `watch`, a watchdog kills qemu once the appliance console has been
+    silent for KVM_SILENCE seconds (a hung KVM guest)."""
+    if not watch:
         g.launch()
         return
+    spoke = threading.Event()
     done = threading.Event()
+    # A callback replaces libguestfs's own printing of these messages, which
+    # LIBGUESTFS_DEBUG=1 asks for.
+    verbose = g.get_verbose()
+
+    def on_console(_event: int, _handle: int, buf: str, _array: Any) -> None:
+        spoke.set()
+        if verbose:
+            sys.stderr.write(buf)
 
     def watchdog() -> None:
-        if not done.wait(timeout):
-            cancel.kill_qemu_children()
+        quiet_since = time.monotonic()
+        while not done.wait(0.5):
+            if spoke.is_set() or not cancel.qemu_children():
+                spoke.clear()
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > KVM_SILENCE:
+                cancel.kill_qemu_children()
+                return
 
+    handle = g.set_event_callback(on_console, guestfs.EVENT_APPLIANCE)
     threading.Thread(target=watchdog, daemon=True).start()
     try:
         g.launch()
     finally:
         done.set()
+        g.delete_event_callback(handle)
 
 
 def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
@@ -107,7 +129,7 @@ def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
     tcg = _tcg_forced() or not os.access("/dev/kvm", os.R_OK | os.W_OK)
     g = _new_handle(drives, tcg)
     try:
-        _launch(g, None if tcg else KVM_LAUNCH_TIMEOUT)
+        _launch(g, watch=not tcg)
     except RuntimeError as e:
         g.close()
         if tcg:
