@@ -19,8 +19,6 @@ ROOT = REPO / "fixtures" / "vsa-root"
 VERSION = "6.1.0-18-amd64"
 CTX = EditContext(kernel_version=VERSION)
 
-pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason="fixtures/vsa-root not built")
-
 
 def read_tree(root: Path) -> Snapshot:
     """The fixture as guest.py would present it: every file read, every path listed.

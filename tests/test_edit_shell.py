@@ -1,21 +1,21 @@
 """The shell lexer the script edits rely on, and helpers the other edit tests
-import: Snapshot building and `sh -n` under every shell at hand."""
+import: Snapshot building and `sh -n` under dash (bash for bash-only files) and busybox."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from fixtures.build_image import default_busybox
 from vsaimage.edits import GuestFile, Snapshot
 from vsaimage.edits.shell import find_function, statement_end, tokenize, top_level
 from vsaimage.errors import EditError
 
 REPO = Path(__file__).resolve().parent.parent
-BUSYBOX = REPO / ".cache" / "busybox-static" / "bin" / "busybox"
+BUSYBOX = default_busybox()  # make setup fetches it
 
 
 def snapshot(
@@ -33,15 +33,7 @@ def snapshot(
 def syntax_shells(text: str) -> list[list[str]]:
     """Shells able to judge `text`: dash cannot parse the `function` keyword,
     which the VSA's bash accepts, so such files go to bash instead."""
-    shells: list[list[str]] = []
-    if "function " in text:
-        if shutil.which("bash"):
-            shells.append(["bash"])
-    else:
-        shells.append(["/bin/sh"])
-    if BUSYBOX.exists():
-        shells.append([str(BUSYBOX), "sh"])
-    return shells
+    return [["bash"] if "function " in text else ["/bin/sh"], [str(BUSYBOX), "sh"]]
 
 
 def assert_sh_syntax(text: str, tmp_path: Path) -> None:
