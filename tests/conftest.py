@@ -5,6 +5,7 @@ that one result (through its own read-only libguestfs handle, not vsaimage's).""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,11 +30,20 @@ def _cleanup_nobody_dir() -> Iterator[None]:
         shutil.rmtree(support.scratch, ignore_errors=True)
 
 
+def _complete(vmlinuz: Path) -> bool:
+    version = vmlinuz.name.removeprefix("vmlinuz-")
+    return (Path("/boot") / f"initrd.img-{version}").is_file() and (
+        Path("/lib/modules") / version / "modules.dep").is_file()
+
+
 @pytest.fixture(scope="session")
 def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
-    """The machine's linux-image-amd64 kernel; the initrd is copied because
-    package installs regenerate /boot/initrd.img-* at any time."""
-    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    """The machine's linux-image-amd64 kernel: the newest /boot/vmlinuz-* with
+    its initrd and modules (a machine may keep other, partly removed ones). The
+    initrd is copied because package installs regenerate it at any time."""
+    # In version order: 6.1.0-10 after 6.1.0-9.
+    kernels = sorted((k for k in Path("/boot").glob("vmlinuz-*") if _complete(k)),
+                     key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k.name)])
     assert kernels, "linux-image-amd64 is not installed (make setup installs it)"
     vmlinuz = kernels[-1]
     version = vmlinuz.name.removeprefix("vmlinuz-")
