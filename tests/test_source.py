@@ -13,8 +13,7 @@ import pytest
 
 from vsaimage import iscsi, output
 from vsaimage.errors import ImageError
-from vsaimage.guest import Drive
-from vsaimage.source import ImageSource, parse_image
+from vsaimage.source import Drive, ImageSource, parse_image
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
 

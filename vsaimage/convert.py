@@ -34,7 +34,7 @@ from vsaimage.output import (
 )
 from vsaimage.plan import Plan, build, postconditions, step_dict
 from vsaimage.report import Reporter
-from vsaimage.source import read_input
+from vsaimage.source import Drive, read_input
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     with g, rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+        plan = build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
         "input": str(opts.image), "kernel_version": version,
@@ -127,7 +127,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         # The launch runs in this thread (libguestfs errors stay silent only in
         # the thread that made the handle), while the work above proceeds.
         with rep.phase("appliance launch"):
-            g = guest.launch([guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
+            g = guest.launch([Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
         with g:
             layout, plan = _edit(g, opts, ctx, payload, repack, rep, outputs.image,
                                  reserve=len(initrd_in) + len(initrd_in) // 4)
@@ -213,11 +213,8 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
     bytes the output directory must also keep free for files written after."""
     with rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                             boot_part=opts.roles.boot_part)
-        # detection mounted it read-only; the edits need it writable
-        g.umount(layout.root.partition)
-        g.mount(layout.root.partition, readonly=False)
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+                             boot_part=opts.roles.boot_part, writable=True)
+        plan = build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip)
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
@@ -239,7 +236,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     with rep.phase("verify"):
         g.sync()
-        status = postconditions(read_snapshot(g, ctx), ctx, opts.skip)
+        status = postconditions(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip)
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vsaimage.edits import EditContext, InstallModules, Snapshot, StepPlan, WriteFile
+from vsaimage.edits import Edit, EditContext, InstallModules, Snapshot, StepPlan, WriteFile
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import BadInput
+from vsaimage.guestpath import GuestPathError
 
 STEP_NAMES = tuple(e.name for e in ALL_EDITS)
 TITLES = {e.name: e.title for e in ALL_EDITS}
@@ -46,9 +47,19 @@ def step_dict(s: StepPlan) -> dict[str, object]:
 
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
-    return Plan(tuple(
-        StepPlan(e.name, "skipped") if e.name in skip else e.plan(snap, ctx) for e in ALL_EDITS
-    ))
+    return Plan(tuple(StepPlan(e.name, "skipped") if e.name in skip else _plan(e, snap, ctx)
+                      for e in ALL_EDITS))
+
+
+def _plan(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
+    """The edit's plan, refused when a path it reads (and so every path it
+    writes) leads nowhere usable: a dangling symlink, a loop, /proc ..."""
+    for path in edit.reads(ctx):
+        error = snap.get(path).error
+        if error is not None:
+            raise GuestPathError(f"{error} (step {edit.name})",
+                                 hint=f"fix the link in the image, or --skip {edit.name}")
+    return edit.plan(snap, ctx)
 
 
 def postconditions(snap: Snapshot, ctx: EditContext, skip: frozenset[str] = frozenset()) -> dict[str, bool]:

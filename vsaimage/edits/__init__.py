@@ -2,7 +2,8 @@
 and its postcondition side by side.
 
 Nothing here touches a disk: an edit looks at a `Snapshot` (the guest files it
-asked for, read beforehand by guest.py) and returns a `StepPlan` holding the
+asked for, read beforehand through guest.py with paths resolved as in the
+running VSA) and returns a `StepPlan` holding the
 changes to make. convert.py writes those changes through libguestfs; verify
 re-reads the files and calls `check`. Text is handled as latin-1 so that every
 byte the edit does not target is preserved exactly.
@@ -24,12 +25,14 @@ class PciHack(StrEnum):
 
 @dataclass(frozen=True)
 class GuestFile:
-    """One path of the guest root as read before planning."""
+    """One path of the guest root as read before planning, symlinks followed
+    inside the guest."""
 
     path: str
     data: bytes | None  # None: missing, or not a regular file
     mode: int | None = None  # permission bits, e.g. 0o755
-    link: str | None = None  # target when the path is a symlink
+    real: str | None = None  # where the path leads, when a symlink took it elsewhere
+    error: str | None = None  # why it leads nowhere usable (dangling symlink, loop, /proc ...)
 
 
 @dataclass(frozen=True)

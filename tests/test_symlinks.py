@@ -1,0 +1,142 @@
+"""The `symlinks` fixture variant: the files the edits read are reached through
+symlinks, relative and absolute, as on a Red Hat-style VSA. convert, verify
+and inspect --bundle agree on it, a second convert changes nothing, and the
+links are still links afterwards. A dangling link and a loop among the paths
+an edit reads stop convert with one line naming the path and the step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fixtures.build_image import LAYOUTS, cached_image
+from support import DebianKernel, Run, fingerprint, nobody_dir, run_cli
+
+pytestmark = pytest.mark.integration
+
+LINKS = {path: target for path, target, _ in LAYOUTS["symlinks"].links}
+# Where each edited file really is, and what the edit leaves in it.
+EDITED = {
+    "/etc/rc.d/init.d/lhn_functions": b"/sys/hypervisor/uuid",
+    "/opt/lefthand/brand/brand.init": b"platform.xml.vmw",
+    "/opt/lefthand/brand/rc.drivers": b"xen_blkfront",
+    "/opt/lefthand/brand/common/fst": b"/hack/bus/pci/devices",
+    "/etc/sysconfig/inittab": b"hvc:2345:respawn:/sbin/agetty hvc0 38400 linux",
+    "/usr/lib/lefthand/hwid": b"/hack/bus/pci/devices",
+}
+STEPS = ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console")
+
+
+@dataclass(frozen=True)
+class Converted:
+    input: Path
+    before: str
+    out: Path
+    initrd: Path
+    run: Run
+
+
+def convert(src: Path, out: Path, k: DebianKernel, initrd: Path | None = None, *extra: str) -> Run:
+    return run_cli("convert", src, "--kernel", k.vmlinuz, "--initrd", initrd or k.initrd, "-o", out,
+                   "--modules", "minimal", "--json", *extra)
+
+
+@pytest.fixture(scope="module")
+def converted(debian_kernel: DebianKernel) -> Converted:
+    d = nobody_dir() / "symlinks"
+    d.mkdir()
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(cached_image("symlinks")), str(src)], check=True)
+    src.chmod(0o444)
+    before = fingerprint(src)
+    out = d / "vsa-xen.img"
+    r = convert(src, out, debian_kernel)
+    assert r.code == 0, r.stderr
+    return Converted(src, before, out, d / "vsa-xen.initrd", r)
+
+
+@dataclass(frozen=True)
+class Guest:
+    links: dict[str, str | None]
+    files: dict[str, bytes | None]
+
+
+@pytest.fixture(scope="module")
+def guest(converted: Converted) -> Guest:
+    """The converted root read with a separate read-only handle."""
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.add_drive_opts(str(converted.out), readonly=True, format="raw")
+    g.launch()
+    try:
+        g.mount_ro(f"/dev/sda{LAYOUTS['symlinks'].root_part}", "/")
+        links = {p: g.readlink(p) if g.is_symlink(p) else None for p in LINKS}
+        files = {p: bytes(g.read_file(p)) if g.is_file(p) else None for p in EDITED}
+    finally:
+        g.close()
+    return Guest(links, files)
+
+
+def test_convert_applies_every_step(converted: Converted) -> None:
+    assert {s["step"]: s["status"] for s in converted.run.doc["steps"]} == {
+        **dict.fromkeys(STEPS, "applied"), "initrd": "applied"}
+    assert fingerprint(converted.input) == converted.before
+
+
+def test_links_are_still_links_and_their_targets_edited(guest: Guest) -> None:
+    assert guest.links == LINKS
+    for path, mark in EDITED.items():
+        data = guest.files[path]
+        assert data is not None and mark in data, path
+    assert b"/proc/bus/pci/devices" not in (guest.files["/usr/lib/lefthand/hwid"] or b"")
+
+
+def test_verify_and_inspect_bundle_agree(converted: Converted, tmp_path: Path) -> None:
+    v = run_cli("verify", converted.out, "--initrd", converted.initrd, "--json")
+    assert v.code == 0, v.stderr
+    assert v.doc["missing"] == []
+    bundle = tmp_path / "b.tar.gz"
+    i = run_cli("inspect", converted.out, "--json", "--bundle", bundle)
+    assert i.code == 0, i.stderr
+    assert {e["step"]: e["status"] for e in i.doc["edits"]} == dict.fromkeys(STEPS, "applied")
+    with tarfile.open(bundle) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        inittab = tar.extractfile("files/etc/inittab")
+        assert inittab is not None and EDITED["/etc/sysconfig/inittab"] in inittab.read()
+    files = {e["path"]: e for e in manifest["files"]}
+    assert files["/etc/inittab"]["status"] == "copied"
+    assert files["/etc/inittab"]["resolves_to"] == "/etc/sysconfig/inittab"
+    assert files["/etc/init.d/lhn_functions"]["resolves_to"] == "/etc/rc.d/init.d/lhn_functions"
+    hwid = next(b for b in manifest["binaries"] if b["path"] == "/sbin/hwid")
+    assert hwid["resolves_to"] == "/usr/lib/lefthand/hwid"
+    assert hwid["offsets"]["/proc/bus/pci/devices"] == []
+
+
+def test_second_convert_changes_nothing(converted: Converted, debian_kernel: DebianKernel) -> None:
+    out = converted.out.parent / "again.img"
+    r = convert(converted.out, out, debian_kernel, converted.initrd)
+    assert r.code == 0, r.stderr
+    assert {s["step"]: s["status"] for s in r.doc["steps"]} == {
+        **dict.fromkeys(STEPS, "already applied"), "initrd": "already applied"}
+
+
+@pytest.mark.parametrize(("layout", "words"), [
+    ("dangling-link", ("/etc/securetty", "dangling", "step console", "--skip console")),
+    ("link-loop", ("/etc/lefthand/brand/rc.drivers", "loop", "step drivers")),
+])
+def test_bad_link_stops_convert(layout: str, words: tuple[str, ...], debian_kernel: DebianKernel,
+                                tmp_path: Path) -> None:
+    r = convert(cached_image(layout), tmp_path / "out.img", debian_kernel)
+    assert r.code == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("vsaimage: error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert r.doc["error"]["kind"] == "guest-path"
+    assert list(tmp_path.iterdir()) == []
