@@ -14,8 +14,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vsaimage import initrd, moduletree
+from vsaimage import moduletree
 from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage.edits.pcihack import PCIHACK_SCRIPT
 from vsaimage.guestpath import HostTree
 from vsaimage.inspect import read_snapshot
 from vsaimage.plan import build
@@ -71,7 +72,7 @@ def prepare(prep: Path, *, image: Path, root_offset: int, version: str, modules_
     for path, change in edited_files(image, root_offset, version).items():
         (prep / PEER_FILES[path]).write_bytes(change.data)
     (prep / "version").write_text(version + "\n")
-    (prep / "pcihack").write_bytes(initrd.PCIHACK_SCRIPT)
+    (prep / "pcihack").write_bytes(PCIHACK_SCRIPT)
     (prep / "vsa.cfg").write_text(XL_CFG.format(kernel=kernel, ramdisk=prep / "out.initrd",
                                                 disk=prep / "out.img"))
     return moduletree.build_payload(modules_dir, version, prep / "modules.tar", minimal=minimal)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vsaimage import __version__, guest, initrd, kernel, moduletree, xlcfg
-from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage.edits import EditContext, InstallModules, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
 from vsaimage.inspect import Layout, find_layout, read_snapshot
@@ -109,8 +109,9 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         img = staging.temp(outputs.image)
         fmt = _stage_image(opts, img, outputs.image, rep)
 
+        action = pcihack.action(opts.pci_hack, opts.skip)
         repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.repack(
-            initrd_in, compression=opts.initrd_compression)))
+            initrd_in, compression=opts.initrd_compression, action=action)))
         payload = None
         if modules_dir is not None:
             def build_payload() -> ModulePayload:
@@ -148,8 +149,9 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             if s["step"] == "modules":
                 s["details"] = {**plan_details(plan, "modules"), "files": p.files, "bytes": p.bytes,
                                 "minimal": p.minimal, "absent": list(p.absent)}
-    steps.append({"step": "initrd", "title": "pcihack in the initrd",
-                  "status": "already applied" if initrd_result.already_applied else "applied",
+    initrd_status = ("skipped" if action == "keep"
+                     else "already applied" if initrd_result.already_applied else "applied")
+    steps.append({"step": "initrd", "title": pcihack.TITLES[action], "status": initrd_status,
                   "details": initrd_result.as_dict(), "changes": []})
     for s in steps:
         if s["status"] == "apply":

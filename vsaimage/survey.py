@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vsaimage import __version__, bundle, guest, initrd
-from vsaimage.edits import EditContext, Snapshot
+from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.errors import InitrdError
 from vsaimage.inspect import (
     VERSION_FILE,
@@ -85,12 +85,13 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
     initrd_ok: bool | None = None
-    if opts.initrd is not None:
-        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"))
+    action = pcihack.action(opts.pci_hack, opts.skip)
+    if opts.initrd is not None and action != "keep":
+        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"), action)
     layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
-        rows.append({"step": "initrd", "title": f"pcihack in {opts.initrd}",
+        rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
                      "status": "applied" if initrd_ok else "not applied"})
     missing = [r["step"] for r in rows if r["status"] != "applied"]
     return {
