@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vsaimage import moduletree
+from vsaimage import module_payload
 from vsaimage.edits import EditContext, InstallModules, WriteFile
 from vsaimage.edits.pcihack import PCIHACK_SCRIPT
 from vsaimage.guestpath import HostTree
@@ -65,7 +65,7 @@ def edited_files(image: Path, root_offset: int, version: str) -> dict[str, Write
 
 
 def prepare(prep: Path, *, image: Path, root_offset: int, version: str, modules_dir: Path,
-            minimal: bool, kernel: Path) -> moduletree.ModulePayload:
+            minimal: bool, kernel: Path) -> module_payload.ModulePayload:
     """Fill `prep` for bench/peer.sh; returns the modules payload written."""
     shutil.rmtree(prep, ignore_errors=True)
     prep.mkdir(parents=True)
@@ -75,4 +75,4 @@ def prepare(prep: Path, *, image: Path, root_offset: int, version: str, modules_
     (prep / "pcihack").write_bytes(PCIHACK_SCRIPT)
     (prep / "vsa.cfg").write_text(XL_CFG.format(kernel=kernel, ramdisk=prep / "out.initrd",
                                                 disk=prep / "out.img"))
-    return moduletree.build_payload(modules_dir, version, prep / "modules.tar", minimal=minimal)
+    return module_payload.build_payload(modules_dir, version, prep / "modules.tar", minimal=minimal)

@@ -133,7 +133,6 @@ def test_plain_file(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img")
     s = parse_image(str(img))
     assert s == ImageSource(str(img), path=img)
-    assert not s.is_block_device
     assert s.drive(readonly=True) == Drive(str(img), readonly=True)
 
 

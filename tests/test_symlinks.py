@@ -85,7 +85,7 @@ def guest(converted: Converted) -> Guest:
 
 def test_convert_applies_every_step(converted: Converted) -> None:
     assert {s["step"]: s["status"] for s in converted.run.doc["steps"]} == {
-        **dict.fromkeys(STEPS, "applied"), "initrd": "applied"}
+        **dict.fromkeys((*STEPS, "copy", "initrd", "xl"), "applied")}
     assert fingerprint(converted.input) == converted.before
 
 
@@ -123,7 +123,7 @@ def test_second_convert_changes_nothing(converted: Converted, debian_kernel: Deb
     r = convert(converted.out, out, debian_kernel, converted.initrd)
     assert r.code == 0, r.stderr
     assert {s["step"]: s["status"] for s in r.doc["steps"]} == {
-        **dict.fromkeys(STEPS, "already applied"), "initrd": "already applied"}
+        **dict.fromkeys((*STEPS, "initrd"), "already applied"), "copy": "applied", "xl": "applied"}
 
 
 @pytest.mark.parametrize(("layout", "words"), [

@@ -11,12 +11,11 @@ symlinks and device nodes are never followed on the host.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -369,10 +368,3 @@ class Guest:
 
     def sync(self) -> None:
         self.g.sync()
-
-
-@contextlib.contextmanager
-def session(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Iterator[Guest]:
-    guest = launch(drives, warn=warn)
-    with guest:
-        yield guest

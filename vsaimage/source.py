@@ -50,10 +50,6 @@ class ImageSource:
     iscsi_target: str | None = None  # "IQN/LUN"
 
     @property
-    def is_block_device(self) -> bool:
-        return self.path is not None and stat.S_ISBLK(self.path.stat().st_mode)
-
-    @property
     def iscsi_uri(self) -> str:
         """The normalised URI (port always given), as qemu-img reads it."""
         assert self.iscsi_target and self.iscsi_server

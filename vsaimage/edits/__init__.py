@@ -79,7 +79,8 @@ class InstallModules:
 
 Change = WriteFile | InstallModules
 
-Status = Literal["apply", "already applied", "skipped"]
+# "apply" in a plan; "applied" once convert carried it out.
+Status = Literal["apply", "applied", "already applied", "skipped"]
 
 
 @dataclass(frozen=True)
