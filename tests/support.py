@@ -119,6 +119,17 @@ class Converted:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A fixture variant converted once (`--modules minimal`)."""
+
+    input: Path
+    input_sha_before: str
+    out: Path
+    initrd: Path
+    run: Run
+
+
+@dataclass(frozen=True)
 class Readback:
     """Files of the converted root, read with a separate read-only handle."""
 

@@ -7,7 +7,6 @@ an edit reads stop convert with one line naming the path and the step."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.build_image import LAYOUTS, cached_image
-from support import DebianKernel, Run, fingerprint, nobody_dir, run_cli
+from support import DebianKernel, Run, Variant, fingerprint, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -32,32 +31,9 @@ EDITED = {
 STEPS = ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console")
 
 
-@dataclass(frozen=True)
-class Converted:
-    input: Path
-    before: str
-    out: Path
-    initrd: Path
-    run: Run
-
-
-def convert(src: Path, out: Path, k: DebianKernel, initrd: Path | None = None, *extra: str) -> Run:
+def convert(src: Path, out: Path, k: DebianKernel, initrd: Path | None = None) -> Run:
     return run_cli("convert", src, "--kernel", k.vmlinuz, "--initrd", initrd or k.initrd, "-o", out,
-                   "--modules", "minimal", "--json", *extra)
-
-
-@pytest.fixture(scope="module")
-def converted(debian_kernel: DebianKernel) -> Converted:
-    d = nobody_dir() / "symlinks"
-    d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(cached_image("symlinks")), str(src)], check=True)
-    src.chmod(0o444)
-    before = fingerprint(src)
-    out = d / "vsa-xen.img"
-    r = convert(src, out, debian_kernel)
-    assert r.code == 0, r.stderr
-    return Converted(src, before, out, d / "vsa-xen.initrd", r)
+                   "--modules", "minimal", "--json")
 
 
 @dataclass(frozen=True)
@@ -67,12 +43,12 @@ class Guest:
 
 
 @pytest.fixture(scope="module")
-def guest(converted: Converted) -> Guest:
+def guest(symlinks_converted: Variant) -> Guest:
     """The converted root read with a separate read-only handle."""
     import guestfs
 
     g = guestfs.GuestFS(python_return_dict=True)
-    g.add_drive_opts(str(converted.out), readonly=True, format="raw")
+    g.add_drive_opts(str(symlinks_converted.out), readonly=True, format="raw")
     g.launch()
     try:
         g.mount_ro(f"/dev/sda{LAYOUTS['symlinks'].root_part}", "/")
@@ -83,10 +59,10 @@ def guest(converted: Converted) -> Guest:
     return Guest(links, files)
 
 
-def test_convert_applies_every_step(converted: Converted) -> None:
-    assert {s["step"]: s["status"] for s in converted.run.doc["steps"]} == {
+def test_convert_applies_every_step(symlinks_converted: Variant) -> None:
+    assert {s["step"]: s["status"] for s in symlinks_converted.run.doc["steps"]} == {
         **dict.fromkeys((*STEPS, "copy", "initrd", "xl"), "applied")}
-    assert fingerprint(converted.input) == converted.before
+    assert fingerprint(symlinks_converted.input) == symlinks_converted.input_sha_before
 
 
 def test_links_are_still_links_and_their_targets_edited(guest: Guest) -> None:
@@ -97,12 +73,12 @@ def test_links_are_still_links_and_their_targets_edited(guest: Guest) -> None:
     assert b"/proc/bus/pci/devices" not in (guest.files["/usr/lib/lefthand/hwid"] or b"")
 
 
-def test_verify_and_inspect_bundle_agree(converted: Converted, tmp_path: Path) -> None:
-    v = run_cli("verify", converted.out, "--initrd", converted.initrd, "--json")
+def test_verify_and_inspect_bundle_agree(symlinks_converted: Variant, tmp_path: Path) -> None:
+    v = run_cli("verify", symlinks_converted.out, "--initrd", symlinks_converted.initrd, "--json")
     assert v.code == 0, v.stderr
     assert v.doc["missing"] == []
     bundle = tmp_path / "b.tar.gz"
-    i = run_cli("inspect", converted.out, "--json", "--bundle", bundle)
+    i = run_cli("inspect", symlinks_converted.out, "--json", "--bundle", bundle)
     assert i.code == 0, i.stderr
     assert {e["step"]: e["status"] for e in i.doc["edits"]} == dict.fromkeys(STEPS, "applied")
     with tarfile.open(bundle) as tar:
@@ -118,9 +94,9 @@ def test_verify_and_inspect_bundle_agree(converted: Converted, tmp_path: Path) -
     assert hwid["offsets"]["/proc/bus/pci/devices"] == []
 
 
-def test_second_convert_changes_nothing(converted: Converted, debian_kernel: DebianKernel) -> None:
-    out = converted.out.parent / "again.img"
-    r = convert(converted.out, out, debian_kernel, converted.initrd)
+def test_second_convert_changes_nothing(symlinks_converted: Variant, debian_kernel: DebianKernel) -> None:
+    out = symlinks_converted.out.parent / "again.img"
+    r = convert(symlinks_converted.out, out, debian_kernel, symlinks_converted.initrd)
     assert r.code == 0, r.stderr
     assert {s["step"]: s["status"] for s in r.doc["steps"]} == {
         **dict.fromkeys((*STEPS, "initrd"), "already applied"), "copy": "applied", "xl": "applied"}
