@@ -1,7 +1,8 @@
 """--pci-hack and --skip pci mean what they say, initrd included: `bind`
 patches no binary, `binary` gives an initrd without pcihack, and `--skip pci`
-leaves the initrd byte for byte as given. (`both`, the default, is the
-session's converted example: tests/test_convert.py.)"""
+leaves the initrd byte for byte as given; verify, given the same choice,
+agrees. (`both`, the default, is the session's converted example:
+tests/test_convert.py.)"""
 
 from __future__ import annotations
 
@@ -46,3 +47,7 @@ def test_pci_choice(args: tuple[str, ...], pci_status: str, writes: list[str], i
     assert (SCRIPT in listing(initrd)) is has_pcihack
     if "--skip" in args:
         assert initrd.read_bytes() == debian_kernel.initrd.read_bytes()
+    # verify, given the same choice, finds every edit (and the initrd) as convert left them
+    v = run_cli("verify", out, "--initrd", initrd, "--skip", "modules", "--json", *args)
+    assert v.code == 0, v.stdout + v.stderr
+    assert ("initrd" in {e["step"] for e in v.doc["edits"]}) is ("--skip" not in args)

@@ -71,7 +71,7 @@ class WriteFile:
 @dataclass(frozen=True)
 class InstallModules:
     """Unpack the host's modules tree for `version` into /lib/modules/<version>.
-    The payload (a tarball) is built host-side by modules.py while the
+    The payload (a tarball) is built host-side by module_payload.py while the
     appliance boots."""
 
     version: str
