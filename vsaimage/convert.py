@@ -33,7 +33,7 @@ from vsaimage.output import (
     sparse_copy,
     write_bytes,
 )
-from vsaimage.plan import HostItem, Plan, build, postconditions
+from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
 from vsaimage.report import Reporter
 from vsaimage.source import Drive, read_input
 
@@ -145,8 +145,9 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
                 # double the memory peak)
                 extra = repack.result()[1].conf_modules if opts.modules_minimal else ()
                 with rep.phase("modules payload"):
-                    return module_payload.build_payload(modules_dir, version, staging.scratch("modules.tar"),
-                                                    minimal=opts.modules_minimal, extra_modules=extra)
+                    return module_payload.build_payload(
+                        modules_dir, version, staging.scratch("modules.tar"),
+                        minimal=opts.modules_minimal, extra_modules=extra)
 
             payload = _in_background(build_payload)
 
@@ -253,7 +254,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         p = payload.result()
         size = p.tarball.stat().st_size
         with rep.phase("modules transfer", total=size, nbytes=True) as ph:
-            g.tar_in(p.tarball, f"/lib/modules/{install.version}",
+            g.tar_in(p.tarball, guest_modules_dir(install.version),
                      progress=lambda sent: ph.update(sent, size))
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     with rep.phase("verify"):

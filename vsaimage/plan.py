@@ -64,7 +64,7 @@ class Plan:
     @property
     def guest_paths(self) -> list[str]:
         """Every guest path the edits write, and each modules directory."""
-        return [c.path if isinstance(c, WriteFile) else modules_dir(c.version) for c in self.changes]
+        return [c.path if isinstance(c, WriteFile) else guest_modules_dir(c.version) for c in self.changes]
 
     def with_host(self, *, before: Iterable[HostItem] = (), after: Iterable[HostItem] = ()) -> Plan:
         return replace(self, before=(*self.before, *before), after=(*self.after, *after))
@@ -87,7 +87,7 @@ class Plan:
         return [*map(_host_dict, self.before), *map(step_dict, self.steps), *map(_host_dict, self.after)]
 
 
-def modules_dir(version: str) -> str:
+def guest_modules_dir(version: str) -> str:
     return f"/lib/modules/{version}"
 
 
@@ -102,7 +102,7 @@ def step_dict(s: StepPlan) -> dict[str, object]:
         if isinstance(c, WriteFile):
             changes.append({"write": c.path, "bytes": len(c.data), "mode": f"{c.mode:04o}"})
         else:
-            changes.append({"install_modules": modules_dir(c.version)})
+            changes.append({"install_modules": guest_modules_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
             "details": dict(s.details), "changes": changes}
 
