@@ -26,7 +26,7 @@ from typing import Any
 
 from libarchive import ffi
 
-from vsaimage import initrd
+from vsaimage import archive, initrd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHELL_PACK = "find . | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -q -9 -T0"
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_seconds": {name: round(v, 3) for name, v in medians.items()},
         "ratio_vs_shell": {name: round(v / medians["shell"], 3) for name, v in medians.items()},
         "output_bytes": sizes,
-        "vsaimage": {"levels": initrd.LEVELS, "zstd_threads": 2},
+        "vsaimage": {"levels": archive.LEVELS, "zstd_threads": 2},
         "shell_pipeline": f"unmkinitramfs; {SHELL_PACK}",
         "3cpio": _three_cpio_note(),
         "machine": {
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 Input: `{doc['initrd']}` ({input_bytes:,} bytes zstd, {doc['entries']} entries after
 the repack), {args.reps} interleaved repetitions on {doc['machine']['cpus']} CPUs.
-vsaimage: libarchive read, sorted newc write, zstd level {initrd.LEVELS['zstd']}
+vsaimage: libarchive read, sorted newc write, zstd level {archive.LEVELS['zstd']}
 with 2 threads (fixed, for reproducible bytes). Shell: `unmkinitramfs` then
 `{SHELL_PACK}`. 3cpio: {doc['3cpio']}.
 

@@ -9,15 +9,15 @@ benchmark compares only how they get into the image.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, cast
 
-from vsaimage import initrd, moduletree
-from vsaimage.edits import EditContext, GuestFile, InstallModules, WriteFile
+from vsaimage import module_payload
+from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage.edits.pcihack import PCIHACK_SCRIPT
+from vsaimage.guestpath import HostTree
 from vsaimage.inspect import read_snapshot
 from vsaimage.plan import build
 
@@ -50,47 +50,13 @@ disk = ["format=raw,vdev=xvda,access=rw,target={disk}"]
 """
 
 
-class _HostTree:
-    """The two reading calls of guest.Guest that read_snapshot uses, served
-    from a directory on the host."""
-
-    def __init__(self, top: Path) -> None:
-        self.top = top
-
-    def find(self, directory: str) -> list[str]:
-        where = self.top / directory.lstrip("/")
-        if where.is_symlink() or not where.is_dir():
-            return []
-        base = directory.rstrip("/")
-        out = []
-        for dirpath, dirnames, filenames in os.walk(where):
-            rel = Path(dirpath).relative_to(where)
-            for name in dirnames + filenames:
-                out.append(f"{base}/{(rel / name).as_posix().removeprefix('./')}")
-        return out
-
-    def read_many(self, paths: list[str], existing: set[str]) -> dict[str, GuestFile]:
-        files = {}
-        for p in paths:
-            host = self.top / p.lstrip("/")
-            if p not in existing or (not host.exists() and not host.is_symlink()):
-                files[p] = GuestFile(p, None)
-            elif host.is_symlink():
-                files[p] = GuestFile(p, None, 0o777, os.readlink(host))
-            elif host.is_file():
-                files[p] = GuestFile(p, host.read_bytes(), host.lstat().st_mode & 0o7777)
-            else:
-                files[p] = GuestFile(p, None, host.lstat().st_mode & 0o7777)
-        return files
-
-
 def edited_files(image: Path, root_offset: int, version: str) -> dict[str, WriteFile]:
     """The writes convert would make on `image`, computed on the host."""
     with tempfile.TemporaryDirectory(prefix="vsaimage-bench-") as tmp:
         subprocess.run(["debugfs", "-R", f"rdump / {tmp}", f"{image}?offset={root_offset}"],
                        check=True, capture_output=True)
         ctx = EditContext(kernel_version=version)
-        snap = read_snapshot(cast(Any, _HostTree(Path(tmp))), ctx)
+        snap = read_snapshot(HostTree(Path(tmp)), ctx)
         plan = build(snap, ctx, frozenset())
     writes = {c.path: c for c in plan.changes if isinstance(c, WriteFile)}
     if set(writes) != set(PEER_FILES) or not any(isinstance(c, InstallModules) for c in plan.changes):
@@ -99,14 +65,14 @@ def edited_files(image: Path, root_offset: int, version: str) -> dict[str, Write
 
 
 def prepare(prep: Path, *, image: Path, root_offset: int, version: str, modules_dir: Path,
-            minimal: bool, kernel: Path) -> moduletree.ModulePayload:
+            minimal: bool, kernel: Path) -> module_payload.ModulePayload:
     """Fill `prep` for bench/peer.sh; returns the modules payload written."""
     shutil.rmtree(prep, ignore_errors=True)
     prep.mkdir(parents=True)
     for path, change in edited_files(image, root_offset, version).items():
         (prep / PEER_FILES[path]).write_bytes(change.data)
     (prep / "version").write_text(version + "\n")
-    (prep / "pcihack").write_bytes(initrd.PCIHACK_SCRIPT)
+    (prep / "pcihack").write_bytes(PCIHACK_SCRIPT)
     (prep / "vsa.cfg").write_text(XL_CFG.format(kernel=kernel, ramdisk=prep / "out.initrd",
                                                 disk=prep / "out.img"))
-    return moduletree.build_payload(modules_dir, version, prep / "modules.tar", minimal=minimal)
+    return module_payload.build_payload(modules_dir, version, prep / "modules.tar", minimal=minimal)

@@ -20,7 +20,7 @@ os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `fixtures`
 
 import support
-from support import Converted, DebianKernel, Readback, fingerprint, nobody_dir, read_back, run_cli
+from support import Converted, DebianKernel, Readback, Variant, fingerprint, nobody_dir, read_back, run_cli
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,3 +96,22 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
 @pytest.fixture(scope="session")
 def readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
     return read_back(converted.out, converted.run.doc["root_partition"], debian_kernel.version)
+
+
+@pytest.fixture(scope="session")
+def symlinks_converted(debian_kernel: DebianKernel) -> Variant:
+    """The `symlinks` variant (the edited files reached through symlinks)
+    converted once, for its own tests and the boot test."""
+    from fixtures.build_image import cached_image
+
+    d = nobody_dir() / "symlinks"
+    d.mkdir()
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(cached_image("symlinks")), str(src)], check=True)
+    src.chmod(0o444)
+    before = fingerprint(src)
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", out, "--modules", "minimal", "--json")
+    assert r.code == 0, r.stderr
+    return Variant(src, before, out, d / "vsa-xen.initrd", r)

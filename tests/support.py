@@ -7,11 +7,14 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fixtures.build_image import EPOCH
 
 REPO = Path(__file__).resolve().parent.parent
 VSAIMAGE = REPO / ".venv" / "bin" / "vsaimage"
@@ -116,6 +119,17 @@ class Converted:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A fixture variant converted once (`--modules minimal`)."""
+
+    input: Path
+    input_sha_before: str
+    out: Path
+    initrd: Path
+    run: Run
+
+
+@dataclass(frozen=True)
 class Readback:
     """Files of the converted root, read with a separate read-only handle."""
 
@@ -124,6 +138,7 @@ class Readback:
     links: dict[str, str | None]  # build and source under /lib/modules/<v>
     modules_dep: bytes | None
     paths: set[str]
+    changed: set[str]  # regular files whose mtime is no longer the fixture's
 
 
 READBACK_FILES = (
@@ -162,6 +177,13 @@ def read_back(image: Path, root_part: int, kernel_version: str) -> Readback:
         links = {name: g.readlink(p) if g.is_symlink(p) else None
                  for name in ("build", "source")
                  for p in [f"/lib/modules/{kernel_version}/{name}"]}
+        changed = set()
+        for p in sorted(paths):
+            if p.startswith(f"/lib/modules/{kernel_version}/"):
+                continue  # all new: the directory itself stands for them
+            st = g.lstatns(p)
+            if stat.S_ISREG(st["st_mode"]) and st["st_mtime_sec"] != EPOCH:
+                changed.add(p)
     finally:
         g.close()
-    return Readback(files, modes, links, modules_dep, paths)
+    return Readback(files, modes, links, modules_dep, paths, changed)

@@ -1,13 +1,15 @@
 """Issue 6: the converted disk boots, with the real Debian kernel and the
 repacked initrd, under QEMU (TCG).
 
-Two boots run side by side, each with init=/sbin/boot-probe (a busybox
+Three boots run side by side, each with init=/sbin/boot-probe (a busybox
 script in the example root, see fixtures/README.md) that prints files on the
 serial console between two marker lines and powers the machine off:
 
 - the converted disk: the initrd's pcihack bind-mounts the fake PCI list,
   and after switch_root /proc/bus/pci/devices holds only the Xen platform
   device, on the converted root;
+- the converted `symlinks` variant, whose edited files sit behind symlinks,
+  checked the same way;
 - the *unconverted* input disk with the same initrd (the negative control):
   there is no /hack on that root, pcihack says so and the boot goes on, with
   the real PCI list in /proc/bus/pci.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Converted, DebianKernel, Readback
+from support import Converted, DebianKernel, Readback, Variant
 
 pytestmark = pytest.mark.integration
 
@@ -137,21 +139,28 @@ def boot_all(runs: dict[str, list[str]], logs: dict[str, Path],
 
 
 @pytest.fixture(scope="module")
-def boots(converted: Converted, debian_kernel: DebianKernel,
+def boots(converted: Converted, symlinks_converted: Variant, debian_kernel: DebianKernel,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Boot]]:
     assert shutil.which(QEMU), f"{QEMU} is not installed (make setup installs qemu-system-x86)"
     d = tmp_path_factory.mktemp("boot")
-    root = converted.run.doc["root_partition"]
-    disks = {"converted": converted.out, "unconverted": converted.input}
+    # name -> (disk, initrd, root partition)
+    disks = {"converted": (converted.out, converted.initrd, converted.run.doc["root_partition"]),
+             "unconverted": (converted.input, converted.initrd, converted.run.doc["root_partition"]),
+             "symlinks": (symlinks_converted.out, symlinks_converted.initrd,
+                          symlinks_converted.run.doc["root_partition"])}
     logs = {name: d / f"{name}.serial.log" for name in disks}
-    runs = {name: qemu_command(disk, debian_kernel.vmlinuz, converted.initrd, root, logs[name])
-            for name, disk in disks.items()}
+    runs = {name: qemu_command(disk, debian_kernel.vmlinuz, initrd, root, logs[name])
+            for name, (disk, initrd, root) in disks.items()}
     yield boot_all(runs, logs)
 
 
-def test_converted_disk_boots_with_the_fake_pci_list(boots: dict[str, Boot], converted: Converted,
+@pytest.mark.parametrize("name", ["converted", "symlinks"])
+def test_converted_disk_boots_with_the_fake_pci_list(boots: dict[str, Boot], name: str, converted: Converted,
+                                                     symlinks_converted: Variant,
                                                      debian_kernel: DebianKernel) -> None:
-    boot = boots["converted"]
+    """The example, and the variant whose edited files sit behind symlinks."""
+    boot = boots[name]
+    doc = (converted if name == "converted" else symlinks_converted).run.doc
     assert boot.pcihack_lines() == [PCIHACK_BOUND], boot.why("pcihack did not bind-mount")
     report = boot.report()
     assert report["kernel"] == debian_kernel.version, boot.why("another kernel booted")
@@ -164,7 +173,7 @@ def test_converted_disk_boots_with_the_fake_pci_list(boots: dict[str, Boot], con
     by_point = {f[4]: f for f in mounts if len(f) > 9}
     assert "/" in by_point and "/proc/bus/pci" in by_point, boot.why("mountinfo lacks / or the bind")
     rootfs, bind = by_point["/"], by_point["/proc/bus/pci"]
-    root = f"/dev/vda{converted.run.doc['root_partition']}"
+    root = f"/dev/vda{doc['root_partition']}"
     assert rootfs[-2] == root, boot.why(f"the root is {rootfs[-2]}, not {root}")
     assert (bind[2], bind[3]) == (rootfs[2], "/hack/bus/pci"), boot.why(
         "/proc/bus/pci is not a bind of the root's /hack/bus/pci")

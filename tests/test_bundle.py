@@ -356,16 +356,21 @@ def test_manifest_entries_and_tarball() -> None:
     doc = {"tool_version": "9.9", "partitions": [], "root": None, "boot": None}
     gathered = bundle.Gathered(
         init_system={"guess": "unknown", "evidence": []},
-        files={"/etc/inittab": GuestFile("/etc/inittab", b"id:3:initdefault:\n", 0o644),
+        files={"/etc/inittab": GuestFile("/etc/inittab", b"id:3:initdefault:\n", 0o644,
+                                         real="/etc/sysconfig/inittab"),
                "/etc/fstab": GuestFile("/etc/fstab", None),
-               "/etc/securetty": GuestFile("/etc/securetty", None, 0o777, "../x")},
+               "/etc/securetty": GuestFile("/etc/securetty", None,
+                                           error="/etc/securetty is a dangling symlink (-> x)")},
         rules_dir=False,
         binaries={"/sbin/hwid": GuestFile("/sbin/hwid", b"\x7fELF" + PCI_PATH, 0o750)},
     )
     m = bundle.manifest(doc, gathered, "vsa.img")
     status = {e["path"]: e["status"] for e in m["files"]}
-    assert status == {"/etc/inittab": "copied", "/etc/fstab": "missing", "/etc/securetty": "symlink",
+    assert status == {"/etc/inittab": "copied", "/etc/fstab": "missing", "/etc/securetty": "unusable",
                       "/etc/udev/rules.d/": "missing"}
+    by_path = {e["path"]: e for e in m["files"]}
+    assert by_path["/etc/inittab"]["resolves_to"] == "/etc/sysconfig/inittab"
+    assert "dangling" in by_path["/etc/securetty"]["error"]
     assert m["binaries"] == [{"path": "/sbin/hwid", "status": "present", "size": 25, "mode": "0750",
                               "offsets": {"/proc/bus/pci/devices": [4], "/hack/bus/pci/devices": []}}]
     one = bundle.tarball(m, gathered.files)

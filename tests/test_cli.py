@@ -46,3 +46,24 @@ def test_usage_error_is_exit_2(tmp_path: Path) -> None:
     r = run_cli("convert", tmp_path / "x.img")  # --kernel, --initrd, -o missing
     assert r.code == 2
     assert "required" in r.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--mac", "01:16:3e:0a:bb:cc"), ("--uuid", "nope")])
+def test_bad_identity_refused_before_any_work(flag: str, value: str, tmp_path: Path) -> None:
+    disk = tmp_path / "x.img"
+    disk.write_bytes(bytes(510) + b"\x55\xaa" + bytes(2**20 - 512))
+    r = run_cli("convert", disk, "--kernel", tmp_path / "k", "--initrd", tmp_path / "i",
+                "-o", tmp_path / "o.img", flag, value)
+    assert r.code == 2, r.stderr
+    assert r.stderr.startswith("vsaimage: error: ") and value in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == [disk]
+
+
+def test_cli_does_not_load_libguestfs() -> None:
+    """--help and usage errors stay instant: guestfs is imported by the
+    commands that launch the appliance, not by the command line."""
+    import subprocess
+    import sys
+
+    code = "import sys, vsaimage.cli; assert 'guestfs' not in sys.modules, 'guestfs loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -4,7 +4,6 @@ is 'already applied'."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from vsaimage.edits import Edit, EditContext, GuestFile, InstallModules, Snapsho
 from vsaimage.edits.catalog import ALL
 from vsaimage.edits.mobo_uuid import BEGIN
 from vsaimage.edits.pci import BINARIES
+from vsaimage.guestpath import HostTree
 
 ROOT = REPO / "fixtures" / "vsa-root"
 VERSION = "6.1.0-18-amd64"
@@ -21,21 +21,11 @@ CTX = EditContext(kernel_version=VERSION)
 
 
 def read_tree(root: Path) -> Snapshot:
-    """The fixture as guest.py would present it: every file read, every path listed.
-    Symlinks are recorded, never followed."""
-    files: dict[str, GuestFile] = {}
-    paths: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            host = Path(dirpath) / name
-            guest = "/" + host.relative_to(root).as_posix()
-            paths.add(guest)
-            st = host.lstat()
-            if host.is_symlink():
-                files[guest] = GuestFile(guest, None, st.st_mode & 0o7777, os.readlink(host))
-            elif host.is_file():
-                files[guest] = GuestFile(guest, host.read_bytes(), st.st_mode & 0o7777)
-    return Snapshot(files, frozenset(paths))
+    """The fixture as guest.py would present it: every path listed and read,
+    symlinks followed inside the tree."""
+    host = HostTree(root)
+    paths = host.list("/")
+    return Snapshot({p: host.read(p) for p in paths}, frozenset(paths))
 
 
 def apply(snap: Snapshot, plan: StepPlan) -> Snapshot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from test_edit_shell import snapshot
-from vsaimage.edits import EditContext, GuestFile, PciHack, Snapshot, WriteFile
+from vsaimage.edits import EditContext, PciHack, WriteFile
 from vsaimage.edits.pci import BINARIES, FAKE_DEVICES, FAKE_PATH, Pci, patch_binary, replace_same_length
 from vsaimage.errors import EditError
 
@@ -62,11 +62,3 @@ def test_fake_file_with_wrong_mode_is_rewritten() -> None:
     snap = snapshot({FAKE_PATH: FAKE_DEVICES}, modes={FAKE_PATH: 0o600})
     plan = Pci().plan(snap, EditContext(pci_hack=PciHack.BIND))
     assert plan.status == "apply"
-
-
-def test_symlinked_binary_is_reported_not_followed() -> None:
-    link = GuestFile(BINARIES[1], None, 0o777, link="libhal.so.1")
-    snap = Snapshot({BINARIES[1]: link})
-    plan = Pci().plan(snap, EditContext(pci_hack=PciHack.BINARY))
-    assert plan.details["symlinks_not_patched"] == [BINARIES[1]]
-    assert [c.path for c in plan.changes if isinstance(c, WriteFile)] == [FAKE_PATH]

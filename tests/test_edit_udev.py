@@ -9,7 +9,7 @@ import pytest
 
 from test_edit_shell import BUSYBOX, assert_sh_syntax, snapshot
 from vsaimage.edits import EditContext, WriteFile
-from vsaimage.edits.udev import RULES, RULES_PATH, SCRIPT, SCRIPT_PATH, TABLE, Udev, scsi_name
+from vsaimage.edits.udev import RULES, RULES_PATH, SCRIPT, SCRIPT_PATH, Udev
 
 EXPECTED = {
     "xvda": "host0/bus0/target0/lun0/disc",
@@ -47,14 +47,6 @@ def test_script_names(script: Path, shell: list[str]) -> None:
             assert (done.returncode, done.stdout) == (0, EXPECTED[name] + "\n"), name
         else:
             assert (done.returncode, done.stdout) == (1, ""), name
-
-
-def test_python_model_matches_table() -> None:
-    for name, path in EXPECTED.items():
-        assert scsi_name(name) == path
-    for name in REJECTED:
-        assert scsi_name(name) is None
-    assert {name for name in EXPECTED if name[4:] == ""} == set(TABLE)
 
 
 def test_script_syntax(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from vsaimage import cancel, guest
+from vsaimage.source import Drive
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_a_silent_kvm_launch_is_killed_after_the_silence(
         paused_qemu: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     hv, started = paused_qemu
     monkeypatch.setattr(guest, "KVM_SILENCE", SILENCE)
-    g = guest._new_handle([guest.Drive("/dev/null", readonly=True)], tcg=True)
+    g = guest._new_handle([Drive("/dev/null", readonly=True)], tcg=True)
     g.set_hv(str(hv))
     backstop = threading.Timer(SILENCE + 30, cancel.kill_qemu_children)  # fail, not hang
     backstop.start()

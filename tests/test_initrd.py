@@ -22,7 +22,8 @@ import pytest
 import initrd_reader as rd
 from fixtures.build_image import default_busybox
 from support import DebianKernel
-from vsaimage import initrd
+from vsaimage import archive, initrd
+from vsaimage.edits import pcihack
 from vsaimage.errors import InitrdError
 
 SCRIPT = "scripts/init-bottom/pcihack"
@@ -122,7 +123,7 @@ def case(request: pytest.FixtureRequest, real: bytes, real_cpio: bytes,
     elif name == "gzip":
         # gzip -9 of the real cpio takes close to a minute: level 1 both ways.
         with pytest.MonkeyPatch.context() as mp:
-            mp.setitem(initrd.LEVELS, "gzip", 1)
+            mp.setitem(archive.LEVELS, "gzip", 1)
             yield name, _case(name, lambda: _compress("gzip", real_cpio))
     else:
         yield name, _case(name, lambda: _compress("xz", _trimmed_real(real_cpio)))
@@ -191,7 +192,7 @@ def _expected(before: list[rd.Member], *, mtime: int | None = None) -> dict[str,
         if m.name == ORDER:
             m.data = _with_pcihack_line(m.data)
     script_mtime = mtime if mtime is not None else max(m.mtime for m in before)
-    members.append(rd.member(SCRIPT, 0o100755, initrd.PCIHACK_SCRIPT, ino=0,
+    members.append(rd.member(SCRIPT, 0o100755, pcihack.PCIHACK_SCRIPT, ino=0,
                              mtime=script_mtime))
     return _listing(members)
 
@@ -356,7 +357,7 @@ def test_small_order_without_args_style() -> None:
 
 
 def test_order_text_edit() -> None:
-    edit = initrd.order_with_pcihack
+    edit = pcihack.order_with_pcihack
     assert edit("") == '/scripts/init-bottom/pcihack "$@"\n'
     assert edit("[ -e /conf/param.conf ] && . /conf/param.conf") == (
         '/scripts/init-bottom/pcihack "$@"\n[ -e /conf/param.conf ] && . /conf/param.conf')
@@ -474,7 +475,7 @@ def test_unmkinitramfs_reads_the_microcode_output(real: bytes, microcode: bytes,
     subprocess.run(["unmkinitramfs", str(path), str(tmp_path / "x")], check=True)
     assert (tmp_path / "x/early/kernel/x86/microcode/GenuineIntel.bin").is_file()
     script = tmp_path / "x/main" / SCRIPT
-    assert script.read_bytes() == initrd.PCIHACK_SCRIPT
+    assert script.read_bytes() == pcihack.PCIHACK_SCRIPT
 
 
 # --- errors ---------------------------------------------------------------------
@@ -530,3 +531,47 @@ def test_error_dracut() -> None:
 def test_error_unknown_requested_compression() -> None:
     with pytest.raises(InitrdError):
         initrd.repack(_gz(rd.write_newc(_small())), compression="lzo")
+
+
+# --- what --pci-hack and --skip pci ask of the initrd ---------------------------
+
+
+def test_pci_options_choose_the_initrd_action() -> None:
+    from vsaimage.edits import PciHack
+
+    assert pcihack.action(PciHack.BOTH, frozenset()) == "add"
+    assert pcihack.action(PciHack.BIND, frozenset()) == "add"
+    assert pcihack.action(PciHack.BINARY, frozenset()) == "remove"
+    for hack in PciHack:
+        assert pcihack.action(hack, frozenset({"pci"})) == "keep"
+
+
+def test_binary_takes_pcihack_out_again() -> None:
+    stock = _gz(rd.write_newc(_small()))
+    added, _ = initrd.repack(stock)
+    assert initrd.check(added) and not initrd.check(added, "remove")
+    removed, result = initrd.repack(added, action="remove")
+    names = {m.name for m in rd.main_members(removed)}
+    assert SCRIPT not in names
+    order = next(m for m in rd.main_members(removed) if m.name == ORDER).data
+    assert order == BOOKWORM_ORDER
+    assert result.removed == (SCRIPT,) and result.changed == (ORDER,)
+    assert initrd.check(removed, "remove") and not initrd.check(removed)
+    # an initrd without pcihack is left as it is, byte for byte
+    same, result = initrd.repack(stock, action="remove")
+    assert same == stock and result.already_applied
+
+
+def test_skip_pci_keeps_the_initrd_as_given() -> None:
+    added, _ = initrd.repack(_gz(rd.write_newc(_small())))
+    for given in (_gz(rd.write_newc(_small())), added):
+        out, result = initrd.repack(given, action="keep")
+        assert out == given and result.already_applied and result.pcihack == "keep"
+        assert initrd.check(given, "keep")
+
+
+def test_order_without_pcihack_keeps_other_lines() -> None:
+    text = '/scripts/init-bottom/udev "$@"\n/scripts/init-bottom/pcihack "$@"\r\n# pcihack\n'
+    assert pcihack.order_without_pcihack(text) == '/scripts/init-bottom/udev "$@"\n# pcihack\n'
+    assert pcihack.order_without_pcihack(pcihack.order_with_pcihack(BOOKWORM_ORDER.decode())) == \
+        BOOKWORM_ORDER.decode()

@@ -13,8 +13,7 @@ import pytest
 
 from vsaimage import iscsi, output
 from vsaimage.errors import ImageError
-from vsaimage.guest import Drive
-from vsaimage.source import ImageSource, parse_image
+from vsaimage.source import Drive, ImageSource, parse_image
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
 
@@ -134,7 +133,6 @@ def test_plain_file(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img")
     s = parse_image(str(img))
     assert s == ImageSource(str(img), path=img)
-    assert not s.is_block_device
     assert s.drive(readonly=True) == Drive(str(img), readonly=True)
 
 

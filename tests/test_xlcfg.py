@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from vsaimage import __version__
 from vsaimage.errors import BadInput
+from vsaimage.options import XlOptions
 from vsaimage.xlcfg import XlConfig, derive_identity, render, validate_mac, validate_uuid
 from xl_reader import parse, parse_spec
 
@@ -28,6 +29,10 @@ def config(**changes: object) -> XlConfig:
         uuid=dom_uuid,
         mac=mac,
         disk="/srv/xen/vsa1.img",
+        memory=XlOptions.memory,
+        vcpus=XlOptions.vcpus,
+        bridge=XlOptions.bridge,
+        disk_format="raw",
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -150,8 +155,6 @@ def test_validate_mac() -> None:
 def test_bad_mac(mac: str) -> None:
     with pytest.raises(BadInput):
         validate_mac(mac)
-    with pytest.raises(BadInput):
-        render(config(mac=mac))
 
 
 def test_validate_uuid() -> None:
@@ -168,8 +171,6 @@ def test_validate_uuid() -> None:
 def test_bad_uuid(value: str) -> None:
     with pytest.raises(BadInput):
         validate_uuid(value)
-    with pytest.raises(BadInput):
-        render(config(uuid=value))
 
 
 @pytest.mark.parametrize(

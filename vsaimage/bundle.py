@@ -18,12 +18,14 @@ import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsaimage.edits import GuestFile, Snapshot, console, drivers, mobo_uuid, pci, platform
-from vsaimage.guest import Guest, Partition
 from vsaimage.inspect import VERSION_FILE
 from vsaimage.output import Staging, check_destination, write_bytes
+
+if TYPE_CHECKING:
+    from vsaimage.guest import Guest, Partition
 
 FORMAT = 1
 UDEV_RULES = "/etc/udev/rules.d"
@@ -104,23 +106,23 @@ class Gathered:
 
 
 def gather(guest: Guest, snap: Snapshot, *, files: bool) -> Gathered:
-    """Look for systemd and, when `files`, read the bundle's text files. Files
-    the snapshot already holds are not read again."""
-    root = guest.root
-    systemd = [d for d in SYSTEMD_DIRS if guest.glob(root + d)]
-    for pattern in SYSTEMD_UNIT_GLOBS:
-        if guest.glob(root + pattern):
-            systemd.append(pattern)
+    """Look for systemd and, when `files`, read the bundle's text files (paths
+    resolved as in the running VSA). Files the snapshot already holds are not
+    read again."""
+    systemd = [d for d in SYSTEMD_DIRS if guest.glob(d)]
+    systemd += [pattern for pattern in SYSTEMD_UNIT_GLOBS if guest.glob(pattern)]
     init = guess_init(snap.text(console.INITTAB), systemd)
     if not files:
         return Gathered(init, {}, False, {})
-    rules = guest.find(UDEV_RULES)
-    wanted = [*TEXT_FILES, *sorted(p for p in rules if PurePosixPath(p).parent == PurePosixPath(UDEV_RULES))]
-    have = {p: snap.files[p] for p in wanted if p in snap.files}
-    todo = [p for p in wanted if p not in have]
-    have.update(guest.read_many(todo, set(snap.paths) | set(rules)))
-    binaries = {p: snap.files[p] if p in snap.files else guest.read(p) for p in BINARIES}
-    return Gathered(init, have, bool(rules) or UDEV_RULES in snap.paths, binaries)
+    rules = sorted(p for p in guest.list(UDEV_RULES) if PurePosixPath(p).parent == PurePosixPath(UDEV_RULES))
+
+    def read(path: str) -> GuestFile:
+        return snap.files[path] if path in snap.files else guest.read(path)
+
+    have = {p: read(p) for p in (*TEXT_FILES, *rules)}
+    binaries = {p: read(p) for p in BINARIES}
+    rules_dir = bool(rules) or guest.read(UDEV_RULES).mode is not None
+    return Gathered(init, have, rules_dir, binaries)
 
 
 # --- the manifest and the tarball (pure) ------------------------------------
@@ -132,11 +134,13 @@ def member_name(path: str) -> str:
 
 def _file_entry(f: GuestFile) -> dict[str, Any]:
     entry: dict[str, Any] = {"path": f.path}
+    if f.real is not None:
+        entry["resolves_to"] = f.real
     if f.data is not None:
         entry.update(status="copied", member=member_name(f.path), size=len(f.data),
                      mode=_mode(f.mode), sha256=hashlib.sha256(f.data).hexdigest())
-    elif f.link is not None:
-        entry.update(status="symlink", target=f.link)
+    elif f.error is not None:
+        entry.update(status="unusable", error=f.error)
     elif f.mode is not None:
         entry.update(status="not a regular file", mode=_mode(f.mode))
     else:
@@ -145,9 +149,11 @@ def _file_entry(f: GuestFile) -> dict[str, Any]:
 
 
 def _binary_entry(f: GuestFile) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": f.path}
     if f.data is None:
         return _file_entry(f)
+    entry: dict[str, Any] = {"path": f.path}
+    if f.real is not None:
+        entry["resolves_to"] = f.real
     entry.update(status="present", size=len(f.data), mode=_mode(f.mode),
                  offsets={pci.REAL_PATH: offsets(f.data, pci.REAL_PATH.encode()),
                           pci.FAKE_PATH: offsets(f.data, pci.FAKE_PATH.encode())})

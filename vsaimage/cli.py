@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from vsaimage import __version__
+from vsaimage.cpio import COMPRESSIONS
 from vsaimage.edits import PciHack
 from vsaimage.errors import BadInput, VsaError
 from vsaimage.options import (
@@ -26,6 +27,7 @@ from vsaimage.options import (
     XlOptions,
 )
 from vsaimage.report import Reporter
+from vsaimage.xlcfg import validate_mac, validate_uuid
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -101,8 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--initrd", required=True, type=Path, help="its initramfs-tools initrd")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img",
                    help="output disk; OUT.initrd and OUT.cfg are written beside it")
-    c.add_argument("--format", choices=("raw", "qcow2"), default="raw", help="output disk format")
-    c.add_argument("--pci-hack", choices=[m.value for m in PciHack], default="both",
+    c.add_argument("--format", choices=("raw", "qcow2"), default=ConvertOptions.format,
+                   help="output disk format")
+    c.add_argument("--pci-hack", choices=[m.value for m in PciHack], default=ConvertOptions.pci_hack.value,
                    help="fake /proc/bus/pci/devices by an initrd bind mount, by patching the "
                         "binaries that read it, or both (default)")
     c.add_argument("--console-autologin", action="store_true",
@@ -116,13 +119,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="modules tree to copy (default /lib/modules/<kernel version>)")
     c.add_argument("--modules", choices=("full", "minimal"), default="full",
                    help="copy the whole modules tree, or only what the guest needs")
-    c.add_argument("--initrd-compression", choices=("gzip", "bzip2", "xz", "lzma", "lz4", "zstd"),
+    c.add_argument("--initrd-compression", choices=COMPRESSIONS,
                    help="recompress the initrd (default: as the input)")
     x = c.add_argument_group("xl config")
     x.add_argument("--name", help="domain name (default: the output's name)")
-    x.add_argument("--memory", type=int, default=3072, metavar="MiB")
-    x.add_argument("--vcpus", type=int, default=2)
-    x.add_argument("--bridge", default="xenbr0")
+    x.add_argument("--memory", type=int, default=XlOptions.memory, metavar="MiB")
+    x.add_argument("--vcpus", type=int, default=XlOptions.vcpus)
+    x.add_argument("--bridge", default=XlOptions.bridge)
     x.add_argument("--mac", help="MAC of eth0 (default: derived from the root filesystem UUID)")
     x.add_argument("--uuid", help="domain UUID (default: derived from the root filesystem UUID)")
     x.add_argument("--data-disk", action="append", default=[], type=Path, metavar="PATH",
@@ -132,14 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
     v.add_argument("--initrd", type=Path, help="also check the repacked initrd")
     v.add_argument("--kernel-version", help="check the modules of this version")
-    v.add_argument("--pci-hack", choices=[m.value for m in PciHack], default="both")
+    v.add_argument("--pci-hack", choices=[m.value for m in PciHack], default=VerifyOptions.pci_hack.value)
     v.add_argument("--skip", action="append", default=[], metavar="STEP")
     roles(v)
 
     r = cmd("initrd", "Add the pcihack bind mount to an initramfs-tools initrd.")
     r.add_argument("input", type=Path, help="the initrd to repack")
     r.add_argument("-o", "--output", required=True, type=Path)
-    r.add_argument("--initrd-compression", choices=("gzip", "bzip2", "xz", "lzma", "lz4", "zstd"))
+    r.add_argument("--initrd-compression", choices=COMPRESSIONS)
     r.add_argument("--force", action="store_true")
     return p
 
@@ -170,7 +173,9 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         skip=check_skips(a.skip), roles=_roles(a), force=a.force, dry_run=a.dry_run,
         kernel_version=a.kernel_version, modules_dir=a.modules_dir,
         modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression,
-        xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac, a.uuid, tuple(a.data_disk)),
+        # MAC and UUID are checked here, once; the core takes them as given
+        xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac and validate_mac(a.mac),
+                     a.uuid and validate_uuid(a.uuid), tuple(a.data_disk)),
     )
     if opts.console_autologin:
         rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")

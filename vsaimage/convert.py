@@ -12,15 +12,16 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vsaimage import __version__, guest, initrd, kernel, moduletree, xlcfg
-from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage import __version__, guest, initrd, kernel, module_payload, xlcfg
+from vsaimage.edits import EditContext, InstallModules, Status, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
 from vsaimage.inspect import Layout, find_layout, read_snapshot
-from vsaimage.moduletree import ModulePayload
+from vsaimage.module_payload import ModulePayload
 from vsaimage.options import ConvertOptions
 from vsaimage.output import (
     OutputPaths,
@@ -32,9 +33,9 @@ from vsaimage.output import (
     sparse_copy,
     write_bytes,
 )
-from vsaimage.plan import Plan, build, postconditions, step_dict
+from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
 from vsaimage.report import Reporter
-from vsaimage.source import read_input
+from vsaimage.source import Drive, read_input
 
 T = TypeVar("T")
 
@@ -71,20 +72,49 @@ def _modules_dir(opts: ConvertOptions, version: str) -> Path | None:
 
 def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
+    initrd_in = read_input(opts.initrd, InitrdError, "an initrd (--initrd)")
+    modules_dir = _modules_dir(opts, version)
+    outputs = OutputPaths.from_option(opts.output)
     ctx = _edit_context(opts, version)
+    action = pcihack.action(opts.pci_hack, opts.skip)
+    initrd_done = action != "keep" and initrd.check(initrd_in, action)
     with rep.phase("appliance launch"):
         g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+        plan = _full_plan(opts, build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip), layout,
+                          outputs, modules_dir, action, initrd_done)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
         "input": str(opts.image), "kernel_version": version,
         "root_partition": layout.root.partition.number,
         "boot_partition": layout.boot.partition.number if layout.boot else None,
-        "steps": plan.as_dicts(),
+        **_plan_doc(plan),
     }
+
+
+def _plan_doc(plan: Plan) -> dict[str, Any]:
+    return {"steps": plan.as_dicts(), "output_files": plan.outputs, "guest_paths": plan.guest_paths}
+
+
+def _full_plan(opts: ConvertOptions, guest_plan: Plan, layout: Layout, outputs: OutputPaths,
+               modules_dir: Path | None, action: pcihack.Action, initrd_done: bool) -> Plan:
+    """The guest steps with the host items around them: the disk copy first,
+    the initrd and the xl config after; the modules step names its source."""
+    cfg = _xl_config(opts, layout, outputs)
+    source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
+    steps = tuple(replace(s, details={**s.details, **source})
+                  if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
+    copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
+                    details={"input": str(opts.image), "format": opts.format})
+    initrd_item = HostItem("initrd", pcihack.TITLES[action], str(outputs.initrd),
+                           "skipped" if action == "keep" else "already applied" if initrd_done else "apply",
+                           {"input": str(opts.initrd), "pcihack": action,
+                            "compression": opts.initrd_compression or "as the input"})
+    xl = HostItem("xl", "xl config", str(outputs.cfg), details={
+        "name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac, "root": f"/dev/xvda{cfg.root_part}"})
+    return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
 def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
@@ -97,11 +127,6 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     outputs = OutputPaths.from_option(opts.output)
     inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]
     check_destination(outputs.all(), force=opts.force, inputs=inputs)
-    xl_opts = opts.xl
-    if xl_opts.mac:
-        xlcfg.validate_mac(xl_opts.mac)
-    if xl_opts.uuid:
-        xlcfg.validate_uuid(xl_opts.uuid)
     ctx = _edit_context(opts, version)
     launches_before = guest.launch_count
 
@@ -109,8 +134,9 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         img = staging.temp(outputs.image)
         fmt = _stage_image(opts, img, outputs.image, rep)
 
+        action = pcihack.action(opts.pci_hack, opts.skip)
         repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.repack(
-            initrd_in, compression=opts.initrd_compression)))
+            initrd_in, compression=opts.initrd_compression, action=action)))
         payload = None
         if modules_dir is not None:
             def build_payload() -> ModulePayload:
@@ -119,17 +145,22 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
                 # double the memory peak)
                 extra = repack.result()[1].conf_modules if opts.modules_minimal else ()
                 with rep.phase("modules payload"):
-                    return moduletree.build_payload(modules_dir, version, staging.scratch("modules.tar"),
-                                                    minimal=opts.modules_minimal, extra_modules=extra)
+                    return module_payload.build_payload(
+                        modules_dir, version, staging.scratch("modules.tar"),
+                        minimal=opts.modules_minimal, extra_modules=extra)
 
             payload = _in_background(build_payload)
 
         # The launch runs in this thread (libguestfs errors stay silent only in
         # the thread that made the handle), while the work above proceeds.
         with rep.phase("appliance launch"):
-            g = guest.launch([guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
+            g = guest.launch([Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
+
+        def plan_all(guest_plan: Plan, layout: Layout) -> Plan:
+            return _full_plan(opts, guest_plan, layout, outputs, modules_dir, action, False)
+
         with g:
-            layout, plan = _edit(g, opts, ctx, payload, repack, rep, outputs.image,
+            layout, plan = _edit(g, opts, ctx, plan_all, payload, repack, rep, outputs.image,
                                  reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
@@ -137,23 +168,17 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             rep.warn(warning)
         write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
 
-        cfg = _xl_config(opts, layout, outputs, fmt)
+        cfg = _xl_config(opts, layout, outputs)
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()
 
-    steps = [step_dict(s) for s in plan.steps]
+    facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if payload is not None and any(isinstance(c, InstallModules) for c in plan.changes):
         p = payload.result()
-        for s in steps:
-            if s["step"] == "modules":
-                s["details"] = {**plan_details(plan, "modules"), "files": p.files, "bytes": p.bytes,
-                                "minimal": p.minimal, "absent": list(p.absent)}
-    steps.append({"step": "initrd", "title": "pcihack in the initrd",
-                  "status": "already applied" if initrd_result.already_applied else "applied",
-                  "details": initrd_result.as_dict(), "changes": []})
-    for s in steps:
-        if s["status"] == "apply":
-            s["status"] = "applied"
+        facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
+    initrd_status: Status = ("skipped" if action == "keep"
+                             else "already applied" if initrd_result.already_applied else "applied")
+    done = plan.executed(facts, {"initrd": initrd_status})
     return {
         "success": True,
         "command": "convert",
@@ -164,7 +189,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "kernel": {"path": str(opts.kernel.absolute()), "version": version},
         "root_partition": layout.root.partition.number,
         "boot_partition": layout.boot.partition.number if layout.boot else None,
-        "steps": steps,
+        **_plan_doc(done),
         "xl": {"name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac},
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
@@ -174,10 +199,6 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "timings": dict(rep.timings),
         "warnings": list(rep.warnings),
     }
-
-
-def plan_details(plan: Plan, step: str) -> dict[str, object]:
-    return next(dict(s.details) for s in plan.steps if s.step == step)
 
 
 def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
@@ -206,18 +227,17 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
+          plan_all: Callable[[Plan, Layout], Plan],
           payload: concurrent.futures.Future[ModulePayload] | None,
           repack: concurrent.futures.Future[tuple[bytes, initrd.RepackResult]],
           rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan]:
-    """Plan, apply and verify the edits on the mounted output. `reserve`:
-    bytes the output directory must also keep free for files written after."""
+    """Plan everything (`plan_all` adds the host items to the guest steps),
+    then apply and verify the edits on the mounted output. `reserve`: bytes
+    the output directory must also keep free for files written after."""
     with rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                             boot_part=opts.roles.boot_part)
-        # detection mounted it read-only; the edits need it writable
-        g.umount(layout.root.partition)
-        g.mount(layout.root.partition, readonly=False)
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+                             boot_part=opts.roles.boot_part, writable=True)
+        plan = plan_all(build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip), layout)
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
@@ -234,19 +254,19 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         p = payload.result()
         size = p.tarball.stat().st_size
         with rep.phase("modules transfer", total=size, nbytes=True) as ph:
-            g.tar_in(p.tarball, f"/lib/modules/{install.version}",
+            g.tar_in(p.tarball, guest_modules_dir(install.version),
                      progress=lambda sent: ph.update(sent, size))
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     with rep.phase("verify"):
         g.sync()
-        status = postconditions(read_snapshot(g, ctx), ctx, opts.skip)
+        status = postconditions(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip)
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
     return layout, plan
 
 
-def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: str) -> xlcfg.XlConfig:
+def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths) -> xlcfg.XlConfig:
     x = opts.xl
     seed = layout.root.partition.uuid or str(opts.image)
     uuid, mac = xlcfg.derive_identity(seed)
@@ -257,11 +277,11 @@ def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: 
         root_part=layout.root.partition.number,
         memory=x.memory,
         vcpus=x.vcpus,
-        uuid=xlcfg.validate_uuid(x.uuid) if x.uuid else uuid,
-        mac=xlcfg.validate_mac(x.mac) if x.mac else mac,
+        uuid=x.uuid or uuid,
+        mac=x.mac or mac,
         bridge=x.bridge,
         disk=str(outputs.image.absolute()),
-        disk_format=fmt,
+        disk_format=opts.format,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
     )
 

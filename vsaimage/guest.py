@@ -2,32 +2,39 @@
 launching the appliance once (falling back from KVM to TCG), counting launches,
 and the few file operations the rest of vsaimage needs.
 
+Once the root is known it is mounted at / (the boot partition where the
+root's fstab puts it), and every path is resolved as the running VSA would,
+symlinks included (guestpath.py), before libguestfs reads or writes it.
 Guest content reaches the host only as bytes returned to Python; guest paths,
 symlinks and device nodes are never followed on the host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import posixpath
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import guestfs
 
-from vsaimage import cancel
+from vsaimage import cancel, guestpath
 from vsaimage.edits import GuestFile
 from vsaimage.errors import ApplianceError
+from vsaimage.guestpath import Entry, GuestPathError, Resolved, kind_of_mode
+from vsaimage.source import Drive
 
 # read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
 # larger files go through download/upload with a private temporary file.
 _MESSAGE_LIMIT = 2 * 2**20
+# Where probe() mounts each candidate filesystem for the time of one glob.
+_PROBE_TOP = "/vsaimage-p{}"
 
 # A KVM appliance writes on its console within a second or two of qemu
 # starting and keeps writing until it is up; a broken (often nested) KVM may
@@ -49,21 +56,12 @@ def _on_launch_done(*_args: Any) -> None:
 
 
 @dataclass(frozen=True)
-class Drive:
-    """A disk to attach: a host path, or a network target with its protocol."""
+class Probe:
+    """What `Guest.probe` saw: the partitions it could mount, and for each
+    pattern the names matching it on each partition (by number)."""
 
-    path: str
-    readonly: bool
-    format: str = "raw"
-    protocol: str | None = None  # e.g. "iscsi"
-    server: tuple[str, ...] = ()
-
-    def add_to(self, g: Any) -> None:
-        kwargs: dict[str, Any] = {"readonly": self.readonly, "format": self.format}
-        if self.protocol:
-            kwargs["protocol"] = self.protocol
-            kwargs["server"] = list(self.server)
-        g.add_drive_opts(self.path, **kwargs)
+    mounted: tuple[int, ...]
+    hits: dict[str, dict[int, list[str]]]
 
 
 def _tcg_forced() -> bool:
@@ -77,7 +75,7 @@ def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
         g.set_backend_settings(["force_tcg"])
     for d in drives:
         try:
-            d.add_to(g)
+            g.add_drive_opts(d.path, **d.options())
         except RuntimeError as e:  # e.g. a network drive that does not answer
             g.close()
             raise ApplianceError(f"cannot attach {d.path}: {_first_line(e)}",
@@ -180,7 +178,9 @@ class Guest:
 
     def __init__(self, g: Any) -> None:
         self.g = g
-        self._mountpoints: set[str] = set()
+        self._fenced: tuple[str, ...] = ()
+        # lstat results by symlink-free path; writes and mounts clear it
+        self._entries: dict[str, Entry | None] = {}
 
     def __enter__(self) -> Guest:
         return self
@@ -225,103 +225,145 @@ class Guest:
             ))
         return sorted(parts, key=lambda p: p.number)
 
-    # --- mounting -----------------------------------------------------------
-    # Filesystems are mounted at /vsaimage/p<N> inside the appliance, several
-    # at once, so that a single glob can look into all of them. `root` is the
-    # prefix every guest path below is resolved under.
+    # --- finding the roles, then mounting as the running VSA does ------------
 
-    root = ""
-
-    def mountpoint(self, part: Partition) -> str:
-        return f"/vsaimage-p{part.number}"
-
-    def mount(self, part: Partition, *, readonly: bool) -> str:
-        where = self.mountpoint(part)
+    def probe(self, parts: Sequence[Partition], patterns: Sequence[str]) -> Probe:
+        """Which of `parts` hold something matching each pattern (a glob
+        relative to the filesystem's top), all looked at in one glob per
+        pattern: each filesystem is mounted read-only at /vsaimage-p<N> for
+        the time of the probe. Symlinks are not followed here (an absolute
+        one would point into the appliance): a match says a name is there,
+        and the caller confirms with the partition mounted at /."""
+        mounted: list[Partition] = []
         try:
-            if where not in self._mountpoints:
+            for p in parts:
+                where = _PROBE_TOP.format(p.number)
                 self.g.mkmountpoint(where)
-                self._mountpoints.add(where)
-            if readonly:
-                self.g.mount_ro(part.device, where)
-            else:
-                self.g.mount(part.device, where)
-        except RuntimeError as e:
-            raise ApplianceError(f"cannot mount partition {part.number} ({part.device}): "
-                                 f"{_first_line(e)}") from e
-        return where
+                try:
+                    self.g.mount_ro(p.device, where)
+                    mounted.append(p)
+                except RuntimeError:  # damaged or foreign: simply not a candidate
+                    self.g.rmmountpoint(where)
+            hits: dict[str, dict[int, list[str]]] = {}
+            for pattern in patterns:
+                found = hits.setdefault(pattern, {})
+                for h in self.g.glob_expand(_PROBE_TOP.format("*") + "/" + pattern):
+                    top, _, rest = h.lstrip("/").partition("/")
+                    found.setdefault(int(top.removeprefix("vsaimage-p")), []).append(rest.rstrip("/"))
+        finally:
+            for p in mounted:
+                self.g.umount(_PROBE_TOP.format(p.number))
+                self.g.rmmountpoint(_PROBE_TOP.format(p.number))
+        return Probe(tuple(m.number for m in mounted), hits)
 
-    def umount(self, part: Partition) -> None:
-        self.g.umount(self.mountpoint(part))
+    def mount(self, part: Partition, where: str = "/", *, writable: bool = False) -> None:
+        """Mount `part` at `where` in the guest's tree (the root first, at /)."""
+        target = where if where == "/" else self.resolve(where).real
+        try:
+            if writable:
+                self.g.mount(part.device, target)
+            else:
+                self.g.mount_ro(part.device, target)
+        except RuntimeError as e:
+            raise ApplianceError(f"cannot mount partition {part.number} ({part.device}) on {where}: "
+                                 f"{_first_line(e)}") from e
+        self._entries.clear()
+
+    def unmount_all(self) -> None:
+        self.g.umount_all()
+        self._entries.clear()
+
+    def fence(self, mountpoints: Sequence[str]) -> None:
+        """Mount points of the guest's other filesystems: paths leading there
+        are refused (the edits only touch the root filesystem)."""
+        self._fenced = tuple(mountpoints)
+
+    # --- paths as the guest sees them ---------------------------------------
+
+    def _lookup(self, path: str) -> Entry | None:
+        if path not in self._entries:
+            self._entries[path] = self._lookup_many([path])[0]
+        return self._entries[path]
+
+    def _lookup_many(self, paths: list[str]) -> list[Entry | None]:
+        """lstat of symlink-free paths, one call per directory (lstatnslist
+        takes names in one directory and reports absent ones, silently)."""
+        by_dir: dict[str, list[str]] = {}
+        for p in paths:
+            by_dir.setdefault(posixpath.dirname(p), []).append(posixpath.basename(p))
+        found: dict[str, Entry | None] = {}
+        for directory, names in by_dir.items():
+            stats = self.g.lstatnslist(directory, names)
+            links = [n for n, st in zip(names, stats, strict=True)
+                     if st["st_ino"] != -1 and kind_of_mode(st["st_mode"]) == "link"]
+            targets = dict(zip(links, self.g.readlinklist(directory, links), strict=True)) if links else {}
+            for n, st in zip(names, stats, strict=True):
+                path = posixpath.join(directory, n)
+                if st["st_ino"] == -1:
+                    found[path] = None
+                else:
+                    mode = int(st["st_mode"])
+                    found[path] = Entry(kind_of_mode(mode), mode & 0o7777, int(st["st_size"]), targets.get(n))
+        return [found[p] for p in paths]
+
+    def resolve(self, path: str) -> Resolved:
+        """Where `path` leads inside the guest; GuestPathError when it is a
+        dangling symlink, a loop or a place the edits must not touch."""
+        return guestpath.resolve(path, self._lookup, fenced=self._fenced)
 
     def glob(self, pattern: str) -> list[str]:
+        """Guest paths matching `pattern` (libguestfs globs inside the guest)."""
         return list(self.g.glob_expand(pattern))
 
-    def use_root(self, part: Partition) -> None:
-        """Resolve guest paths under this (mounted) partition from now on."""
-        self.root = self.mountpoint(part)
+    def list(self, directory: str) -> set[str]:
+        """Every path under `directory`, symlinked directories followed."""
+        def find(real: str) -> list[str]:
+            return [n.lstrip("/") for n in self.g.find(real)]
 
-    # --- reading ------------------------------------------------------------
-
-    def find(self, directory: str) -> list[str]:
-        """Every path under `directory` (absolute, in guest terms), or []."""
-        where = self.root + directory
-        if not self.g.is_dir(where, followsymlinks=False):
-            return []
-        base = directory.rstrip("/")
-        # find returns names relative to the directory, each with a leading /
-        return [base + p for p in self.g.find(where)]
+        return guestpath.tree(directory, self._lookup, find, self._lookup_many, fenced=self._fenced)
 
     def read(self, path: str) -> GuestFile:
-        """The file at `path` as bytes with its mode; data None when it is
-        missing or not a regular file (symlinks are reported, not followed)."""
-        where = self.root + path
-        try:
-            st = self.g.lstatns(where)
-        except RuntimeError:
-            return GuestFile(path, None)
-        mode = int(st["st_mode"])
-        kind = mode & 0o170000
-        if kind == 0o120000:
-            return GuestFile(path, None, mode & 0o7777, self.g.readlink(where))
-        if kind != 0o100000:
-            return GuestFile(path, None, mode & 0o7777)
-        if int(st["st_size"]) <= _MESSAGE_LIMIT:
-            data = self.g.read_file(where)
-        else:
-            with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
-                self.g.download(where, tmp.name)
-                data = Path(tmp.name).read_bytes()
-        return GuestFile(path, bytes(data), mode & 0o7777)
+        """The file at `path` (symlinks followed inside the guest) with its
+        mode; data None when it is missing or not a regular file, and the
+        reason when the path leads nowhere usable."""
+        return guestpath.read(path, self.resolve, self._fetch)
 
-    def read_many(self, paths: Sequence[str], existing: set[str]) -> dict[str, GuestFile]:
-        """Read `paths`; those not in `existing` (a listing of their
-        directories) are missing and cost no call, nor an error line from
-        libguestfs on stderr."""
-        return {p: self.read(p) if p in existing else GuestFile(p, None) for p in paths}
+    def _fetch(self, real: str) -> bytes:
+        entry = self._lookup(real)
+        if entry is not None and entry.size <= _MESSAGE_LIMIT:
+            return bytes(self.g.read_file(real))
+        with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
+            self.g.download(real, tmp.name)
+            return Path(tmp.name).read_bytes()
 
     # --- writing ------------------------------------------------------------
 
     def write(self, path: str, data: bytes, mode: int) -> None:
-        """Write `path`, creating parents 0755. An existing file keeps its
+        """Write `path` where it leads (a symlink stays a symlink, its target
+        gets the data), creating parents 0755. An existing file keeps its
         owner; a new one belongs to root, as everything the edits touch."""
-        where = self.root + path
-        self.g.mkdir_p(where.rsplit("/", 1)[0])
+        r = self.resolve(path)
+        if r.kind not in (None, "file"):
+            raise GuestPathError(f"{path}: not a regular file ({r.real})")
+        self.g.mkdir_p(posixpath.dirname(r.real))
         if len(data) <= _MESSAGE_LIMIT:
-            self.g.write(where, data)
+            self.g.write(r.real, data)
         else:
             with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
                 tmp.write(data)
                 tmp.flush()
-                self.g.upload(tmp.name, where)
-        self.g.chmod(mode, where)
+                self.g.upload(tmp.name, r.real)
+        self.g.chmod(mode, r.real)
+        self._entries.clear()
 
     def tar_in(self, tarball: Path, directory: str,
                progress: Callable[[int], None] | None = None) -> None:
         """Unpack an uncompressed tarball into `directory`. libguestfs sends
         no progress events for tar_in, so the tarball is fed to it through a
         pipe and `progress` gets the bytes sent so far."""
-        where = self.root + directory
+        where = self.resolve(directory).real
         self.g.mkdir_p(where)
+        self._entries.clear()
         if progress is None:
             self.g.tar_in(str(tarball), where)
             return
@@ -348,10 +390,3 @@ class Guest:
 
     def sync(self) -> None:
         self.g.sync()
-
-
-@contextlib.contextmanager
-def session(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Iterator[Guest]:
-    guest = launch(drives, warn=warn)
-    with guest:
-        yield guest

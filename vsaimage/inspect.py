@@ -1,9 +1,10 @@
 """Finding partition roles by content, and reading the facts the plan needs.
 
-Runs inside an already launched appliance (guest.py); never writes. The root
-is the partition whose filesystem holds /etc/lefthand/ and /etc/inittab; the
-boot partition is what the root's fstab mounts on /boot, else the first
-partition with a kernel at its top.
+Runs inside an already launched appliance (guest.py), through its public
+methods; never writes. The root is the partition whose filesystem holds
+/etc/lefthand/ and /etc/inittab as the VSA sees them; the boot partition is
+what the root's fstab mounts on /boot, else the first partition with a
+kernel at its top.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from vsaimage.edits import EditContext, Snapshot
+from vsaimage.edits import EditContext, GuestFile, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
-from vsaimage.errors import ApplianceError, ImageError
-from vsaimage.guest import Guest, Partition
+from vsaimage.errors import ImageError
+from vsaimage.guestpath import GuestPathError
+
+if TYPE_CHECKING:  # guest.py imports guestfs; only convert and survey load it
+    from vsaimage.guest import Guest, Partition, Probe
 
 # Filesystems a VSA root or boot partition can be; others are never mounted.
 _MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "vfat")
@@ -37,13 +42,19 @@ class Layout:
     partitions: tuple[Partition, ...]
     root: Role
     boot: Role | None
+    kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* at the top of the boot partition
+
+
+# What marks a VSA root, and a kernel at the top of a boot partition (globs).
+_ROOT_MARKS = ("etc/lefthand", "etc/inittab")
+_KERNELS = ("vmlinuz*", "bzImage*")
 
 
 def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
-                boot_part: int | None = None) -> Layout:
-    """Find the root and boot partitions. Every candidate filesystem is mounted
-    read-only at once, so one glob looks into all of them; the root stays
-    mounted (read-only) and becomes the guest's path prefix."""
+                boot_part: int | None = None, writable: bool = False) -> Layout:
+    """Find the root and boot partitions, then mount them as the running VSA
+    does: the root at / (writable when asked), the boot partition where the
+    root's fstab puts it. Every guest path then resolves as inside the VSA."""
     device = guest.devices()[0]
     parts = guest.partitions(device)
     if not parts:
@@ -55,45 +66,48 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    mounted = []
-    for p in _candidates(parts):
-        try:
-            guest.mount(p, readonly=True)
-            mounted.append(p)
-        except ApplianceError:
-            continue  # a damaged or foreign filesystem is simply not a candidate
-
+    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
-        if root.partition not in mounted:
-            guest.mount(root.partition, readonly=True)
     else:
-        root = _find_root(guest, image, parts, mounted)
-    guest.use_root(root.partition)
+        root = _find_root(guest, image, parts, probe)
+    guest.mount(root.partition, writable=writable)
 
+    mounts = fstab_mounts(guest.read("/etc/fstab").data)
     if boot_part is not None:
         boot: Role | None = Role(by_num[boot_part], "given with --boot-part")
     else:
-        boot = _find_boot(guest, parts, mounted, root.partition, guest.read("/etc/fstab").data)
-    return Layout(device, tuple(parts), root, boot)
+        boot = _find_boot(parts, probe, root.partition, mounts)
+    kernels: tuple[str, ...] = ()
+    if boot is not None:
+        where = next((mp for mp, src in mounts.items() if _resolve(src, parts) == boot.partition), "/boot")
+        if guest.resolve(where).kind == "dir":
+            guest.mount(boot.partition, where)
+        kernels = tuple(sorted(name for pattern in _KERNELS
+                               for name in probe.hits[pattern].get(boot.partition.number, [])))
+    guest.fence([mp for mp in mounts if mp != "/"])
+    return Layout(device, tuple(parts), root, boot, kernels)
 
 
 def _candidates(parts: Iterable[Partition]) -> list[Partition]:
     return [p for p in parts if p.fstype in _MOUNTABLE]
 
 
-def _holding(guest: Guest, mounted: Sequence[Partition], pattern: str) -> list[Partition]:
-    """The mounted partitions in which `pattern` (a glob) matches something."""
-    hits = guest.glob(f"/vsaimage-p*/{pattern}")
-    nums = {int(h.split("/")[1].removeprefix("vsaimage-p")) for h in hits}
-    return [p for p in mounted if p.number in nums]
+def _is_root(guest: Guest, part: Partition) -> bool:
+    """Whether `part`, mounted at /, holds /etc/lefthand and /etc/inittab as
+    the VSA sees them (through symlinks, which the probe does not follow)."""
+    guest.mount(part)
+    try:
+        return guest.resolve("/etc/lefthand").kind == "dir" and guest.resolve("/etc/inittab").kind == "file"
+    except GuestPathError:
+        return False
+    finally:
+        guest.unmount_all()
 
 
-def _find_root(guest: Guest, image: str, parts: Sequence[Partition],
-               mounted: Sequence[Partition]) -> Role:
-    with_lefthand = _holding(guest, mounted, "etc/lefthand/")
-    with_inittab = set(_holding(guest, mounted, "etc/inittab"))
-    found = [p for p in with_lefthand if p in with_inittab]
+def _find_root(guest: Guest, image: str, parts: Sequence[Partition], probe: Probe) -> Role:
+    marked = [p for p in parts if all(p.number in probe.hits[m] for m in _ROOT_MARKS)]
+    found = [p for p in marked if _is_root(guest, p)]
     if not found:
         fs = ", ".join(f"{p.number}:{p.fstype or '?'}" for p in parts)
         raise ImageError(f"{image}: no partition holds a VSA root (/etc/lefthand and /etc/inittab); "
@@ -105,15 +119,14 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition],
     return Role(found[0], "holds /etc/lefthand and /etc/inittab")
 
 
-def fstab_boot_source(fstab: bytes | None) -> str | None:
-    """The device field of the /boot line of an fstab, if any."""
-    if not fstab:
-        return None
-    for line in fstab.decode("latin-1").splitlines():
+def fstab_mounts(fstab: bytes | None) -> dict[str, str]:
+    """Mount point -> device field of the active lines of an fstab."""
+    mounts: dict[str, str] = {}
+    for line in (fstab or b"").decode("latin-1").splitlines():
         fields = line.split()
-        if len(fields) >= 2 and not fields[0].startswith("#") and fields[1] == "/boot":
-            return fields[0]
-    return None
+        if len(fields) >= 2 and not fields[0].startswith("#") and fields[1].startswith("/"):
+            mounts.setdefault(fields[1], fields[0])
+    return mounts
 
 
 def _resolve(source: str, parts: Sequence[Partition]) -> Partition | None:
@@ -128,52 +141,40 @@ def _resolve(source: str, parts: Sequence[Partition]) -> Partition | None:
     return None
 
 
-def _find_boot(guest: Guest, parts: Sequence[Partition], mounted: Sequence[Partition],
-               root: Partition, fstab: bytes | None) -> Role | None:
-    source = fstab_boot_source(fstab)
+def _find_boot(parts: Sequence[Partition], probe: Probe, root: Partition,
+               mounts: dict[str, str]) -> Role | None:
+    source = mounts.get("/boot")
     if source:
         p = _resolve(source, parts)
         if p is not None:
             return Role(p, f"/boot in the root's fstab is {source}")
-    others = [p for p in mounted if p != root]
-    with_kernel = set(_holding(guest, others, "vmlinuz*")) | set(_holding(guest, others, "bzImage*"))
-    first = next((p for p in others if p in with_kernel), None)
+    with_kernel = {n for pattern in _KERNELS for n in probe.hits[pattern]}
+    first = next((p for p in parts if p != root and p.number in with_kernel), None)
     return Role(first, "first partition with a kernel at its top") if first else None
 
 
-def boot_kernels(guest: Guest, boot: Role | None) -> list[str]:
-    if boot is None:
-        return []
-    top = guest.mountpoint(boot.partition)
-    return sorted(h.rsplit("/", 1)[1] for pattern in ("vmlinuz*", "bzImage*")
-                  for h in guest.glob(f"{top}/{pattern}"))
+class GuestReader(Protocol):
+    """What reading a snapshot needs: guest.Guest, or a host tree standing in."""
+
+    def read(self, path: str) -> GuestFile: ...
+
+    def list(self, directory: str) -> set[str]: ...
 
 
-def listing_roots(paths: Iterable[str], lists: Iterable[str]) -> list[str]:
-    """The directories to list so that every path in `paths` is either found
-    or known to be absent: the requested listings, plus each path's top-level
-    directory (two levels under /lib, /usr and /var, which are large)."""
-    roots = set(lists)
-    for p in paths:
-        parts = p.strip("/").split("/")
-        depth = 2 if parts[0] in ("lib", "usr", "var") and len(parts) > 2 else 1
-        roots.add("/" + "/".join(parts[:depth]))
-    ordered = sorted(roots)
-    return [r for r in ordered if not any(r.startswith(o + "/") for o in ordered if o != r)]
-
-
-def read_snapshot(guest: Guest, ctx: EditContext, *, extra: Sequence[str] = ()) -> Snapshot:
-    """Read, under the guest's root, every file and listing the edits need."""
+def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] = frozenset(),
+                  extra: Sequence[str] = ()) -> Snapshot:
+    """Read every file and listing the edits (those not skipped) need, with
+    guest paths resolved as in the running VSA."""
     reads: list[str] = list(extra)
     lists: list[str] = []
     for edit in ALL_EDITS:
-        reads.extend(edit.reads(ctx))
-        lists.extend(edit.lists(ctx))
-    reads = list(dict.fromkeys(reads))
+        if edit.name not in skip:
+            reads.extend(edit.reads(ctx))
+            lists.extend(edit.lists(ctx))
     paths: set[str] = set()
-    for d in listing_roots(reads, lists):
-        paths.update(guest.find(d))
-    return Snapshot(guest.read_many(reads, paths), frozenset(paths))
+    for d in dict.fromkeys(lists):
+        paths |= guest.list(d)
+    return Snapshot({p: guest.read(p) for p in dict.fromkeys(reads)}, frozenset(paths))
 
 
 def vsa_version(snap: Snapshot) -> str | None:

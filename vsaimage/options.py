@@ -37,7 +37,9 @@ class VerifyOptions:
 @dataclass(frozen=True)
 class XlOptions:
     name: str | None = None
-    memory: int = 3072
+    # SAN/iQ needs about 3 GiB to run; xl's own default (128 MiB) would not
+    # even get the VSA through its boot scripts.
+    memory: int = 3072  # MiB
     vcpus: int = 2
     bridge: str = "xenbr0"
     mac: str | None = None

@@ -1,37 +1,99 @@
-"""Facts + options → the list of steps (pure data). Printed by --dry-run,
-applied by convert.py, and the same catalogue of postconditions serves
-inspect and verify."""
+"""The plan: every change a convert makes, as data, built before it is made.
+
+Host items (the disk copy, the repacked initrd, the xl config) and the guest
+edits (each with the files it writes and the modules payload it installs)
+form one Plan. --dry-run prints it; convert executes it and renders its
+result from the executed plan (statuses and the facts execution measured),
+so the dry run and the result document list the same outputs and guest paths.
+The same catalogue of postconditions serves inspect and verify.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from vsaimage.edits import EditContext, InstallModules, Snapshot, StepPlan, WriteFile
+from vsaimage.edits import Edit, EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile
 from vsaimage.edits.catalog import ALL as ALL_EDITS
+from vsaimage.edits.catalog import NAMES
 from vsaimage.errors import BadInput
+from vsaimage.guestpath import GuestPathError
 
-STEP_NAMES = tuple(e.name for e in ALL_EDITS)
 TITLES = {e.name: e.title for e in ALL_EDITS}
 
 
 def check_skips(skip: Iterable[str]) -> frozenset[str]:
-    unknown = sorted(set(skip) - set(STEP_NAMES))
+    unknown = sorted(set(skip) - set(NAMES))
     if unknown:
-        raise BadInput(f"--skip {unknown[0]}: no such step", hint=f"steps: {', '.join(STEP_NAMES)}")
+        raise BadInput(f"--skip {unknown[0]}: no such step", hint=f"steps: {', '.join(NAMES)}")
     return frozenset(skip)
 
 
 @dataclass(frozen=True)
+class HostItem:
+    """A file convert writes on the host: the disk, the initrd, the xl config."""
+
+    step: str  # "copy", "initrd", "xl"
+    title: str
+    output: str  # the file's final name
+    status: Status = "apply"
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+_Item = TypeVar("_Item", StepPlan, HostItem)
+
+
+@dataclass(frozen=True)
 class Plan:
+    """Host items and guest steps; `before` runs first (the disk copy), then
+    the guest steps, then `after` (initrd, xl config)."""
+
+    before: tuple[HostItem, ...]
     steps: tuple[StepPlan, ...]
+    after: tuple[HostItem, ...] = ()
 
     @property
     def changes(self) -> list[WriteFile | InstallModules]:
         return [c for s in self.steps for c in s.changes]
 
+    @property
+    def outputs(self) -> list[str]:
+        return [h.output for h in (*self.before, *self.after)]
+
+    @property
+    def guest_paths(self) -> list[str]:
+        """Every guest path the edits write, and each modules directory."""
+        return [c.path if isinstance(c, WriteFile) else guest_modules_dir(c.version) for c in self.changes]
+
+    def with_host(self, *, before: Iterable[HostItem] = (), after: Iterable[HostItem] = ()) -> Plan:
+        return replace(self, before=(*self.before, *before), after=(*self.after, *after))
+
+    def executed(self, facts: Mapping[str, Mapping[str, object]],
+                 statuses: Mapping[str, Status] | None = None) -> Plan:
+        """The plan as carried out: what was to apply is applied, unless
+        `statuses` says otherwise; `facts` adds what execution measured to
+        the details of each named item."""
+        overrides = statuses or {}
+
+        def carried_out(item: _Item) -> _Item:
+            status = overrides.get(item.step, "applied" if item.status == "apply" else item.status)
+            return replace(item, status=status, details={**item.details, **facts.get(item.step, {})})
+
+        return Plan(tuple(map(carried_out, self.before)), tuple(map(carried_out, self.steps)),
+                    tuple(map(carried_out, self.after)))
+
     def as_dicts(self) -> list[dict[str, object]]:
-        return [step_dict(s) for s in self.steps]
+        return [*map(_host_dict, self.before), *map(step_dict, self.steps), *map(_host_dict, self.after)]
+
+
+def guest_modules_dir(version: str) -> str:
+    return f"/lib/modules/{version}"
+
+
+def _host_dict(h: HostItem) -> dict[str, object]:
+    return {"step": h.step, "title": h.title, "status": h.status, "details": dict(h.details),
+            "changes": [{"output": h.output}]}
 
 
 def step_dict(s: StepPlan) -> dict[str, object]:
@@ -40,15 +102,26 @@ def step_dict(s: StepPlan) -> dict[str, object]:
         if isinstance(c, WriteFile):
             changes.append({"write": c.path, "bytes": len(c.data), "mode": f"{c.mode:04o}"})
         else:
-            changes.append({"install_modules": f"/lib/modules/{c.version}"})
+            changes.append({"install_modules": guest_modules_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
             "details": dict(s.details), "changes": changes}
 
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
-    return Plan(tuple(
-        StepPlan(e.name, "skipped") if e.name in skip else e.plan(snap, ctx) for e in ALL_EDITS
-    ))
+    """The guest steps (host items are added by convert.py, which knows the files)."""
+    return Plan((), tuple(StepPlan(e.name, "skipped") if e.name in skip else _plan(e, snap, ctx)
+                          for e in ALL_EDITS))
+
+
+def _plan(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
+    """The edit's plan, refused when a path it reads (and so every path it
+    writes) leads nowhere usable: a dangling symlink, a loop, /proc ..."""
+    for path in edit.reads(ctx):
+        error = snap.get(path).error
+        if error is not None:
+            raise GuestPathError(f"{error} (step {edit.name})",
+                                 hint=f"fix the link in the image, or --skip {edit.name}")
+    return edit.plan(snap, ctx)
 
 
 def postconditions(snap: Snapshot, ctx: EditContext, skip: frozenset[str] = frozenset()) -> dict[str, bool]:

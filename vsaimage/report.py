@@ -201,18 +201,29 @@ def show_partitions(rep: Reporter, doc: Mapping[str, Any]) -> None:
 
 
 def show_steps(rep: Reporter, title: str, steps: Sequence[Mapping[str, Any]]) -> None:
+    """Steps with their status; a convert's (planned or carried out) also
+    with the files each writes."""
+    with_changes = any("changes" in s for s in steps)
     rows = []
     for s in steps:
         style = STATUS_STYLE.get(s["status"], "")
-        rows.append((s["step"], s["title"], f"[{style}]{s['status']}[/]" if style else s["status"],
-                     _details(s.get("details", {}))))
+        status = f"[{style}]{s['status']}[/]" if style else s["status"]
+        changes = ("\n".join(_change(c) for c in s.get("changes", [])),) if with_changes else ()
+        rows.append((s["step"], s["title"], status, *changes, _details(s.get("details", {}))))
     rep.close()
     t = Table(title=title, title_justify="left")
-    for c in ("step", "what", "status", "details"):
+    for c in ("step", "what", "status", *(("changes",) if with_changes else ()), "details"):
         t.add_column(c)
     for r in rows:
         t.add_row(*r)
     rep.out.print(t)
+
+
+def _change(change: Mapping[str, Any]) -> str:
+    """One change of a step as a line: the guest path or host file it writes."""
+    if "install_modules" in change:
+        return f"{change['install_modules']}/ (modules)"
+    return str(change.get("write") or change.get("output"))
 
 
 # Details that the step's title already says, or that only the JSON needs.

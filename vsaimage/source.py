@@ -11,10 +11,30 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vsaimage import iscsi
 from vsaimage.errors import BadInput, ImageError
-from vsaimage.guest import Drive
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk to attach to the appliance: a host path, or a network target
+    with its protocol (guest.py hands `options()` to libguestfs)."""
+
+    path: str
+    readonly: bool
+    format: str = "raw"
+    protocol: str | None = None  # e.g. "iscsi"
+    server: tuple[str, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"readonly": self.readonly, "format": self.format}
+        if self.protocol:
+            kwargs["protocol"] = self.protocol
+            kwargs["server"] = list(self.server)
+        return kwargs
+
 
 _ISCSI_RE = re.compile(r"iscsi://(?P<host>\[[^\]/]+\]|[^/:\[\]]+)(?::(?P<port>[^/]*))?"
                        r"/(?P<iqn>[^/]+)/(?P<lun>[^/]+)/?")
@@ -28,10 +48,6 @@ class ImageSource:
     path: Path | None = None  # a host file or block device
     iscsi_server: str | None = None  # "tcp:HOST:PORT"
     iscsi_target: str | None = None  # "IQN/LUN"
-
-    @property
-    def is_block_device(self) -> bool:
-        return self.path is not None and stat.S_ISBLK(self.path.stat().st_mode)
 
     @property
     def iscsi_uri(self) -> str:

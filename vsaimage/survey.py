@@ -7,12 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from vsaimage import __version__, bundle, guest, initrd
-from vsaimage.edits import EditContext, Snapshot
+from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.errors import InitrdError
 from vsaimage.inspect import (
     VERSION_FILE,
     Layout,
-    boot_kernels,
     find_layout,
     module_versions,
     read_snapshot,
@@ -25,18 +24,18 @@ from vsaimage.source import ImageSource, read_input
 
 
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
+             skip: frozenset[str] = frozenset(),
              also: Callable[[guest.Guest, Snapshot], None] | None = None,
-             ) -> tuple[Layout, Snapshot, list[str]]:
+             ) -> tuple[Layout, Snapshot]:
     """One read-only launch; `also` reads more while the appliance is up."""
     with rep.phase("appliance launch"):
         g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("read image"):
         layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
-        kernels = boot_kernels(g, layout.boot)
-        snap = read_snapshot(g, ctx, extra=(VERSION_FILE,))
+        snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE,))
         if also is not None:
             also(g, snap)
-    return layout, snap, kernels
+    return layout, snap
 
 
 def _layout_doc(image: ImageSource, layout: Layout) -> dict[str, Any]:
@@ -59,7 +58,7 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
                             inputs=[opts.image.path] if opts.image.path else [])
     ctx = EditContext()
     found: list[bundle.Gathered] = []
-    layout, snap, kernels = _examine(
+    layout, snap = _examine(
         opts.image, opts.roles, ctx, rep,
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
     doc = {
@@ -69,7 +68,7 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         **_layout_doc(opts.image, layout),
         "vsa_version": vsa_version(snap),
         "kernel_versions": module_versions(snap),
-        "boot_kernels": kernels,
+        "boot_kernels": list(layout.kernels),
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
@@ -86,12 +85,13 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
     initrd_ok: bool | None = None
-    if opts.initrd is not None:
-        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"))
-    layout, snap, _ = _examine(opts.image, opts.roles, ctx, rep)
+    action = pcihack.action(opts.pci_hack, opts.skip)
+    if opts.initrd is not None and action != "keep":
+        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"), action)
+    layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
-        rows.append({"step": "initrd", "title": f"pcihack in {opts.initrd}",
+        rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
                      "status": "applied" if initrd_ok else "not applied"})
     missing = [r["step"] for r in rows if r["status"] != "applied"]
     return {

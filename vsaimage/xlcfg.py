@@ -36,15 +36,13 @@ class XlConfig:
     kernel: str  # absolute path on the dom0
     ramdisk: str  # absolute path on the dom0
     root_part: int  # partition number of the VSA root on xvda
-    uuid: str
-    mac: str
+    uuid: str  # canonical: validated on the command line or derived
+    mac: str  # canonical, likewise
     disk: str  # absolute path of the converted image
-    # SAN/iQ needs about 3 GiB to run; xl's own default (128 MiB) would not
-    # even get the VSA through its boot scripts.
-    memory: int = 3072  # MiB
-    vcpus: int = 2
-    bridge: str = "xenbr0"
-    disk_format: str = "raw"  # format of `disk`; data disks are always raw
+    memory: int  # MiB
+    vcpus: int
+    bridge: str
+    disk_format: str  # format of `disk`; data disks are always raw
     data_disks: tuple[str, ...] = ()
 
 
@@ -132,15 +130,13 @@ def render(cfg: XlConfig) -> str:
             f"bad bridge name {cfg.bridge!r}",
             hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'",
         )
-    dom_uuid = validate_uuid(cfg.uuid)
-    mac = validate_mac(cfg.mac)
     root_part = _positive(cfg.root_part, "the root partition number")
 
     disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
-    vif = _quote(f"mac={mac},bridge={cfg.bridge}", "vif", quote="'")
+    vif = _quote(f"mac={cfg.mac},bridge={cfg.bridge}", "vif", quote="'")
 
     return (
         f"# xl domU config written by vsaimage {__version__}\n"
@@ -154,7 +150,7 @@ def render(cfg: XlConfig) -> str:
         'extra = "console=hvc0"\n'
         f"memory = {_positive(cfg.memory, 'memory')}\n"
         f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
-        f'uuid = "{dom_uuid}"\n'
+        f'uuid = "{cfg.uuid}"\n'
         f"disk = [\n{disk_lines}]\n"
         f"vif = [ {vif} ]\n"
         # A guest that shuts itself down stays down; a reboot (e.g. after a

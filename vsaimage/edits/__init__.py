@@ -2,7 +2,8 @@
 and its postcondition side by side.
 
 Nothing here touches a disk: an edit looks at a `Snapshot` (the guest files it
-asked for, read beforehand by guest.py) and returns a `StepPlan` holding the
+asked for, read beforehand through guest.py with paths resolved as in the
+running VSA) and returns a `StepPlan` holding the
 changes to make. convert.py writes those changes through libguestfs; verify
 re-reads the files and calls `check`. Text is handled as latin-1 so that every
 byte the edit does not target is preserved exactly.
@@ -24,12 +25,14 @@ class PciHack(StrEnum):
 
 @dataclass(frozen=True)
 class GuestFile:
-    """One path of the guest root as read before planning."""
+    """One path of the guest root as read before planning, symlinks followed
+    inside the guest."""
 
     path: str
     data: bytes | None  # None: missing, or not a regular file
     mode: int | None = None  # permission bits, e.g. 0o755
-    link: str | None = None  # target when the path is a symlink
+    real: str | None = None  # where the path leads, when a symlink took it elsewhere
+    error: str | None = None  # why it leads nowhere usable (dangling symlink, loop, /proc ...)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class WriteFile:
 @dataclass(frozen=True)
 class InstallModules:
     """Unpack the host's modules tree for `version` into /lib/modules/<version>.
-    The payload (a tarball) is built host-side by modules.py while the
+    The payload (a tarball) is built host-side by module_payload.py while the
     appliance boots."""
 
     version: str
@@ -76,7 +79,8 @@ class InstallModules:
 
 Change = WriteFile | InstallModules
 
-Status = Literal["apply", "already applied", "skipped"]
+# "apply" in a plan; "applied" once convert carried it out.
+Status = Literal["apply", "applied", "already applied", "skipped"]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ empty on a PV domU; its tables already know the Xen platform device
 `binary` variant, point the four programs that read the real list at it by
 rewriting the path inside them (same length, so offsets in the binaries hold).
 The `bind` variant (mounting /hack/bus/pci over /proc/bus/pci from the initrd)
-lives in initrd.py.
+lives in pcihack.py (put into the initrd by initrd.py).
 """
 
 from __future__ import annotations
@@ -64,20 +64,15 @@ class Pci:
         details: dict[str, object] = {"devices": FAKE_PATH, "pci_hack": ctx.pci_hack.value}
         if _binary_wanted(ctx):
             counts: dict[str, int] = {}
-            symlinks: list[str] = []
             for path in BINARIES:
                 old = snap.get(path)
                 if old.data is None:
-                    if old.link is not None:
-                        symlinks.append(path)  # its target was not read: not followed
                     continue
                 new, counts[path] = patch_binary(old.data)
                 if counts[path]:
                     mode = old.mode if old.mode is not None else 0o755
                     changes.append(WriteFile(path, new, mode))
             details["replacements"] = counts
-            if symlinks:
-                details["symlinks_not_patched"] = symlinks
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:

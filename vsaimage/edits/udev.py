@@ -50,16 +50,6 @@ esac
 """
 
 
-def scsi_name(kernel_name: str) -> str | None:
-    """What the script prints for `kernel_name` (None: it exits 1)."""
-    disk, part = kernel_name[:4], kernel_name[4:]
-    if disk not in TABLE or (part and (not part.isascii() or not part.isdigit() or part[0] == "0")):
-        return None
-    host, target = TABLE[disk]
-    leaf = f"part{part}" if part else "disc"
-    return f"host{host}/bus0/target{target}/lun0/{leaf}"
-
-
 class Udev:
     name = "udev"
     title = "/dev/scsi names for xvd disks (udev rule and script)"

@@ -1,4 +1,4 @@
-"""The kernel modules payload of edit 6, built on the host.
+"""The kernel modules payload of edit 6, written on the host: one tarball.
 
 The modules of the dom0 kernel have to land in the guest's
 `/lib/modules/<version>`. They travel as one tar stream through libguestfs's
@@ -6,7 +6,8 @@ The modules of the dom0 kernel have to land in the guest's
 boots. The tar is uncompressed on purpose: decompressing inside the emulated
 appliance costs more time than the smaller transfer saves, so the real saving
 is sending fewer bytes (`minimal`: only the modules the VSA loads, with their
-dependencies, and index files regenerated for that subset by depmod).
+dependencies, and index files regenerated for that subset by depmod; which
+modules those are is module_selection.py's business).
 
 What goes into the tar: directories, regular files and hard links, owned by
 root (uid/gid 0) whoever runs the tool, with their modes and mtimes. Left out:
@@ -25,21 +26,13 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage.errors import BadInput, VsaError
+from vsaimage.module_selection import SUFFIXES, select, wanted
 
-# What rc.drivers (edit 6) and the VSA's own scripts load. Names that are not
-# modules of the given kernel are resolved through modules.alias (e.g. `ext3`
-# is served by ext4, `rd` by brd); what still is not found is reported absent.
-MINIMAL_MODULES = (
-    "xen_blkfront", "xen_netfront", "ext3", "ext4", "jbd", "jbd2",
-    "md_mod", "raid0", "raid1", "brd", "rd",
-)
-
-_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 # What depmod reads besides the modules (the order, and the list of built-in
 # modules so that modprobe of one of those succeeds); it writes every other
 # modules.* file.
@@ -58,122 +51,6 @@ class ModulePayload:
     absent: tuple[str, ...] = ()  # wanted names this kernel has neither as module nor builtin
     builtin: tuple[str, ...] = ()  # wanted names built into this kernel: nothing to copy
     dropped: tuple[str, ...] = ()  # tree members left out (symlinks out, special files)
-
-
-def normalise(name: str) -> str:
-    """A module name as modprobe compares it: no directory, no .ko suffix, '_' for '-'."""
-    base = posixpath.basename(name.strip())
-    for suffix in _SUFFIXES:
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.replace("-", "_")
-
-
-def _parse_dep(modules_dep: str) -> dict[str, tuple[str, list[str]]]:
-    """module name -> (its path, the paths it depends on)."""
-    table: dict[str, tuple[str, list[str]]] = {}
-    for line in modules_dep.splitlines():
-        path, sep, deps = line.partition(":")
-        if not sep or not path.strip():
-            continue
-        table.setdefault(normalise(path), (path.strip(), deps.split()))
-    return table
-
-
-def closure(modules_dep: str, wanted: Iterable[str]) -> set[str]:
-    """Paths (as modules.dep writes them) of the `wanted` modules and of
-    everything they depend on, transitively. Names are compared normalised;
-    names modules.dep does not know are ignored. Cycles are harmless."""
-    table = _parse_dep(modules_dep)
-    by_path = {path: name for name, (path, _) in table.items()}
-    todo = [normalise(w) for w in wanted]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in table:
-            continue
-        seen.add(name)
-        _, deps = table[name]
-        todo.extend(by_path.get(d, normalise(d)) for d in deps)
-    return {table[name][0] for name in seen}
-
-
-def _aliases(modules_alias: str) -> dict[str, set[str]]:
-    """Exact (wildcard-free) alias -> module names; device aliases are globs
-    and are not names anyone passes to modprobe by hand."""
-    table: dict[str, set[str]] = {}
-    for line in modules_alias.splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "alias" and not any(c in words[1] for c in "*?["):
-            table.setdefault(normalise(words[1]), set()).add(normalise(words[2]))
-    return table
-
-
-def _softdeps(modules_softdep: str) -> dict[str, set[str]]:
-    """module name -> the names modprobe also loads with it (pre: and post:)."""
-    table: dict[str, set[str]] = {}
-    for line in modules_softdep.splitlines():
-        words = line.split()
-        if len(words) < 3 or words[0] != "softdep":
-            continue
-        names = {normalise(w) for w in words[2:] if w not in ("pre:", "post:")}
-        table.setdefault(normalise(words[1]), set()).update(names)
-    return table
-
-
-@dataclass(frozen=True)
-class _Selection:
-    paths: set[str]
-    absent: tuple[str, ...]
-    builtin: tuple[str, ...]
-
-
-def _select(modules_dir: Path, wanted: Sequence[str]) -> _Selection:
-    """The module paths to ship for `wanted`, following aliases, dependencies
-    and soft dependencies, the way modprobe would resolve them."""
-    dep = (modules_dir / "modules.dep").read_text(encoding="utf-8", errors="replace")
-    known = set(_parse_dep(dep))
-    builtin = {normalise(p) for p in _read_optional(modules_dir / "modules.builtin").split()}
-    aliases = _aliases(_read_optional(modules_dir / "modules.alias"))
-    softdeps = _softdeps(_read_optional(modules_dir / "modules.softdep"))
-
-    def resolve(name: str) -> set[str]:
-        if name in known or name in builtin:
-            return {name}
-        return aliases.get(name, set())
-
-    absent: list[str] = []
-    found_builtin: list[str] = []
-    names: set[str] = set()
-    for raw in wanted:
-        name = normalise(raw)
-        targets = resolve(name)
-        if not targets:
-            absent.append(raw)
-        elif targets <= builtin:
-            found_builtin.append(raw)
-        names |= targets & known
-
-    # Soft dependencies of what is shipped (ext4 wants crc32c, for one): a
-    # missing one is silently skipped by modprobe, so follow them, quietly.
-    paths = closure(dep, names)
-    while True:
-        more = {t for p in paths for s in softdeps.get(normalise(p), ()) for t in resolve(s)}
-        more &= known
-        grown = closure(dep, names | more)
-        if grown == paths:
-            break
-        names |= more
-        paths = grown
-    return _Selection(paths, tuple(dict.fromkeys(absent)), tuple(dict.fromkeys(found_builtin)))
-
-
-def _read_optional(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
@@ -228,7 +105,7 @@ def _write_tar(root: Path, dest: Path) -> tuple[_Counts, list[str]]:
             if info.isreg():
                 counts.files += 1
                 counts.bytes += info.size
-                if name.endswith(_SUFFIXES):
+                if name.endswith(SUFFIXES):
                     counts.modules += 1
                 with path.open("rb") as f:
                     tar.addfile(info, f)
@@ -308,16 +185,6 @@ def _stage_minimal(modules_dir: Path, version: str, paths: set[str], staging: Pa
     return tree
 
 
-def _wanted(extra_modules: Sequence[str]) -> list[str]:
-    # Lines of an initrd's conf/modules may carry parameters or comments.
-    names = list(MINIMAL_MODULES)
-    for line in extra_modules:
-        words = line.split("#", 1)[0].split()
-        if words:
-            names.append(words[0])
-    return names
-
-
 def build_payload(
     modules_dir: Path,
     version: str,
@@ -339,7 +206,7 @@ def build_payload(
                 version, dest, counts.files, counts.bytes, False, counts.modules,
                 dropped=tuple(dropped),
             )
-        selection = _select(modules_dir, _wanted(extra_modules))
+        selection = select(modules_dir, wanted(extra_modules))
         with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
             tree = _stage_minimal(modules_dir, version, selection.paths, Path(staging))
             counts, dropped = _write_tar(tree, dest)

@@ -1,4 +1,4 @@
-"""moduletree.py: the modules payload, on the installed Debian kernel's tree and
+"""module_payload.py and module_selection.py: the modules payload, on the installed Debian kernel's tree and
 on small crafted trees; closure() as a pure function."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from support import DebianKernel
-from vsaimage import moduletree
+from vsaimage import module_payload
 from vsaimage.errors import BadInput
-from vsaimage.moduletree import MINIMAL_MODULES, ModulePayload, build_payload, closure
+from vsaimage.module_payload import ModulePayload, build_payload
+from vsaimage.module_selection import MINIMAL_MODULES, closure
 
 
 def members(tarball: Path) -> dict[str, tarfile.TarInfo]:
@@ -244,7 +245,7 @@ def test_failure_half_way_leaves_no_tarball(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tree = craft_tree(tmp_path / "src")
-    real_walk = moduletree._walk
+    real_walk = module_payload._walk
 
     def failing_walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
         for n, entry in enumerate(real_walk(root, rel)):
@@ -252,7 +253,7 @@ def test_failure_half_way_leaves_no_tarball(
                 raise OSError(5, "Input/output error")
             yield entry
 
-    monkeypatch.setattr(moduletree, "_walk", failing_walk)
+    monkeypatch.setattr(module_payload, "_walk", failing_walk)
     with pytest.raises(OSError):
         build_payload(tree, "6.9.9-test", tmp_path / "out.tar")
     assert not (tmp_path / "out.tar").exists()

@@ -1,0 +1,44 @@
+"""The plan as data: host items around the guest steps, what a dry run lists
+and what the executed plan reports, and the table drawn from it."""
+
+from __future__ import annotations
+
+import io
+
+from vsaimage.edits import InstallModules, StepPlan, WriteFile
+from vsaimage.plan import HostItem, Plan
+from vsaimage.report import Reporter, show_convert
+
+PLAN = Plan(
+    (HostItem("copy", "The converted disk", "/out/x.img"),),
+    (StepPlan("console", "apply", (WriteFile("/etc/inittab", b"x", 0o644),)),
+     StepPlan("modules", "apply", (InstallModules("6.1.0-1-amd64"),), {"minimal": True}),
+     StepPlan("udev", "already applied")),
+    (HostItem("initrd", "pcihack in the initrd", "/out/x.initrd"),
+     HostItem("xl", "xl config", "/out/x.cfg")),
+)
+
+
+def test_outputs_and_guest_paths() -> None:
+    assert PLAN.outputs == ["/out/x.img", "/out/x.initrd", "/out/x.cfg"]
+    assert PLAN.guest_paths == ["/etc/inittab", "/lib/modules/6.1.0-1-amd64"]
+    assert [d["step"] for d in PLAN.as_dicts()] == ["copy", "console", "modules", "udev", "initrd", "xl"]
+
+
+def test_executed_plan_keeps_items_and_adds_facts() -> None:
+    done = PLAN.executed({"modules": {"files": 3}}, {"initrd": "already applied"})
+    statuses = {d["step"]: d["status"] for d in done.as_dicts()}
+    assert statuses == {"copy": "applied", "console": "applied", "modules": "applied",
+                        "udev": "already applied", "initrd": "already applied", "xl": "applied"}
+    modules = next(s for s in done.steps if s.step == "modules")
+    assert modules.details == {"minimal": True, "files": 3}
+    assert (done.outputs, done.guest_paths) == (PLAN.outputs, PLAN.guest_paths)
+
+
+def test_dry_run_table_shows_what_each_item_writes() -> None:
+    out = io.StringIO()
+    doc = {"dry_run": True, "steps": PLAN.as_dicts()}
+    show_convert(Reporter(stdout=out, stderr=io.StringIO()), doc)
+    text = out.getvalue()
+    for written in ("/out/x.img", "/etc/inittab", "/lib/modules/6.1.0-1-amd64/", "/out/x.cfg"):
+        assert written in text, written

@@ -1,0 +1,99 @@
+"""The `bind` half of the PCI step, as the initrd carries it: the pcihack
+init-bottom script and its line in scripts/init-bottom/ORDER. Pure text;
+initrd.py puts them into (or takes them out of) the archive.
+
+The script bind-mounts the root's /hack/bus/pci on /proc/bus/pci after the
+root is mounted, so the VSA software reads the fake device list (pci.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from vsaimage.edits import PciHack
+
+PCIHACK_PATH = "scripts/init-bottom/pcihack"
+ORDER_PATH = "scripts/init-bottom/ORDER"
+PCIHACK_SCRIPT = b"""\
+#!/bin/sh
+# Added by vsaimage: show the VSA software the fake PCI device list of the
+# real root (the Xen platform device) instead of the domU's /proc/bus/pci.
+# Must never fail the boot: every path ends in exit 0.
+
+PREREQ=""
+prereqs()
+{
+	echo "$PREREQ"
+}
+case $1 in
+prereqs)
+	prereqs
+	exit 0
+	;;
+esac
+
+src="${rootmnt}/hack/bus/pci"
+dst=/proc/bus/pci
+if [ ! -d "$dst" ]; then
+	echo "pcihack: $dst missing, not mounting"
+elif [ ! -d "$src" ]; then
+	echo "pcihack: $src missing, not mounting"
+elif mount -o bind "$src" "$dst"; then
+	echo "pcihack: bind-mounted $src on $dst"
+else
+	echo "pcihack: bind mount of $src on $dst failed, carrying on"
+fi
+exit 0
+"""
+
+_ORDER_SCRIPT_RE = re.compile(r'^/scripts/init-bottom/\S+(?:\s+"\$@")?\s*$')
+
+Action = Literal["add", "remove", "keep"]
+TITLES: dict[Action, str] = {
+    "add": "pcihack in the initrd",
+    "remove": "no pcihack in the initrd (--pci-hack binary)",
+    "keep": "the initrd as given (--skip pci)",
+}
+
+
+def action(pci_hack: PciHack, skip: frozenset[str]) -> Action:
+    """What the initrd gets: pcihack with the bind variant, none with the
+    binary variant only, and no change at all when the PCI step is skipped."""
+    if "pci" in skip:
+        return "keep"
+    return "remove" if pci_hack is PciHack.BINARY else "add"
+
+
+def _is_ours(line: str) -> bool:
+    return line.split()[:1] == ["/" + PCIHACK_PATH]
+
+
+def order_with_pcihack(text: str) -> str:
+    """ORDER with the pcihack line added: after the script lines, before param.conf.
+
+    Follows the file's line style: `"$@"` only if the existing lines have it
+    (squeeze-era ORDER files do not).
+    """
+    lines = text.splitlines(keepends=True)
+    if any(_is_ours(line) for line in lines):
+        return text
+    scripts = [i for i, line in enumerate(lines) if _ORDER_SCRIPT_RE.match(line)]
+    param = next((i for i, line in enumerate(lines) if "/conf/param.conf" in line), None)
+    if param is not None:
+        scripts = [i for i in scripts if i < param]
+    if scripts:
+        with_args = any('"$@"' in lines[i] for i in scripts)
+        at = scripts[-1] + 1
+    else:
+        with_args = True
+        at = param if param is not None else len(lines)
+    if at > 0 and not lines[at - 1].endswith("\n"):
+        lines[at - 1] += "\n"
+    lines.insert(at, "/" + PCIHACK_PATH + (' "$@"' if with_args else "") + "\n")
+    return "".join(lines)
+
+
+def order_without_pcihack(text: str) -> str:
+    """ORDER with our line taken out, every other line kept byte for byte."""
+    return "".join(line for line in text.splitlines(keepends=True) if not _is_ours(line))
