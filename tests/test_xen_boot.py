@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from xenharness import run as harness
 
+from fixtures.build_image import LAYOUTS
 from support import Converted, DebianKernel, Readback
 from vsaimage import xlcfg
 from xl_reader import Value, parse_spec
@@ -60,6 +61,7 @@ class Boot:
     name: str
     console: str
     config: dict[str, Value]
+    root: str  # the example image's root partition, as the domU names it
 
     def report(self) -> dict[str, str | None]:
         """boot-report's sections: name -> content (None: missing)."""
@@ -154,20 +156,21 @@ def xen(converted: Converted, debian_kernel: DebianKernel, readback: Readback,
         parse["converted-minimal"] = converted.minimal_cfg.decode()
     result = harness.run(domus, parse, tmp_path_factory.mktemp("xen"))
     print("\n".join(result.harness()), f"\nQEMU ran {result.seconds:.0f} s")
-    boots = {d.name: Boot(d.name, result.console(d.name), parse_xl(result.used_configs[d.name]))
+    root = f"/dev/xvda{LAYOUTS['stock'].root_part}"
+    boots = {d.name: Boot(d.name, result.console(d.name), parse_xl(result.used_configs[d.name]), root)
              for d in domus}
     return XenRun(result, boots, generated, sorted(parse), program, prompt)
 
 
 def config_variants(generated: str) -> dict[str, str]:
-    """Configs the unit tests render (tests/test_xlcfg.py), other than the
-    one convert wrote: data disks on every vdev, qcow2, names and paths
-    that need quoting. They are only parsed."""
+    """The other shapes of config render() writes, as tests/test_xlcfg.py
+    renders them: data disks on every vdev, qcow2, names and paths that need
+    quoting. They are only parsed."""
     cfg = parse_xl(generated)
     base = xlcfg.XlConfig(
         name=str(cfg["name"]), kernel=str(cfg["kernel"]), ramdisk=str(cfg["ramdisk"]),
         root_part=int(str(cfg["root"]).removeprefix("/dev/xvda")), uuid=str(cfg["uuid"]),
-        mac=parse_spec(str(cfg["vif"][0]).replace(",", ", "))["mac"],  # type: ignore[index]
+        mac=parse_spec(str(cfg["vif"][0]))["mac"],  # type: ignore[index]
         disk=parse_spec(str(cfg["disk"][0]))["target"],  # type: ignore[index]
     )
     odd = "/srv/xen/it's a \"vsa\", really\\.img"
@@ -183,10 +186,9 @@ def config_variants(generated: str) -> dict[str, str]:
 # --- the checks, each a function of one boot -------------------------------
 
 def root_through_blkfront(boot: Boot) -> None:
-    root = str(boot.config["root"])
-    assert f"root={root} " in boot.section("/proc/cmdline")
+    assert f"root={boot.root} " in boot.section("/proc/cmdline")
     mounts = boot.mounts()
-    assert mounts["/"][2] == root, f"/ is {mounts['/'][2]}, not {root}"
+    assert mounts["/"][2] == boot.root, f"/ is {mounts['/'][2]}, not {boot.root}"
     drivers = {f[0]: f[1] for f in map(str.split, boot.section("block drivers").splitlines())
                if len(f) == 2}
     assert drivers.get("xvda") == "/sys/bus/xen/drivers/vbd", f"xvda's driver: {drivers}"
@@ -215,14 +217,13 @@ def motherboard_uuid_is_the_config_uuid(boot: Boot) -> None:
 
 def scsi_names(boot: Boot) -> None:
     links = dict(line.split() for line in boot.section("/dev/scsi").splitlines())
-    root = str(boot.config["root"])
-    part = root.removeprefix("/dev/xvda")
-    assert links.get(f"/dev/scsi/host0/bus0/target0/lun0/part{part}") == root, links
+    part = boot.root.removeprefix("/dev/xvda")
+    assert links.get(f"/dev/scsi/host0/bus0/target0/lun0/part{part}") == boot.root, links
     assert links.get("/dev/scsi/host1/bus0/target0/lun0/disc") == "/dev/xvdc", links
 
 
 def eth0_mac(boot: Boot) -> None:
-    mac = parse_spec(str(boot.config["vif"][0]).replace(",", ", "))["mac"]  # type: ignore[index]
+    mac = parse_spec(str(boot.config["vif"][0]))["mac"]  # type: ignore[index]
     assert boot.section("/sys/class/net/eth0/address").strip() == mac
 
 

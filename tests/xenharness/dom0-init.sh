@@ -5,12 +5,13 @@
 # goes to the virtio-serial port named after the directory (a file on the
 # host) and to /run/<name>.log, where this script waits for the string in
 # wait_for, then `linger` seconds more, before asking the domU to shut down
-# with `xl shutdown`. Every
-# result is a "harness: " line on the dom0 console (QEMU's serial).
+# with `xl shutdown`. Every result is a "harness: " line on the dom0 console
+# (QEMU's serial).
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "harness: $*"; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
+seconds() { read -r up _ </proc/uptime; echo "${up%.*}"; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -49,31 +50,21 @@ port_of() {
     echo /dev/null
 }
 
-# Waits by watching the clock. Under TCG, a `sleep` while every guest is
-# idle was seen to last 20 to 40 times longer than asked.
-linger() {
-    read -r up _ </proc/uptime
-    end=$((${up%.*} + $1))
-    while [ "${up%.*}" -lt $end ]; do
-        read -r up _ </proc/uptime
-    done
-}
-
 # xenconsole ends on EOF from its stdin: give it a FIFO that never has data.
 mkfifo /run/hold
-timeout=$(cat /plan/timeout)
+prompt_timeout=$(cat /plan/timeout)
 for dir in /plan/domu/*/; do
     dir=${dir%/}
     name=${dir##*/}
     wait_for=$(cat "$dir/wait_for")
     log=/run/$name.log
-    started=$(uptime_s)
-    say "domU $name: xl create at $started s"
+    started=$(seconds)
+    say "domU $name: xl create at $(uptime_s) s"
     xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee "$log" >"$(port_of "$name")" &
     console=$!
     waited=0
     until grep -qF "$wait_for" "$log"; do
-        if [ $waited -ge "$timeout" ]; then
+        if [ $waited -ge "$prompt_timeout" ]; then
             say "domU $name: nothing to wait for after $waited s"
             break
         fi
@@ -82,11 +73,11 @@ for dir in /plan/domu/*/; do
             break
         fi
         sleep 1
-        waited=$((waited + 1))
+        waited=$(($(seconds) - started))
     done
     if grep -qF "$wait_for" "$log"; then
         say "domU $name: waited $waited s"
-        linger "$(cat "$dir/linger")"
+        sleep "$(cat "$dir/linger")"
         say "domU $name: lingered until $(uptime_s) s"
     fi
     domid=$(xl list | awk 'NR > 2 { print $2; exit }')
