@@ -7,7 +7,7 @@ STAMP     := $(VENV)/.installed
 # which is what a real Xen dom0 gets too.
 export LIBGUESTFS_BACKEND_SETTINGS ?= force_tcg
 
-.PHONY: setup test test-unit lint demo bench boot-test clean
+.PHONY: setup test test-unit lint demo bench xen-test clean
 
 setup: $(STAMP)
 	@sh scripts/setup-system.sh
@@ -34,8 +34,8 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
-boot-test: setup
-	$(BIN)/pytest -q tests/test_boot.py
+xen-test: setup
+	$(BIN)/pytest -q tests/test_xen_boot.py
 
 clean:
 	rm -rf $(VENV) .cache build demo bench/work

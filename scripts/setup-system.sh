@@ -54,3 +54,34 @@ if [ ! -x "$cache/busybox-static/bin/busybox" ]; then
     rm -rf "$cache/busybox-static"
     dpkg -x "$cache"/deb/busybox-static_*.deb "$cache/busybox-static"
 fi
+
+# Debian packages taken apart, never installed: the Xen harness of the boot
+# test (hypervisor, xl and its libraries, the hotplug scripts and the bash
+# they run in) and the example image's init chain (sysvinit, agetty, udev).
+# Extracted into one tree, $cache/debian-root, from which the builders copy
+# the programs they need and the libraries those load.
+DEBS="
+xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
+libxenmisc4.17 libxenstore4 libxencall1 libxenevtchn1 libxenforeignmemory1
+libxengnttab1 libxentoollog1 libxendevicemodel1 libxentoolcore1 libxenhypfs1
+libyajl2 libuuid1 zlib1g liblzma5 libzstd1 libgcc-s1 bash libtinfo6
+sysvinit-core util-linux udev libselinux1 libpcre2-8-0 libkmod2 libacl1
+libblkid1 libcap2 libssl3 libc6
+"
+stamp="$cache/debian-root/.packages"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$(echo $DEBS)" ]; then
+    echo "setup: downloading and extracting Debian packages into $cache/debian-root"
+    rm -rf "$cache/debian-root" "$cache/deb/debian-root"
+    mkdir -p "$cache/deb/debian-root"
+    (cd "$cache/deb/debian-root" && apt-get download -q $DEBS >/dev/null 2>&1) || {
+        as_root apt-get update -q && (cd "$cache/deb/debian-root" && apt-get download -q $DEBS)
+    }
+    for deb in "$cache"/deb/debian-root/*.deb; do
+        dpkg -x "$deb" "$cache/debian-root"
+    done
+    echo $DEBS > "$stamp"
+fi
+
+# The boot test's Xen harness (tests/xenharness/dom0.py): the hypervisor and
+# the dom0's initramfs, from the tree above and the host's Debian kernel.
+/usr/bin/python3 -m tests.xenharness.dom0

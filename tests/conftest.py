@@ -71,9 +71,10 @@ def alt_image() -> Path:
 
 @pytest.fixture(scope="session")
 def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
-    """The example image converted as a user would, with the real kernel:
-    first with --modules minimal, then in full over the same output (--force),
-    so tests can compare the two runs; the full output is what they read."""
+    """The example image converted as a user would, with the real kernel and
+    one data disk: first with --modules minimal, then in full over the same
+    output (--force), so tests can compare the two runs; the full output is
+    what they read."""
     d = nobody_dir() / "converted"
     d.mkdir()
     d.chmod(0o777)
@@ -82,8 +83,12 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     src.chmod(0o444)
     before = fingerprint(src)
     out = d / "vsa-xen.img"
+    # A data disk (xvdc), so that the Xen boot test sees one in the guest.
+    data = d / "data.img"
+    with data.open("wb") as f:
+        f.truncate(64 * 2**20)
     args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
-            "-o", out, "--json")
+            "-o", out, "--data-disk", data, "--json")
     minimal = run_cli(*args, "--modules", "minimal")
     assert minimal.code == 0, minimal.stderr
     minimal_cfg = (d / "vsa-xen.cfg").read_bytes()

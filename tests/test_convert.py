@@ -124,7 +124,7 @@ def test_xl_config(converted: Converted) -> None:
     cfg = parse_xl(converted.cfg.read_text())
     assert cfg["type"] == "pv"
     assert cfg["root"] == "/dev/xvda5"
-    assert "console=hvc0" in cfg["extra"]
+    assert cfg["extra"] == "console=hvc0 net.ifnames=0"
     assert cfg["ramdisk"] == str(converted.initrd)
     vif = cfg["vif"]
     assert isinstance(vif, list) and "mac=00:16:3e:" in vif[0]

@@ -51,7 +51,7 @@ def test_every_key() -> None:
         "kernel": "/boot/vmlinuz-6.1.0-56-amd64",
         "ramdisk": "/srv/xen/vsa1.initrd",
         "root": "/dev/xvda5",
-        "extra": "console=hvc0",
+        "extra": "console=hvc0 net.ifnames=0",
         "memory": 3072,
         "vcpus": 2,
         "uuid": cfg.uuid,

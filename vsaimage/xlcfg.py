@@ -147,7 +147,9 @@ def render(cfg: XlConfig) -> str:
         f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
         f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
         f'root = "/dev/xvda{root_part}"\n'
-        'extra = "console=hvc0"\n'
+        # net.ifnames=0: the NIC stays eth0, which the VSA reads its MAC
+        # (its serial) from; a Debian initramfs's udev would rename it enX0.
+        'extra = "console=hvc0 net.ifnames=0"\n'
         f"memory = {_positive(cfg.memory, 'memory')}\n"
         f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{cfg.uuid}"\n'

@@ -1,0 +1,105 @@
+#!/bin/busybox sh
+# /init of the harness's dom0. Brings up the Xen services, runs `xl -N
+# create` (the real parser, which only works in a dom0) on /plan/parse/*.cfg,
+# then boots each /plan/domu/*/cfg in turn with `xl create -c`: its console
+# goes to the virtio-serial port named after the directory (a file on the
+# host) and to /run/<name>.log, where this script waits for the string in
+# wait_for, then `linger` seconds more, before asking the domU to shut down
+# with `xl shutdown`. Every result is a "harness: " line on the dom0 console
+# (QEMU's serial).
+
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+say() { echo "harness: $*"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+seconds() { read -r up _ </proc/uptime; echo "${up%.*}"; }
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run/xen
+mount -t devpts devpts /dev/pts
+# What udev would add to devtmpfs: the hotplug scripts' locking stats /dev/stdin.
+ln -s /proc/self/fd /dev/fd
+ln -s fd/0 /dev/stdin
+ln -s fd/1 /dev/stdout
+ln -s fd/2 /dev/stderr
+for m in $(cat /etc/dom0-modules); do
+    insmod "$m" || say "FAILED: insmod $m"
+done
+mount -t xenfs xenfs /proc/xen
+/usr/lib/xen-4.17/bin/xenstored --pid-file /var/run/xenstored.pid
+/usr/lib/xen-4.17/bin/xen-init-dom0 >/dev/null || say "FAILED: xen-init-dom0"
+/usr/lib/xen-4.17/bin/xenconsoled --pid-file /var/run/xenconsoled.pid
+brctl addbr xenbr0 && ip link set xenbr0 up || say "FAILED: bridge xenbr0"
+say "dom0 ready at $(uptime_s) s"
+
+for cfg in /plan/parse/*.cfg; do
+    [ -e "$cfg" ] || continue
+    if xl -N create "$cfg" >/run/parse.out 2>&1; then
+        say "parse ok ${cfg##*/}"
+    else
+        say "parse FAILED ${cfg##*/}"
+        sed 's/^/harness: | /' /run/parse.out
+    fi
+done
+
+port_of() {
+    for p in /sys/class/virtio-ports/*; do
+        [ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return; }
+    done
+    echo /dev/null
+}
+
+# xenconsole ends on EOF from its stdin: give it a FIFO that never has data.
+mkfifo /run/hold
+prompt_timeout=$(cat /plan/timeout)
+for dir in /plan/domu/*/; do
+    dir=${dir%/}
+    name=${dir##*/}
+    wait_for=$(cat "$dir/wait_for")
+    log=/run/$name.log
+    started=$(seconds)
+    say "domU $name: xl create at $(uptime_s) s"
+    xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee "$log" >"$(port_of "$name")" &
+    console=$!
+    waited=0
+    until grep -qF "$wait_for" "$log"; do
+        if [ $waited -ge "$prompt_timeout" ]; then
+            say "domU $name: nothing to wait for after $waited s"
+            break
+        fi
+        if ! kill -0 $console 2>/dev/null; then
+            say "domU $name: console ended after $waited s"
+            break
+        fi
+        sleep 1
+        waited=$(($(seconds) - started))
+    done
+    if grep -qF "$wait_for" "$log"; then
+        say "domU $name: waited $waited s"
+        sleep "$(cat "$dir/linger")"
+        say "domU $name: lingered until $(uptime_s) s"
+    fi
+    domid=$(xl list | awk 'NR > 2 { print $2; exit }')
+    say "domU $name: xl shutdown at $(uptime_s) s"
+    if [ -z "$domid" ]; then
+        say "domU $name: not running"
+    elif timeout 120 xl shutdown -w "$domid" >/run/shutdown.out 2>&1; then
+        say "domU $name: shut down at $(uptime_s) s"
+    else
+        say "domU $name: FAILED to shut down"
+        sed 's/^/harness: | /' /run/shutdown.out
+        xl destroy "$domid"
+    fi
+    wait
+    # xl's monitor, a daemon of its own, destroys the domain a moment after
+    # the console ends: the next domU may reuse the name only then.
+    for _ in $(seq 60); do
+        xl list "$domid" >/dev/null 2>&1 || break
+        sleep 1
+    done
+    say "domU $name: gone at $(uptime_s) s"
+done
+say "done at $(uptime_s) s"
+sync
+poweroff -f

@@ -1,0 +1,142 @@
+"""One QEMU run of the harness: Xen, the dom0, then the domUs of a plan.
+
+The test hands over xl configs as vsaimage wrote them; only what names a
+file on the dom0 changes (`used_config`): `kernel`, `ramdisk` and each disk
+`target`, since the dom0 sees kernels and initrds in its initramfs
+(`/plan/files/N`) and each disk image as a virtio disk (`/dev/vda`,
+`/dev/vdb`, ... in the order they are first named). QEMU attaches every disk
+with `snapshot=on`: the images are never written.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xenharness import dom0
+
+QEMU = "qemu-system-x86_64"
+# Memory for Xen, the dom0's 1 GiB and a domU of vsaimage's default 3 GiB.
+MACHINE_MEMORY = "4608"
+# -cpu max crashes the PV dom0 at its first instruction; qemu64 with SVM is
+# what Xen's own CI uses under QEMU. bootscrub=0: scrubbing 4.5 GiB of RAM
+# under TCG would cost tens of seconds for nothing.
+XEN_ARGS = ("console=com1 console_timestamps=boot dom0_mem=1024M,max:1024M bootscrub=0 "
+            "loglvl=all guest_loglvl=all")
+DOM0_ARGS = "console=hvc0"
+
+
+@dataclass(frozen=True)
+class DomU:
+    name: str  # the plan's directory and the console's file: runs in name order
+    config: str  # the xl config as vsaimage wrote it
+    kernel: Path  # the host files its kernel, ramdisk and disk targets name
+    ramdisk: Path
+    disks: tuple[Path, ...]
+    wait_for: str  # shut the domU down once its console shows this...
+    linger: int = 2  # ...and this many seconds more have passed
+
+
+@dataclass
+class Run:
+    directory: Path
+    used_configs: dict[str, str]
+    returncode: int | None  # None: killed at the timeout
+    seconds: float
+    consoles: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def serial(self) -> Path:
+        return self.directory / "xen-dom0.log"
+
+    def text(self, path: Path) -> str:
+        # Consoles end lines with \r\n, or \r\r\n where two layers add one.
+        return re.sub(r"\r+\n", "\n", path.read_bytes().decode("utf-8", "replace"))
+
+    def harness(self) -> list[str]:
+        """What the dom0's init reported, in order."""
+        return re.findall(r"^harness: (.*)$", self.text(self.serial), re.M)
+
+    def console(self, name: str) -> str:
+        return self.text(self.consoles[name])
+
+
+def used_config(text: str, kernel: str, ramdisk: str, disks: dict[Path, str]) -> str:
+    """`text` with the kernel, the ramdisk and each disk target at their
+    dom0-side paths; every other byte unchanged."""
+    text = re.sub(r'^kernel = ".*"$', f'kernel = "{kernel}"', text, count=1, flags=re.M)
+    text = re.sub(r'^ramdisk = ".*"$', f'ramdisk = "{ramdisk}"', text, count=1, flags=re.M)
+    for host, device in disks.items():
+        text = text.replace(f"target={host}'", f"target={device}'")
+    return text
+
+
+def run(domus: list[DomU], parse: dict[str, str], work: Path, prompt_timeout: int = 300,
+        timeout: float = 1500) -> Run:
+    """Boot the harness once: parse every config of `parse` (name -> text,
+    used as is), then boot `domus` one after the other."""
+    version = dom0.kernel_version()
+    xen, base = dom0.hypervisor(), dom0.dom0_initramfs(version)
+    if not (xen.is_file() and base.is_file()):
+        raise FileNotFoundError(f"no Xen harness at {xen.parent}: run make setup")
+    if shutil.which(QEMU) is None:
+        raise FileNotFoundError(f"{QEMU} is missing: run make setup")
+    work.mkdir(parents=True, exist_ok=True)
+    devices: dict[Path, str] = {}
+    files: dict[Path, str] = {}
+    plan = work / "overlay" / "plan"
+    (plan / "parse").mkdir(parents=True)
+    (plan / "files").mkdir()
+    for domu in domus:
+        for disk in domu.disks:
+            devices.setdefault(disk, f"/dev/vd{chr(ord('a') + len(devices))}")
+        for f in (domu.kernel, domu.ramdisk):
+            if f not in files:
+                files[f] = f"/plan/files/{len(files)}"
+                shutil.copyfile(f, work / "overlay" / files[f].lstrip("/"))
+    (plan / "timeout").write_text(f"{prompt_timeout}\n")
+    for name, text in parse.items():
+        (plan / "parse" / f"{name}.cfg").write_text(text)
+    used: dict[str, str] = {}
+    for domu in domus:
+        d = plan / "domu" / domu.name
+        d.mkdir(parents=True)
+        used[domu.name] = used_config(domu.config, files[domu.kernel], files[domu.ramdisk],
+                                      {h: devices[h] for h in domu.disks})
+        (d / "cfg").write_text(used[domu.name])
+        (d / "wait_for").write_text(domu.wait_for)
+        (d / "linger").write_text(f"{domu.linger}\n")
+    initramfs = work / "dom0+plan.cpio"
+    dom0.write_cpio(work / "overlay", work / "plan.cpio")
+    with initramfs.open("wb") as out:
+        for part in (base, work / "plan.cpio"):
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out)
+    result = Run(work, used, None, 0.0)
+    cmd = [
+        QEMU, "-accel", "tcg", "-cpu", "qemu64,+svm,+rdrand", "-m", MACHINE_MEMORY, "-smp", "2",
+        "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{result.serial}",
+        "-kernel", str(xen), "-append", XEN_ARGS,
+        "-initrd", f"/boot/vmlinuz-{version} {DOM0_ARGS},{initramfs}",
+        "-device", "virtio-serial-pci,id=ports",
+    ]  # fmt: skip
+    for host in devices:
+        cmd += ["-drive", f"file={host},format=raw,if=virtio,snapshot=on"]
+    for i, domu in enumerate(domus):
+        result.consoles[domu.name] = work / f"{domu.name}.console.log"
+        cmd += ["-chardev", f"file,id=c{i},path={result.consoles[domu.name]}",
+                "-device", f"virtserialport,bus=ports.0,chardev=c{i},name={domu.name}"]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=(work / "qemu.stderr").open("wb"))
+    try:
+        result.returncode = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result.seconds = time.monotonic() - started
+    return result
