@@ -78,6 +78,8 @@ class Pci:
             details["replacements"] = counts
             if symlinks:
                 details["symlinks_not_patched"] = symlinks
+            if ctx.pci_hack is PciHack.BINARY and not any(counts.values()) and not _any_patched(snap):
+                raise _nothing_to_patch(symlinks)
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
@@ -85,4 +87,21 @@ class Pci:
             return False
         if not _binary_wanted(ctx):
             return True
-        return all(REAL_PATH.encode() not in (snap.get(p).data or b"") for p in BINARIES)
+        if any(REAL_PATH.encode() in (snap.get(p).data or b"") for p in BINARIES):
+            return False
+        # binary alone is in place only where some program now reads the fake list
+        return ctx.pci_hack is not PciHack.BINARY or _any_patched(snap)
+
+
+def _any_patched(snap: Snapshot) -> bool:
+    return any(FAKE_PATH.encode() in (snap.get(p).data or b"") for p in BINARIES)
+
+
+def _nothing_to_patch(symlinks: list[str]) -> EditError:
+    """--pci-hack binary with no program to patch would fake nothing at all."""
+    links = f" ({', '.join(symlinks)}: symlink, not followed)" if symlinks else ""
+    return EditError(
+        f"--pci-hack binary: none of {', '.join(BINARIES)} holds {REAL_PATH}{links}; "
+        "nothing would read the fake list",
+        hint="--pci-hack bind (or both) shows it at /proc/bus/pci by a bind mount from the initrd",
+    )
