@@ -139,6 +139,7 @@ READBACK_FILES = (
     "/etc/lefthand/brand/rc.drivers",
     "/etc/inittab",
     "/etc/securetty",
+    "/etc/fstab",
 )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.build_image import LAYOUTS
 from support import NOBODY, Converted, DebianKernel, Readback, fingerprint, nobody_dir, run_cli
 from xl_reader import parse as parse_xl
 
@@ -27,8 +28,9 @@ def test_every_step_applied_in_one_launch(converted: Converted) -> None:
     doc = converted.run.doc
     assert doc["success"] is True
     assert {s["step"]: s["status"] for s in doc["steps"]} == {
-        "mobo-uuid": "applied", "pci": "applied", "udev": "applied", "platform": "applied",
-        "drivers": "applied", "modules": "applied", "console": "applied", "initrd": "applied",
+        "mobo-uuid": "applied", "pci": "applied", "udev": "applied", "fstab": "applied",
+        "platform": "applied", "drivers": "applied", "modules": "applied", "console": "applied",
+        "initrd": "applied",
     }
     assert doc["appliance_launches"] == 1
     assert doc["root_partition"] == 5 and doc["boot_partition"] == 1
@@ -90,6 +92,17 @@ def test_platform_and_drivers(readback: Readback) -> None:
     for mod in (b"xen_blkfront", b"xen_netfront", b"raid1", b"rd_size=32768"):
         assert mod in drivers
     subprocess.run(["sh", "-n"], input=drivers, check=True)
+
+
+def test_fstab_names_filesystems_by_uuid(readback: Readback, converted: Converted) -> None:
+    fstab = readback.files["/etc/fstab"]
+    assert fstab is not None and b"/dev/sd" not in fstab
+    specs = {line.split()[1]: line.split()[0] for line in fstab.decode().splitlines() if line.strip()}
+    stock = LAYOUTS["stock"]
+    for mount, number in (("/", 5), ("/boot", 1), ("/var/log", 6), ("swap", 3)):
+        assert specs[mount] == f"UUID={stock.partition(number).uuid}", mount
+    fstab_step = next(s for s in converted.run.doc["steps"] if s["step"] == "fstab")
+    assert [r["line"] for r in fstab_step["details"]["rewritten"]] == [1, 2, 3, 8]
 
 
 def test_console(readback: Readback) -> None:
@@ -175,11 +188,11 @@ def test_verify_converted(converted: Converted) -> None:
     assert r.code == 0, r.stderr
     assert r.doc["missing"] == []
     assert {e["step"] for e in r.doc["edits"]} == {
-        "mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console", "initrd"}
+        "mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console", "initrd"}
 
 
 def test_verify_unconverted_names_what_is_missing(converted: Converted, debian_kernel: DebianKernel) -> None:
     r = run_cli("verify", converted.input, "--initrd", debian_kernel.initrd)
     assert r.code == 1
-    assert "not converted: missing mobo-uuid, pci, udev, platform, drivers, modules, console, initrd" in \
-        " ".join(r.stdout.split())
+    missing = "mobo-uuid, pci, udev, fstab, platform, drivers, modules, console, initrd"
+    assert f"not converted: missing {missing}" in " ".join(r.stdout.split())

@@ -47,7 +47,7 @@ _EXAMPLES = {
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
 xl config); nothing is written under those names unless everything succeeded.
-steps (for --skip): mobo-uuid, pci, udev, platform, drivers, modules, console
+steps (for --skip): mobo-uuid, pci, udev, fstab, platform, drivers, modules, console
 """,
     "verify": """examples:
   vsaimage verify demo/vsa-xen.img --initrd demo/vsa-xen.initrd

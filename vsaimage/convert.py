@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from vsaimage import __version__, guest, initrd, kernel, moduletree, xlcfg
 from vsaimage.edits import EditContext, InstallModules, WriteFile
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
-from vsaimage.inspect import Layout, find_layout, read_snapshot
+from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
 from vsaimage.moduletree import ModulePayload
 from vsaimage.options import ConvertOptions
 from vsaimage.output import (
@@ -77,6 +78,7 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     with g, rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
+        ctx = replace(ctx, partitions=partition_facts(layout))
         plan = build(read_snapshot(g, ctx), ctx, opts.skip)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
@@ -217,6 +219,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         # detection mounted it read-only; the edits need it writable
         g.umount(layout.root.partition)
         g.mount(layout.root.partition, readonly=False)
+        ctx = replace(ctx, partitions=partition_facts(layout))
         plan = build(read_snapshot(g, ctx), ctx, opts.skip)
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vsaimage.edits import EditContext, Snapshot
+from vsaimage.edits import EditContext, PartitionFacts, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import ApplianceError, ImageError
 from vsaimage.guest import Guest, Partition
@@ -76,6 +76,11 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     else:
         boot = _find_boot(guest, parts, mounted, root.partition, guest.read("/etc/fstab").data)
     return Layout(device, tuple(parts), root, boot)
+
+
+def partition_facts(layout: Layout) -> tuple[PartitionFacts, ...]:
+    """What the edits may know of the system disk's partitions."""
+    return tuple(PartitionFacts(p.number, p.fstype, p.label, p.uuid) for p in layout.partitions)
 
 
 def _candidates(parts: Iterable[Partition]) -> list[Partition]:
