@@ -112,7 +112,9 @@ def test_console(readback: Readback) -> None:
     for ident in ("1:", "2:", "3:", "4:", "5:", "6:", "s0:"):
         assert not any(line.startswith(ident) for line in lines), ident
         assert any(line.startswith("#" + ident) for line in lines), ident
-    assert "hvc:2345:respawn:/sbin/agetty hvc0 38400 linux" in lines
+    # tty1 ran the VSA's configuration interface: hvc0 runs it, with only the device changed
+    assert "#1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1" in lines
+    assert "hvc:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login hvc0" in lines
     securetty = readback.files["/etc/securetty"]
     assert securetty is not None and securetty.decode().splitlines().count("hvc0") == 1
 
