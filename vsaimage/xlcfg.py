@@ -46,6 +46,8 @@ class XlConfig:
     bridge: str = "xenbr0"
     disk_format: str = "raw"  # format of `disk`; data disks are always raw
     data_disks: tuple[str, ...] = ()
+    # The guest's glibc calls the vsyscall page (see glibc.py).
+    vsyscall_emulate: bool = False
 
 
 def derive_identity(seed: str) -> tuple[str, str]:
@@ -141,6 +143,7 @@ def render(cfg: XlConfig) -> str:
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
     vif = _quote(f"mac={mac},bridge={cfg.bridge}", "vif", quote="'")
+    extra = "console=hvc0" + (" vsyscall=emulate" if cfg.vsyscall_emulate else "")
 
     return (
         f"# xl domU config written by vsaimage {__version__}\n"
@@ -151,7 +154,7 @@ def render(cfg: XlConfig) -> str:
         f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
         f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
         f'root = "/dev/xvda{root_part}"\n'
-        'extra = "console=hvc0"\n'
+        f'extra = "{extra}"\n'
         f"memory = {_positive(cfg.memory, 'memory')}\n"
         f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{dom_uuid}"\n'
