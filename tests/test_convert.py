@@ -138,10 +138,15 @@ def test_xl_config(converted: Converted) -> None:
     cfg = parse_xl(converted.cfg.read_text())
     assert cfg["type"] == "pv"
     assert cfg["root"] == "/dev/xvda5"
-    assert "console=hvc0" in cfg["extra"]
+    # the example VSA has CentOS 5's glibc 2.5, which calls the vsyscall page
+    assert cfg["extra"] == "console=hvc0 vsyscall=emulate"
+    assert converted.run.doc["glibc"]["version"] == "2.5"
+    assert converted.run.doc["glibc"]["source"] == "/lib64/libc.so.6 -> libc-2.5.so"
     assert cfg["ramdisk"] == str(converted.initrd)
     vif = cfg["vif"]
-    assert isinstance(vif, list) and "mac=00:16:3e:" in vif[0]
+    # the VSA's own MAC (its serial id), as its ifcfg-eth0 records it
+    assert isinstance(vif, list) and "mac=00:50:56:9a:3c:11," in vif[0]
+    assert converted.run.doc["xl"]["mac_source"] == "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"
     assert str(converted.out) in cfg["disk"][0]
 
 

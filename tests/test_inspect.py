@@ -32,11 +32,12 @@ def test_inspect_stock_json(example_image: Path) -> None:
     assert doc["root"]["partition"] == layout.root_part == 5
     assert doc["boot"]["partition"] == layout.boot_part == 1
     assert doc["vsa_version"] == VSA_VERSION
+    assert doc["glibc"]["version"] == "2.5" and doc["glibc"]["vsyscall_emulate"] is True
     assert [p["number"] for p in doc["partitions"]] == [p.number for p in layout.partitions]
     assert "2.6.18-vsa" in doc["kernel_versions"]
     assert doc["boot_kernels"] and all(k.startswith("vmlinuz") for k in doc["boot_kernels"])
     assert {e["step"]: e["status"] for e in doc["edits"]} == dict.fromkeys(
-        ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console"), "not applied")
+        ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console"), "not applied")
 
 
 def test_inspect_other_layout_unprivileged(alt_image: Path) -> None:

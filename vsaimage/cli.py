@@ -123,8 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--memory", type=int, default=3072, metavar="MiB")
     x.add_argument("--vcpus", type=int, default=2)
     x.add_argument("--bridge", default="xenbr0")
-    x.add_argument("--mac", help="MAC of eth0 (default: derived from the root filesystem UUID)")
+    x.add_argument("--mac", help="MAC of eth0 (default: the one the VSA recorded, its serial id; "
+                   "else derived from the root filesystem UUID)")
     x.add_argument("--uuid", help="domain UUID (default: derived from the root filesystem UUID)")
+    x.add_argument("--new-identity", action="store_true",
+                   help="a fresh random MAC and UUID, for a clone that must not pose as the original")
     x.add_argument("--data-disk", action="append", default=[], type=Path, metavar="PATH",
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
 
@@ -170,7 +173,7 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         skip=check_skips(a.skip), roles=_roles(a), force=a.force, dry_run=a.dry_run,
         kernel_version=a.kernel_version, modules_dir=a.modules_dir,
         modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression,
-        xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac, a.uuid, tuple(a.data_disk)),
+        xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac, a.uuid, tuple(a.data_disk), a.new_identity),
     )
     if opts.console_autologin:
         rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")

@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vsaimage import __version__, guest, initrd, kernel, moduletree, xlcfg
-from vsaimage.edits import EditContext, InstallModules, WriteFile
+from vsaimage import __version__, glibc, guest, identity, initrd, kernel, moduletree, xlcfg
+from vsaimage.edits import EditContext, InstallModules, Snapshot, WriteFile
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
 from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
@@ -38,6 +38,9 @@ from vsaimage.report import Reporter
 from vsaimage.source import read_input
 
 T = TypeVar("T")
+
+# Guest files read for the xl config rather than for an edit.
+GUEST_FACTS = (*glibc.READS, *identity.READS)
 
 
 def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -79,10 +82,12 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
         ctx = replace(ctx, partitions=partition_facts(layout))
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+        snap = read_snapshot(g, ctx, extra=GUEST_FACTS)
+        plan = build(snap, ctx, opts.skip)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
-        "input": str(opts.image), "kernel_version": version,
+        "input": str(opts.image), "kernel_version": version, "glibc": glibc.detect(snap).as_dict(),
+        "xl": _identity(opts, layout, snap).as_dict(),
         "root_partition": layout.root.partition.number,
         "boot_partition": layout.boot.partition.number if layout.boot else None,
         "steps": plan.as_dicts(),
@@ -131,7 +136,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         with rep.phase("appliance launch"):
             g = guest.launch([guest.Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
         with g:
-            layout, plan = _edit(g, opts, ctx, payload, repack, rep, outputs.image,
+            layout, plan, snap = _edit(g, opts, ctx, payload, repack, rep, outputs.image,
                                  reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
@@ -139,7 +144,9 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             rep.warn(warning)
         write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
 
-        cfg = _xl_config(opts, layout, outputs, fmt)
+        libc = glibc.detect(snap)
+        who = _identity(opts, layout, snap)
+        cfg = _xl_config(opts, layout, outputs, fmt, libc, who)
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()
 
@@ -167,7 +174,8 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "root_partition": layout.root.partition.number,
         "boot_partition": layout.boot.partition.number if layout.boot else None,
         "steps": steps,
-        "xl": {"name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac},
+        "xl": {"name": cfg.name, **who.as_dict()},
+        "glibc": libc.as_dict(),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
         "motherboard_uuid": cfg.uuid,
@@ -210,9 +218,10 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
           payload: concurrent.futures.Future[ModulePayload] | None,
           repack: concurrent.futures.Future[tuple[bytes, initrd.RepackResult]],
-          rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan]:
-    """Plan, apply and verify the edits on the mounted output. `reserve`:
-    bytes the output directory must also keep free for files written after."""
+          rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan, Snapshot]:
+    """Plan, apply and verify the edits on the mounted output; returns the
+    snapshot read before the edits too. `reserve`: bytes the output
+    directory must also keep free for files written after."""
     with rep.phase("plan"):
         layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                              boot_part=opts.roles.boot_part)
@@ -220,7 +229,8 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         g.umount(layout.root.partition)
         g.mount(layout.root.partition, readonly=False)
         ctx = replace(ctx, partitions=partition_facts(layout))
-        plan = build(read_snapshot(g, ctx), ctx, opts.skip)
+        snap = read_snapshot(g, ctx, extra=GUEST_FACTS)
+        plan = build(snap, ctx, opts.skip)
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
@@ -246,13 +256,18 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
-    return layout, plan
+    return layout, plan, snap
 
 
-def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: str) -> xlcfg.XlConfig:
+def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
     x = opts.xl
     seed = layout.root.partition.uuid or str(opts.image)
-    uuid, mac = xlcfg.derive_identity(seed)
+    return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity)
+
+
+def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: str,
+               libc: glibc.Glibc, who: identity.Identity) -> xlcfg.XlConfig:
+    x = opts.xl
     return xlcfg.XlConfig(
         name=x.name or outputs.image.stem,
         kernel=str(opts.kernel.absolute()),
@@ -260,11 +275,12 @@ def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, fmt: 
         root_part=layout.root.partition.number,
         memory=x.memory,
         vcpus=x.vcpus,
-        uuid=xlcfg.validate_uuid(x.uuid) if x.uuid else uuid,
-        mac=xlcfg.validate_mac(x.mac) if x.mac else mac,
+        uuid=who.uuid,
+        mac=who.mac,
         bridge=x.bridge,
         disk=str(outputs.image.absolute()),
         disk_format=fmt,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
+        vsyscall_emulate=libc.vsyscall_emulate,
     )
 

@@ -258,6 +258,9 @@ def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
          if doc.get("boot") else "not found"),
         ("VSA version", doc.get("vsa_version") or "unknown"),
+        ("glibc", _glibc(doc)),
+        ("eth0 MAC", "; ".join(f"{m['mac']} ({m['source']})" for m in doc.get("recorded_macs") or [])
+         or "none recorded"),
         ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
         ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
         *_storage_facts(doc),
@@ -280,6 +283,14 @@ def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
     ]
 
 
+def _glibc(doc: Mapping[str, Any]) -> str:
+    g = doc.get("glibc")
+    if not g:
+        return "not read"
+    done = "vsyscall=emulate on the kernel command line" if g["vsyscall_emulate"] else "no option needed"
+    return f"{g['version'] or 'unknown'} ({g['source']}): {done}"
+
+
 def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:
     show_steps(rep, f"Postconditions on {doc['image']}", doc["edits"])
     if doc["missing"]:
@@ -300,6 +311,8 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("xl config", out["cfg"]),
         ("kernel", f"{doc['kernel']['path']} ({doc['kernel']['version']})"),
         ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
+        ("MAC from", doc["xl"].get("mac_source", "")),
+        ("glibc", _glibc(doc)),
         ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
                              f"{doc['motherboard_uuid_fallback']})"),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),

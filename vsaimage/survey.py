@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vsaimage import __version__, bundle, guest, initrd
+from vsaimage import __version__, bundle, glibc, guest, identity, initrd
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.errors import InitrdError
 from vsaimage.inspect import (
@@ -33,7 +33,7 @@ def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, 
     with g, rep.phase("read image"):
         layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
         kernels = boot_kernels(g, layout.boot)
-        snap = read_snapshot(g, ctx, extra=(VERSION_FILE,))
+        snap = read_snapshot(g, ctx, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
         if also is not None:
             also(g, snap)
     return layout, snap, kernels
@@ -68,6 +68,8 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         "tool_version": __version__,
         **_layout_doc(opts.image, layout),
         "vsa_version": vsa_version(snap),
+        "glibc": glibc.detect(snap).as_dict(),
+        "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
         "kernel_versions": module_versions(snap),
         "boot_kernels": kernels,
         "init_system": found[0].init_system,
