@@ -78,8 +78,11 @@ class Pci:
             details["replacements"] = counts
             if symlinks:
                 details["symlinks_not_patched"] = symlinks
-            if ctx.pci_hack is PciHack.BINARY and not any(counts.values()) and not _any_patched(snap):
-                raise _nothing_to_patch(symlinks)
+            without = [p for p, n in counts.items() if not n and not _patched(snap, p)]
+            if without:
+                details["without_the_path"] = without
+            if ctx.pci_hack is PciHack.BINARY:
+                _require_patchable(counts, without, symlinks)
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
@@ -89,19 +92,29 @@ class Pci:
             return True
         if any(REAL_PATH.encode() in (snap.get(p).data or b"") for p in BINARIES):
             return False
-        # binary alone is in place only where some program now reads the fake list
-        return ctx.pci_hack is not PciHack.BINARY or _any_patched(snap)
+        if ctx.pci_hack is not PciHack.BINARY:
+            return True
+        # binary alone is in place only where every program there reads the fake list
+        if any(snap.get(p).link is not None for p in BINARIES):
+            return False  # a symlinked program was not patched
+        present = [p for p in BINARIES if snap.get(p).data is not None]
+        return bool(present) and all(_patched(snap, p) for p in present)
 
 
-def _any_patched(snap: Snapshot) -> bool:
-    return any(FAKE_PATH.encode() in (snap.get(p).data or b"") for p in BINARIES)
+def _patched(snap: Snapshot, path: str) -> bool:
+    return FAKE_PATH.encode() in (snap.get(path).data or b"")
 
 
-def _nothing_to_patch(symlinks: list[str]) -> EditError:
-    """--pci-hack binary with no program to patch would fake nothing at all."""
-    links = f" ({', '.join(symlinks)}: symlink, not followed)" if symlinks else ""
-    return EditError(
-        f"--pci-hack binary: none of {', '.join(BINARIES)} holds {REAL_PATH}{links}; "
-        "nothing would read the fake list",
-        hint="--pci-hack bind (or both) shows it at /proc/bus/pci by a bind mount from the initrd",
-    )
+def _require_patchable(counts: dict[str, int], without: list[str], symlinks: list[str]) -> None:
+    """--pci-hack binary fakes the list only for the programs it patches: one
+    it cannot patch would still read the real, empty list."""
+    hint = "--pci-hack bind (or both) shows the fake list at /proc/bus/pci by a bind mount from the initrd"
+    if symlinks:
+        raise EditError(f"--pci-hack binary: {symlinks[0]} is a symlink, not followed: cannot patch it",
+                        hint=hint)
+    if without:
+        raise EditError(f"--pci-hack binary: {without[0]} holds no {REAL_PATH} to patch "
+                        "(this release reads the PCI list some other way)", hint=hint)
+    if not counts:
+        raise EditError(f"--pci-hack binary: none of {', '.join(BINARIES)} is in the guest; "
+                        "nothing would read the fake list", hint=hint)
