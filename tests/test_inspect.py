@@ -103,3 +103,12 @@ def test_unreadable_image(example_image: Path) -> None:
     p.chmod(0o600)
     r = run_cli("inspect", p, user=NOBODY)
     assert_one_line_error(r.code, r.stderr, str(p), "permission denied")
+
+
+def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
+    doc = run_cli("inspect", example_image, "--json").doc
+    tty1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
+    assert doc["findings"]["console"]["tty1"] == tty1
+    assert [r["line"] for r in doc["findings"]["fstab"]["rewritten"]] == [1, 2, 3, 8]
+    assert doc["recorded_macs"] == [
+        {"mac": "00:50:56:9a:3c:11", "source": "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"}]

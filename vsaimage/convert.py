@@ -231,6 +231,10 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         ctx = replace(ctx, partitions=partition_facts(layout))
         snap = read_snapshot(g, ctx, extra=GUEST_FACTS)
         plan = build(snap, ctx, opts.skip)
+    for step in plan.steps:  # e.g. an fstab entry naming a disk Xen will not have
+        warnings = step.details.get("warnings")
+        for w in warnings if isinstance(warnings, list) else ():
+            rep.warn(str(w))
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))

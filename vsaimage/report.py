@@ -261,6 +261,7 @@ def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("glibc", _glibc(doc)),
         ("eth0 MAC", "; ".join(f"{m['mac']} ({m['source']})" for m in doc.get("recorded_macs") or [])
          or "none recorded"),
+        *_findings(doc.get("findings") or {}),
         ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
         ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
         *_storage_facts(doc),
@@ -281,6 +282,21 @@ def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
         ("md RAID", md or "none"),
         ("LVM", lvm or "none"),
     ]
+
+
+def _findings(found: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The findings of inspect a user should see before converting."""
+    lines: list[tuple[str, object]] = []
+    console = found.get("console") or {}
+    if "tty1" in console:
+        lines.append(("tty1 runs", console["tty1"] or "nothing"))
+    fstab = found.get("fstab") or {}
+    rewritten = [f"{r['file']}:{r['line']} {r['from'].split()[0]} -> {r['to'].split()[0]}"
+                 for r in fstab.get("rewritten") or []]
+    lines.append(("names to rewrite", "; ".join(rewritten) or "none"))
+    lines += [("warning", w) for w in fstab.get("warnings") or []]
+    lines += [(f"{step} stops", f["error"]) for step, f in found.items() if "error" in f]
+    return lines
 
 
 def _glibc(doc: Mapping[str, Any]) -> str:

@@ -4,17 +4,20 @@ launch on an image, its partition roles, and the status of every edit."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from vsaimage import __version__, bundle, glibc, guest, identity, initrd
 from vsaimage.edits import EditContext, Snapshot
-from vsaimage.errors import InitrdError
+from vsaimage.edits.catalog import ALL as ALL_EDITS
+from vsaimage.errors import InitrdError, VsaError
 from vsaimage.inspect import (
     VERSION_FILE,
     Layout,
     boot_kernels,
     find_layout,
     module_versions,
+    partition_facts,
     read_snapshot,
     vsa_version,
 )
@@ -76,6 +79,7 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
         "edits": _status_rows(postconditions(snap, ctx)),
+        "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
     }
     if opts.bundle is not None:
         with rep.phase("write bundle"):
@@ -83,6 +87,21 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
             bundle.write(opts.bundle, bundle.tarball(bundle.manifest(doc, found[0], name), found[0].files))
         doc["bundle"] = str(opts.bundle)
     return doc
+
+
+def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:
+    """What each edit would do to this image (its plan's details: the fstab
+    lines to rewrite, what tty1 runs, ...) or why it would stop, so that a
+    user sees it before converting. The modules step needs a kernel: left out."""
+    found: dict[str, object] = {}
+    for edit in ALL_EDITS:
+        if edit.name == "modules":
+            continue
+        try:
+            found[edit.name] = dict(edit.plan(snap, ctx).details)
+        except VsaError as e:
+            found[edit.name] = {"error": e.message, "hint": e.hint}
+    return found
 
 
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
