@@ -94,6 +94,13 @@ def test_options_override() -> None:
     assert (who.mac, who.mac_source) == ("00:16:3e:01:02:03", "--mac")
     assert (who.uuid, who.uuid_source) == ("01234567-89ab-cdef-0123-456789abcdef", "--uuid")
     assert who.conflicts[0].mac == VMW
+    assert who.warning == (
+        f"the config gives eth0 MAC 00:16:3e:01:02:03 (--mac) but the guest records another ({IFCFG} HWADDR: "
+        f"{VMW}): eth0 may not come up until that record is changed"
+    )
+    assert choose(snap, SEED).warning is None
+    # the serial alone does not stop eth0
+    assert choose(snapshot({SERIAL: "0050569a3c11\n"}), SEED, mac="00:16:3e:01:02:03").warning is None
     with pytest.raises(BadInput):
         choose(snap, SEED, mac="01:00:5e:00:00:01")
 
@@ -106,4 +113,5 @@ def test_new_identity_is_fresh_for_each_clone() -> None:
     for who in (one, two):
         assert who.mac.startswith("00:16:3e:") and int(who.mac.split(":")[3], 16) < 0x80
         assert who.mac_source == who.uuid_source == "--new-identity (random)"
+    assert one.conflicts[0].mac == VMW and one.warning is not None
     assert choose(snap, SEED, new_identity=True, mac=VMW).mac == VMW

@@ -146,6 +146,8 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
 
         libc = glibc.detect(snap)
         who = _identity(opts, layout, snap)
+        if who.warning:
+            rep.warn(who.warning)
         cfg = _xl_config(opts, layout, outputs, fmt, libc, who)
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()

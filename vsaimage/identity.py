@@ -98,6 +98,18 @@ class Identity:
     # other MACs the guest records, when they disagree with the one used
     conflicts: tuple[Found, ...] = ()
 
+    @property
+    def warning(self) -> str | None:
+        """The guest's own network set-up names another MAC than the config:
+        Red Hat's ifup refuses an interface whose HWADDR differs, and udev's
+        persistent-net rule names the new card eth1."""
+        config = [f for f in self.conflicts if not f.source.startswith(SERIAL)]
+        if not config:
+            return None
+        where = ", ".join(f"{f.source}: {f.mac}" for f in config)
+        return (f"the config gives eth0 MAC {self.mac} ({self.mac_source}) but the guest records another "
+                f"({where}): eth0 may not come up until that record is changed")
+
     def as_dict(self) -> dict[str, object]:
         doc: dict[str, object] = {"uuid": self.uuid, "mac": self.mac, "uuid_source": self.uuid_source,
                                   "mac_source": self.mac_source}
@@ -124,10 +136,10 @@ def choose(snap: Snapshot, seed: str, *, mac: str | None = None, dom_uuid: str |
     else:
         base_uuid, base_mac = derive_identity(seed)
         base_source = "derived from the root filesystem UUID"
-    found = [] if new_identity else recorded_macs(snap)
+    found = recorded_macs(snap)
     if mac:
         chosen_mac, mac_source = validate_mac(mac), "--mac"
-    elif found:
+    elif found and not new_identity:
         chosen_mac, mac_source = found[0].mac, found[0].source
     else:
         chosen_mac = base_mac
