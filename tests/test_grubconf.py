@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fixtures.build_image import ROOT_TREE
 from vsaimage.edits import PartitionFacts
-from vsaimage.grubconf import default_root, parse, pick_slot
+from vsaimage.grubconf import choose_slot, default_root, parse, pick_slot
 
 GRUB = (ROOT_TREE.parent / "vsa-boot/grub/grub.conf").read_text()
 
@@ -56,3 +56,13 @@ def test_default_saved_out_of_range_and_no_root() -> None:
     assert default_root("title a\nkernel /k ro\n") == (
         None, "no default line: entry 0: entry 'a' has no root= on its kernel line")
     assert default_root("title a\n#kernel /k root=/dev/sda1\nkernel /k root=/dev/sda5\n")[0] == "/dev/sda5"
+
+
+def test_choose_slot_names_every_slot_and_why() -> None:
+    number, why = choose_slot([SLOT2, ROOT5], {"/vsaimage-p1/grub/grub.conf": TWO_SLOTS})
+    assert number == 2
+    assert why == ("the default entry of /vsaimage-p1/grub/grub.conf boots it (default 1: entry "
+                   "'SAN/iQ 10.0.00.1896 (2.6.32-vsa)' boots root=/dev/sda2); system slots: 2, 5")
+    assert choose_slot([SLOT2, ROOT5], {}) == (None, "system slots: 2, 5; no grub config found")
+    number, why = choose_slot([SLOT2, ROOT5], {"g": "default saved\ntitle a\nkernel /k root=/dev/sda2\n"})
+    assert number is None and why.startswith("system slots: 2, 5; g: default saved: no such entry")

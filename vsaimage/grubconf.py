@@ -10,7 +10,7 @@ one. Pure: text in, facts out.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from vsaimage.edits import PartitionFacts
@@ -98,3 +98,18 @@ def pick_slot(candidates: Sequence[PartitionFacts], spec: str | None) -> Partiti
         return None
     found = [p for p in candidates if matches(spec, p)]
     return found[0] if len(found) == 1 else None
+
+
+def choose_slot(candidates: Sequence[PartitionFacts], configs: Mapping[str, str]) -> tuple[int | None, str]:
+    """(the partition number of the candidate root that a grub config's
+    default entry boots, the reason naming every slot); None when no config
+    settles it. `configs`: grub config texts by where they were read."""
+    slots = ", ".join(str(p.number) for p in candidates)
+    reasons = []
+    for where, text in sorted(configs.items()):
+        spec, why = default_root(text)
+        picked = pick_slot(candidates, spec)
+        if picked is not None:
+            return picked.number, f"the default entry of {where} boots it ({why}); system slots: {slots}"
+        reasons.append(f"{where}: {why}")
+    return None, f"system slots: {slots}; " + ("; ".join(reasons) or "no grub config found")

@@ -12,11 +12,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vsaimage import grubconf
 from vsaimage.edits import EditContext, PartitionFacts, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import ApplianceError, ImageError
 from vsaimage.guest import Guest, Partition
 
+# The VSA's grub config on a mounted boot partition, or in a root without one.
+_GRUB_CONFIGS = ("/vsaimage-p*/grub/grub.conf", "/vsaimage-p*/boot/grub/grub.conf")
 # Filesystems a VSA root or boot partition can be; others are never mounted.
 _MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "vfat")
 
@@ -78,9 +81,13 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     return Layout(device, tuple(parts), root, boot)
 
 
+def facts(p: Partition) -> PartitionFacts:
+    return PartitionFacts(p.number, p.fstype, p.label, p.uuid)
+
+
 def partition_facts(layout: Layout) -> tuple[PartitionFacts, ...]:
     """What the edits may know of the system disk's partitions."""
-    return tuple(PartitionFacts(p.number, p.fstype, p.label, p.uuid) for p in layout.partitions)
+    return tuple(facts(p) for p in layout.partitions)
 
 
 def _candidates(parts: Iterable[Partition]) -> list[Partition]:
@@ -104,9 +111,14 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition],
         raise ImageError(f"{image}: no partition holds a VSA root (/etc/lefthand and /etc/inittab); "
                          f"partitions: {fs}", hint="use --root-part N if the root is there but unusual")
     if len(found) > 1:
-        nums = ", ".join(str(p.number) for p in found)
-        raise ImageError(f"{image}: several partitions look like a VSA root: {nums}",
-                         hint="choose one with --root-part N")
+        # an upgrade fills the other system slot: the VSA's grub default entry says which is live
+        configs = {c: data.decode("latin-1") for pattern in _GRUB_CONFIGS for c in guest.glob(pattern)
+                   if (data := guest.read(c).data) is not None}
+        number, why = grubconf.choose_slot([facts(p) for p in found], configs)
+        if number is None:
+            raise ImageError(f"{image}: several partitions look like a VSA root ({why})",
+                             hint="choose one with --root-part N")
+        return Role(next(p for p in found if p.number == number), why)
     return Role(found[0], "holds /etc/lefthand and /etc/inittab")
 
 
