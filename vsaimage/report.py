@@ -231,13 +231,19 @@ def _details(details: Mapping[str, Any]) -> str:
         elif isinstance(v, Mapping):
             v = ", ".join(f"{kk.rsplit('/', 1)[-1]}: {vv}" for kk, vv in v.items())
         elif isinstance(v, list | tuple):
-            v = ", ".join(str(x).rsplit("/", 1)[-1] for x in v) if len(v) <= 3 else f"{len(v)}"
+            v = ", ".join(_short(x) for x in v) if len(v) <= 3 else f"{len(v)}"
         elif k == "bytes" and isinstance(v, int):
             v = _size(v)
         elif isinstance(v, str) and v.startswith("/"):
             v = v.rsplit("/", 1)[-1]
         parts.append(f"{k}: {v}")
     return "; ".join(parts)
+
+
+def _short(x: object) -> str:
+    """A path by its name; anything else (a line of a file, a rewrite) as is."""
+    text = str(x)
+    return text.rsplit("/", 1)[-1] if text.startswith("/") and " " not in text else text
 
 
 def _size(n: int) -> str:

@@ -132,7 +132,7 @@ def other_hvc0_gettys(text: str) -> list[str]:
 
 class Console:
     name = "console"
-    title = "Login prompt on the Xen console hvc0 (inittab, securetty)"
+    title = "tty1's program on the Xen console hvc0 (inittab, securetty)"
 
     def reads(self, ctx: EditContext) -> tuple[str, ...]:
         return (INITTAB, SECURETTY)
