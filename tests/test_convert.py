@@ -128,6 +128,11 @@ def test_modules_copied(readback: Readback, debian_kernel: DebianKernel) -> None
     assert len(ko) == len(host)
 
 
+def test_initrd_can_mount_the_root_under_xen(converted: Converted) -> None:
+    step = next(s for s in converted.run.doc["steps"] if s["step"] == "initrd")
+    assert step["details"]["drivers"] == {"needed": ["xen_blkfront", "ext4|ext3"], "missing": []}
+
+
 def test_initrd_has_pcihack(converted: Converted) -> None:
     listing = subprocess.run(["lsinitramfs", str(converted.initrd)], capture_output=True, text=True,
                              check=True).stdout.splitlines()

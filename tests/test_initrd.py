@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import initrd_reader as rd
-from vsaimage import initrd
+from vsaimage import initrd, initrd_drivers
 from vsaimage.errors import InitrdError
 
 REAL_INITRDS = sorted(glob.glob("/boot/initrd.img-*"))
@@ -467,3 +467,13 @@ def test_error_dracut() -> None:
 def test_error_unknown_requested_compression() -> None:
     with pytest.raises(InitrdError):
         initrd.repack(_gz(rd.write_newc(_small())), compression="lzo")
+
+
+def test_module_files_are_listed_for_the_driver_check_not_in_the_report() -> None:
+    ko = "usr/lib/modules/5.10.0-9-amd64/kernel/drivers/block/xen-blkfront.ko"
+    members = [*_small(), rd.member("usr/lib/modules/5.10.0-9-amd64/kernel", 0o040755, ino=30),
+               rd.member(ko, 0o100644, b"\x7fELF", ino=31)]
+    _, result = initrd.repack(_gz(rd.write_newc(members)))
+    assert result.module_files == (ko,)
+    assert initrd_drivers.check(result.module_files, "", "ext3").missing == ["ext4"]
+    assert "module_files" not in result.as_dict()

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vsaimage import __version__, glibc, guest, identity, initrd, kernel, moduletree, xlcfg
+from vsaimage import __version__, glibc, guest, identity, initrd, initrd_drivers, kernel, moduletree, xlcfg
 from vsaimage.edits import EditContext, InstallModules, Snapshot, WriteFile
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
@@ -142,6 +142,10 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
         if warning:
             rep.warn(warning)
+        drivers = _initrd_drivers(opts, version, initrd_result, layout)
+        if drivers is not None and drivers.missing:
+            rep.warn(f"{opts.initrd} has no {', '.join(drivers.missing)}, as a module or built into the "
+                     "kernel: the guest cannot mount its root under Xen")
         write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
 
         libc = glibc.detect(snap)
@@ -159,9 +163,10 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             if s["step"] == "modules":
                 s["details"] = {**plan_details(plan, "modules"), "files": p.files, "bytes": p.bytes,
                                 "minimal": p.minimal, "absent": list(p.absent)}
+    initrd_details = {**initrd_result.as_dict(), "drivers": drivers.as_dict() if drivers else None}
     steps.append({"step": "initrd", "title": "pcihack in the initrd",
                   "status": "already applied" if initrd_result.already_applied else "applied",
-                  "details": initrd_result.as_dict(), "changes": []})
+                  "details": initrd_details, "changes": []})
     for s in steps:
         if s["status"] == "apply":
             s["status"] = "applied"
@@ -186,6 +191,17 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "timings": dict(rep.timings),
         "warnings": list(rep.warnings),
     }
+
+
+def _initrd_drivers(opts: ConvertOptions, version: str, result: initrd.RepackResult,
+                    layout: Layout) -> initrd_drivers.DriverCheck | None:
+    """Whether the initrd can mount the root under Xen; None when the kernel's
+    modules.builtin is not at hand (what is built in is then unknown)."""
+    builtin = (opts.modules_dir or Path("/lib/modules") / version) / "modules.builtin"
+    if not builtin.is_file():
+        return None
+    return initrd_drivers.check(result.module_files, builtin.read_text("utf-8", "replace"),
+                                layout.root.partition.fstype)
 
 
 def plan_details(plan: Plan, step: str) -> dict[str, object]:
