@@ -208,12 +208,12 @@ def _require_every_branch(
 def patch(text: str) -> str:
     """lhn_functions with the fallback after every dmidecode assignment of
     moboUUID in didMotherboardChange; unchanged when already there."""
-    _span, found, _notes = _scan(text)
+    span, found, _notes = _scan(text)
     inserts: list[tuple[int, str]] = []
     for a in found:
         if text[a.end.end :].lstrip(" \t").startswith(BEGIN):
             continue  # already applied after this one
-        tok = _span.tokens[a.index]
+        tok = span.tokens[a.index]
         inserts.append((a.end.end, fallback_block(indent_of(text, tok.start), newline_at(text, tok.start))))
     for pos, block in reversed(inserts):
         text = text[:pos] + block + text[pos:]

@@ -32,8 +32,8 @@ _SEPARATORS = frozenset({"\n", ";", ";;", "&"})
 class Frame:
     """A compound command enclosing a token: its kind, where it opens (token
     index), which branch the token is in (if: then/elif.../else counted from
-    0; case: the pattern clause), whether the `if` has an `else`, and whether
-    an `&&`/`||` guards the whole command (`[ -x x ] && { ...; }`)."""
+    0; case: the pattern clause), and whether an `&&`/`||` guards the whole
+    command (`[ -x x ] && { ...; }`)."""
 
     kind: FrameKind
     open: int
