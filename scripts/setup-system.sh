@@ -57,7 +57,8 @@ fi
 
 # Debian packages taken apart, never installed: the Xen harness of the boot
 # test (hypervisor, xl and its libraries, the hotplug scripts and the bash
-# they run in) and the example image's init chain (sysvinit, agetty, udev).
+# they run in) and the example image's init chain (sysvinit, agetty,
+# mingetty, udev).
 # Extracted into one tree, $cache/debian-root, from which the builders copy
 # the programs they need and the libraries those load.
 DEBS="
@@ -65,7 +66,7 @@ xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils
 libxenmisc4.17 libxenstore4 libxencall1 libxenevtchn1 libxenforeignmemory1
 libxengnttab1 libxentoollog1 libxendevicemodel1 libxentoolcore1 libxenhypfs1
 libyajl2 libuuid1 zlib1g liblzma5 libzstd1 libgcc-s1 bash libtinfo6
-sysvinit-core util-linux udev libselinux1 libpcre2-8-0 libkmod2 libacl1
+sysvinit-core util-linux mingetty udev libselinux1 libpcre2-8-0 libkmod2 libacl1
 libblkid1 libcap2 libssl3 libc6
 "
 stamp="$cache/debian-root/.packages"

@@ -154,6 +154,7 @@ READBACK_FILES = (
     "/etc/lefthand/brand/rc.drivers",
     "/etc/inittab",
     "/etc/securetty",
+    "/etc/fstab",
 )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.build_image import LAYOUTS
 from support import NOBODY, Converted, DebianKernel, Readback, fingerprint, nobody_dir, run_cli
 from xl_reader import parse as parse_xl
 
@@ -28,8 +29,8 @@ def test_every_step_applied_in_one_launch(converted: Converted) -> None:
     assert doc["success"] is True
     assert {s["step"]: s["status"] for s in doc["steps"]} == {
         "copy": "applied", "mobo-uuid": "applied", "pci": "applied", "udev": "applied",
-        "platform": "applied", "drivers": "applied", "modules": "applied", "console": "applied",
-        "initrd": "applied", "xl": "applied",
+        "fstab": "applied", "platform": "applied", "drivers": "applied", "modules": "applied",
+        "console": "applied", "initrd": "applied", "xl": "applied",
     }
     assert doc["appliance_launches"] == 1
     assert doc["root_partition"] == 5 and doc["boot_partition"] == 1
@@ -93,6 +94,17 @@ def test_platform_and_drivers(readback: Readback) -> None:
     subprocess.run(["sh", "-n"], input=drivers, check=True)
 
 
+def test_fstab_names_filesystems_by_uuid(readback: Readback, converted: Converted) -> None:
+    fstab = readback.files["/etc/fstab"]
+    assert fstab is not None and b"/dev/sd" not in fstab
+    specs = {line.split()[1]: line.split()[0] for line in fstab.decode().splitlines() if line.strip()}
+    stock = LAYOUTS["stock"]
+    for mount, number in (("/", 5), ("/boot", 1), ("/var/log", 6), ("swap", 3)):
+        assert specs[mount] == f"UUID={stock.partition(number).uuid}", mount
+    fstab_step = next(s for s in converted.run.doc["steps"] if s["step"] == "fstab")
+    assert [r["line"] for r in fstab_step["details"]["rewritten"]] == [1, 2, 3, 8]
+
+
 def test_console(readback: Readback) -> None:
     inittab = readback.files["/etc/inittab"]
     assert inittab is not None
@@ -100,7 +112,9 @@ def test_console(readback: Readback) -> None:
     for ident in ("1:", "2:", "3:", "4:", "5:", "6:", "s0:"):
         assert not any(line.startswith(ident) for line in lines), ident
         assert any(line.startswith("#" + ident) for line in lines), ident
-    assert "hvc:2345:respawn:/sbin/agetty hvc0 38400 linux" in lines
+    # tty1 ran the VSA's configuration interface: hvc0 runs it, with only the device changed
+    assert "#1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1" in lines
+    assert "hvc:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login hvc0" in lines
     securetty = readback.files["/etc/securetty"]
     assert securetty is not None and securetty.decode().splitlines().count("hvc0") == 1
 
@@ -114,6 +128,11 @@ def test_modules_copied(readback: Readback, debian_kernel: DebianKernel) -> None
     assert len(ko) == len(host)
 
 
+def test_initrd_can_mount_the_root_under_xen(converted: Converted) -> None:
+    step = next(s for s in converted.run.doc["steps"] if s["step"] == "initrd")
+    assert step["details"]["drivers"] == {"needed": ["xen_blkfront", "ext4|ext3"], "missing": []}
+
+
 def test_initrd_has_pcihack(converted: Converted) -> None:
     listing = subprocess.run(["lsinitramfs", str(converted.initrd)], capture_output=True, text=True,
                              check=True).stdout.splitlines()
@@ -124,10 +143,15 @@ def test_xl_config(converted: Converted) -> None:
     cfg = parse_xl(converted.cfg.read_text())
     assert cfg["type"] == "pv"
     assert cfg["root"] == "/dev/xvda5"
-    assert cfg["extra"] == "console=hvc0 net.ifnames=0"
+    # the example VSA has CentOS 5's glibc 2.5, which calls the vsyscall page
+    assert cfg["extra"] == "console=hvc0 net.ifnames=0 vsyscall=emulate"
+    assert converted.run.doc["glibc"]["version"] == "2.5"
+    assert converted.run.doc["glibc"]["source"] == "/lib64/libc.so.6 -> /lib64/libc-2.5.so"
     assert cfg["ramdisk"] == str(converted.initrd)
     vif = cfg["vif"]
-    assert isinstance(vif, list) and "mac=00:16:3e:" in vif[0]
+    # the VSA's own MAC (its serial id), as its ifcfg-eth0 records it
+    assert isinstance(vif, list) and "mac=00:50:56:9a:3c:11," in vif[0]
+    assert converted.run.doc["xl"]["mac_source"] == "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"
     assert str(converted.out) in cfg["disk"][0]
 
 
@@ -176,14 +200,14 @@ def test_verify_converted(converted: Converted) -> None:
     assert r.code == 0, r.stderr
     assert r.doc["missing"] == []
     assert {e["step"] for e in r.doc["edits"]} == {
-        "mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console", "initrd"}
+        "mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console", "initrd"}
 
 
 def test_verify_unconverted_names_what_is_missing(converted: Converted, debian_kernel: DebianKernel) -> None:
     r = run_cli("verify", converted.input, "--initrd", debian_kernel.initrd)
     assert r.code == 1
-    assert "not converted: missing mobo-uuid, pci, udev, platform, drivers, modules, console, initrd" in \
-        " ".join(r.stdout.split())
+    missing = "mobo-uuid, pci, udev, fstab, platform, drivers, modules, console, initrd"
+    assert f"not converted: missing {missing}" in " ".join(r.stdout.split())
 
 
 def test_dry_run_lists_what_the_real_run_changed(converted: Converted, readback: Readback,
@@ -194,7 +218,9 @@ def test_dry_run_lists_what_the_real_run_changed(converted: Converted, readback:
     r = run_cli("convert", converted.input, "--kernel", debian_kernel.vmlinuz, "--initrd",
                 debian_kernel.initrd, "-o", converted.out, "--json", "--dry-run")
     assert r.code == 0, r.stderr
-    written = {str(p) for p in converted.out.parent.iterdir() if p != converted.input}
+    # beside the input, the directory holds the data disk the conversion names
+    written = {str(p) for p in converted.out.parent.iterdir()
+               if p != converted.input and p.name != "data.img"}
     assert set(r.doc["output_files"]) == written == set(converted.run.doc["output_files"])
     modules = f"/lib/modules/{debian_kernel.version}"
     assert set(r.doc["guest_paths"]) == readback.changed | {modules}

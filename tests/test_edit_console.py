@@ -90,3 +90,90 @@ def test_plan_details_check_and_missing() -> None:
     with pytest.raises(MissingFile, match=INITTAB) as err:
         edit.plan(snapshot({SECURETTY: "console\n"}), ctx)
     assert "--skip console" in (err.value.hint or "")
+
+
+# --- what tty1 ran goes to hvc0 ---------------------------------------------
+
+MOVED = {
+    "getty-with-the-vsa-login-program": (
+        "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1",
+        "hvc:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login hvc0",
+    ),
+    "agetty-l": (
+        "1:2345:respawn:/sbin/agetty -n -l /sbin/lhn_login tty1 38400 linux",
+        "hvc:2345:respawn:/sbin/agetty -n -l /sbin/lhn_login hvc0 38400 linux",
+    ),
+    "autologin-getty": (
+        "1:345:respawn:/sbin/mingetty --autologin admin tty1",
+        "hvc:345:respawn:/sbin/mingetty --autologin admin hvc0",
+    ),
+    "the-program-itself-on-dev-tty1": (
+        "1:2345:respawn:/etc/lefthand/bin/console  -t /dev/tty1  --menu",
+        "hvc:2345:respawn:/etc/lefthand/bin/console  -t /dev/hvc0  --menu",
+    ),
+    "the-program-without-a-tty": (
+        "1:2345:respawn:/sbin/lhn_login -- start",
+        "hvc:2345:respawn:/sbin/lhn_login -- start",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MOVED))
+def test_tty1_program_moves_to_hvc0_with_only_the_device_changed(shape: str) -> None:
+    tty1, hvc0 = MOVED[shape]
+    text = INITTAB_TEXT.replace("1:2345:respawn:/sbin/mingetty tty1", tty1)
+    out = patch_inittab(text)
+    assert out.splitlines()[-1] == hvc0 and LOGIN not in out
+    assert "#" + tty1 in out.splitlines()
+    assert patch_inittab(out) == out
+    snap = snapshot({INITTAB: out, SECURETTY: "console\nhvc0\n"})
+    assert Console().check(snap, EditContext())
+    plan = Console().plan(snapshot({INITTAB: text}), EditContext())
+    assert plan.details["tty1"] == tty1 and plan.details["hvc0"] == hvc0
+    assert "own console program" in str(plan.details["why"])
+
+
+@pytest.mark.parametrize(
+    "tty1",
+    [
+        "1:2345:respawn:/sbin/mingetty tty1",
+        "1:2345:respawn:/sbin/mingetty --noclear tty1",
+        "1:2345:respawn:/sbin/agetty 38400 tty1 linux",
+        "1:2345:respawn:/sbin/getty 38400 tty1",
+        "c1:12345:respawn:/sbin/agetty 38400 tty1 linux",  # Debian's id, found by the device
+    ],
+)
+def test_plain_getty_gets_the_agetty_login(tty1: str) -> None:
+    out = patch_inittab(INITTAB_TEXT.replace("1:2345:respawn:/sbin/mingetty tty1", tty1))
+    assert out.splitlines()[-1] == LOGIN
+    plan = Console().plan(snapshot({INITTAB: INITTAB_TEXT}), EditContext())
+    assert plan.details["why"] == "tty1 ran a plain getty: a login prompt on hvc0"
+
+
+def test_autologin_stays_opt_in_over_the_vsa_program() -> None:
+    tty1, hvc0 = MOVED["agetty-l"]
+    text = INITTAB_TEXT.replace("1:2345:respawn:/sbin/mingetty tty1", tty1)
+    auto = patch_inittab(text, autologin=True)
+    assert auto.splitlines()[-1] == AUTOLOGIN
+    # converted again without the option: back to the VSA's program
+    assert patch_inittab(auto).splitlines()[-1] == hvc0
+
+
+def test_no_tty1_entry_gets_the_agetty_login() -> None:
+    text = "id:3:initdefault:\n2:2345:respawn:/sbin/mingetty tty2\n"
+    assert patch_inittab(text) == "id:3:initdefault:\n#2:2345:respawn:/sbin/mingetty tty2\n" + LOGIN + "\n"
+    assert Console().plan(snapshot({INITTAB: text}), EditContext()).details["tty1"] is None
+
+
+def test_an_admins_commented_tty1_line_is_not_taken() -> None:
+    tty1, hvc0 = MOVED["getty-with-the-vsa-login-program"]
+    text = "#1:2345:respawn:/sbin/mingetty tty1\n" + tty1 + "\n"
+    out = patch_inittab(text)
+    assert out == "#1:2345:respawn:/sbin/mingetty tty1\n#" + tty1 + "\n" + hvc0 + "\n"
+    assert patch_inittab(out) == out
+
+
+def test_rerun_finds_its_own_commented_tty1_line_among_an_admins() -> None:
+    tty1, hvc0 = MOVED["agetty-l"]
+    out = patch_inittab(tty1 + "\n#1:2345:respawn:/sbin/mingetty tty1\n")
+    assert out.splitlines()[-1] == hvc0 and patch_inittab(out) == out

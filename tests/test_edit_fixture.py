@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from test_edit_shell import REPO, assert_sh_syntax
-from vsaimage.edits import Edit, EditContext, GuestFile, InstallModules, Snapshot, StepPlan, WriteFile
+from vsaimage.edits import (
+    Edit,
+    EditContext,
+    GuestFile,
+    InstallModules,
+    PartitionFacts,
+    Snapshot,
+    StepPlan,
+    WriteFile,
+)
 from vsaimage.edits.catalog import ALL
 from vsaimage.edits.mobo_uuid import BEGIN
 from vsaimage.edits.pci import BINARIES
@@ -82,3 +91,45 @@ def test_fixture_specifics(tmp_path: Path) -> None:
     assert_sh_syntax(text, tmp_path)
     platform = by_name["platform"].plan(snap, CTX)
     assert platform.details["link"] == "/etc/lefthand/brand/vmnsm/platform.xml -> platform.xml.vmw"
+
+
+FIXTURE_TTY1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
+
+
+@pytest.mark.parametrize(
+    ("tty1", "hvc0"),
+    [
+        (FIXTURE_TTY1, "hvc:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login hvc0"),
+        ("1:2345:respawn:/sbin/mingetty tty1", "hvc:2345:respawn:/sbin/agetty hvc0 38400 linux"),
+    ],
+    ids=["vsa-console", "plain-getty-variant"],
+)
+def test_console_on_the_fixture_and_its_plain_getty_variant(tty1: str, hvc0: str) -> None:
+    snap = read_tree(ROOT)
+    inittab = snap.text("/etc/inittab")
+    assert inittab is not None and inittab.count(FIXTURE_TTY1 + "\n") == 1
+    variant = GuestFile("/etc/inittab", inittab.replace(FIXTURE_TTY1, tty1).encode())
+    files = {**snap.files, "/etc/inittab": variant}
+    plan = next(e for e in ALL if e.name == "console").plan(Snapshot(files, snap.paths), CTX)
+    written = next(c for c in plan.changes if isinstance(c, WriteFile) and c.path == "/etc/inittab")
+    lines = written.data.decode().splitlines()
+    assert lines[-1] == hvc0 and "#" + tty1 in lines
+    assert plan.details["tty1"] == tty1
+
+
+def test_inspect_findings_on_the_fixture() -> None:
+    """What inspect shows before a convert: each edit's plan details, or why it stops."""
+    from vsaimage.survey import findings
+
+    snap = read_tree(ROOT)
+    found = findings(snap, EditContext(partitions=(PartitionFacts(5, "ext3", "/", "uuid-of-root"),)))
+    assert "modules" not in found and set(found) == {e.name for e in ALL} - {"modules"}
+    console = found["console"]
+    assert isinstance(console, dict) and console["tty1"] == FIXTURE_TTY1
+    fstab = found["fstab"]
+    assert isinstance(fstab, dict) and fstab["rewritten"][0]["to"].startswith("UUID=uuid-of-root ")
+    broken = Snapshot({p: f for p, f in snap.files.items() if p != "/etc/inittab"}, snap.paths)
+    assert findings(broken, CTX)["console"] == {
+        "error": "/etc/inittab is missing from the guest (needed by step console)",
+        "hint": "--skip console converts without this edit",
+    }

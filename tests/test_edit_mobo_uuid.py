@@ -291,3 +291,82 @@ def test_dmidecode_value_is_kept(tmp_path: Path, shell: str) -> None:
         tmp_path, shell, dmidecode="564D1C2B-AAAA-BBBB-CCCC-0123456789AB", ifconfig=IFCONFIG_OLD
     )
     assert uuid == "564D1C2B-AAAA-BBBB-CCCC-0123456789AB"
+
+
+# --- shapes where the fallback would silently not run ----------------------
+
+
+def body(*lines: str) -> str:
+    return "didMotherboardChange() {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+ASSIGN = "moboUUID=`dmidecode -s system-uuid`"
+SILENT_SHAPES = {
+    "return-on-the-same-line": (body(f"{ASSIGN} || return 1", "echo $moboUUID"), "after `return`", 2),
+    "exit-after-semicolon": (body(f"{ASSIGN}; exit 0"), "after `exit`", 2),
+    "one-branch-of-an-if": (
+        body("if [ -x /usr/sbin/dmidecode ]; then", f"    {ASSIGN}", "fi", 'echo "$moboUUID"'),
+        "one branch of an `if`",
+        3,
+    ),
+    "if-else-without-fallback-in-else": (
+        body("if [ -x /usr/sbin/dmidecode ]; then", f"    {ASSIGN}", "else", "    moboUUID=none", "fi"),
+        "one branch of an `if`",
+        3,
+    ),
+    "in-a-case": (body('case "$1" in', f"    x) {ASSIGN} ;;", "esac"), "in a `case`", 3),
+    "in-a-loop": (body("while :; do", f"    {ASSIGN}", "    break", "done"), "in a `while`", 3),
+    "guarded-group": (body("[ -x /usr/sbin/dmidecode ] && {", f"    {ASSIGN}", "}"), "in a `{`", 3),
+    "later-reassignment": (body(ASSIGN, 'savedUUID=x', "moboUUID=`cat /etc/lefthand/mobo.uuid`"),
+                           "overwrites moboUUID", 4),
+    "later-local-reassignment-after-the-if": (
+        body("if [ -x /usr/sbin/dmidecode ]; then", f"    {ASSIGN}", "else", f"    {ASSIGN}", "fi",
+             "local moboUUID=unknown"),
+        "overwrites moboUUID",
+        7,
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SILENT_SHAPES))
+def test_silent_shapes_are_refused_naming_file_line_and_skip(shape: str) -> None:
+    text, reason, line = SILENT_SHAPES[shape]
+    with pytest.raises(EditError) as err:
+        patch(text)
+    assert err.value.message.startswith(f"{PATH}:{line} ") and reason in err.value.message
+    assert "\n" not in err.value.message and err.value.exit_code == 2
+    assert "--skip mobo-uuid" in (err.value.hint or "")
+    with pytest.raises(EditError):
+        MoboUuid().plan(snapshot({PATH: text}), CTX)
+
+
+def test_fallback_in_a_plain_group_and_guarded_assignment_are_fine(tmp_path: Path) -> None:
+    text = body("{", f"    {ASSIGN}", "}", f"[ -x /usr/sbin/dmidecode ] && {ASSIGN}", 'echo "$moboUUID"')
+    out = patch(text)
+    assert out.count(BEGIN) == 2 and patch(out) == out
+    assert_sh_syntax(out, tmp_path)
+
+
+def test_derived_and_other_branch_assignments_are_not_overwrites() -> None:
+    text = body(
+        "if [ -x /usr/sbin/dmidecode ]; then",
+        f"    {ASSIGN}",
+        '    moboUUID=`echo "$moboUUID" | tr a-z A-Z`',
+        "else",
+        f"    {ASSIGN}",
+        "fi",
+    )
+    assert patch(text).count(BEGIN) == 2
+    plan = MoboUuid().plan(snapshot({PATH: text}), CTX)
+    assert "conditional_overwrites" not in plan.details
+
+
+def test_conditional_overwrite_is_reported_not_refused() -> None:
+    text = body(
+        ASSIGN, "if [ -f /x ]; then", "    moboUUID=`cat /etc/lefthand/mobo.fixed`", "fi"
+    )
+    plan = MoboUuid().plan(snapshot({PATH: text}), CTX)
+    assert plan.status == "apply"
+    assert plan.details["conditional_overwrites"] == [
+        f"{PATH}:4 `moboUUID=`cat /etc/lefthand/mobo.fixed`` may overwrite moboUUID after the fallback"
+    ]

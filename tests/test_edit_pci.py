@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from test_edit_shell import snapshot
-from vsaimage.edits import EditContext, PciHack, WriteFile
+from vsaimage.edits import EditContext, GuestFile, PciHack, Snapshot, WriteFile
 from vsaimage.edits.pci import BINARIES, FAKE_DEVICES, FAKE_PATH, Pci, patch_binary, replace_same_length
 from vsaimage.errors import EditError
 
@@ -62,3 +62,31 @@ def test_fake_file_with_wrong_mode_is_rewritten() -> None:
     snap = snapshot({FAKE_PATH: FAKE_DEVICES}, modes={FAKE_PATH: 0o600})
     plan = Pci().plan(snap, EditContext(pci_hack=PciHack.BIND))
     assert plan.status == "apply"
+
+
+BINARY_ONLY_REFUSED = {
+    "no-binaries": ({}, "none of .* is in the guest"),
+    "one-without-the-path": ({BINARIES[0]: ELF, BINARIES[3]: b"no path here"}, f"{BINARIES[3]} holds no "),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BINARY_ONLY_REFUSED))
+def test_binary_only_with_a_program_it_cannot_patch_is_an_error(shape: str) -> None:
+    files, message = BINARY_ONLY_REFUSED[shape]
+    guest = {p: GuestFile(p, d, 0o755) for p, d in files.items()}
+    ctx = EditContext(pci_hack=PciHack.BINARY)
+    with pytest.raises(EditError, match="^--pci-hack binary: " + message) as err:
+        Pci().plan(Snapshot(guest), ctx)
+    assert err.value.exit_code == 2 and "--pci-hack bind" in (err.value.hint or "")
+    patched = {p: GuestFile(p, patch_binary(d)[0], 0o755) for p, d in files.items()}
+    assert not Pci().check(Snapshot({**patched, FAKE_PATH: GuestFile(FAKE_PATH, FAKE_DEVICES.encode())}), ctx)
+    # the bind mount fakes the list for every program: only reported there
+    both = Pci().plan(Snapshot(guest), EditContext())
+    assert both.details.get("without_the_path", []) == [p for p, d in files.items() if d == b"no path here"]
+
+
+def test_binary_only_on_a_converted_image_is_already_applied() -> None:
+    ctx = EditContext(pci_hack=PciHack.BINARY)
+    patched, _ = patch_binary(ELF)
+    snap = snapshot({FAKE_PATH: FAKE_DEVICES, BINARIES[0]: patched, BINARIES[2]: patched})
+    assert Pci().plan(snap, ctx).status == "already applied" and Pci().check(snap, ctx)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_edit_shell import assert_sh_syntax, snapshot
+from test_edit_shell import REPO, assert_sh_syntax, snapshot
 from vsaimage.edits import EditContext, WriteFile
 from vsaimage.edits.platform import MARKER, PATH, Platform, link_line, patch, platform_dir
 from vsaimage.errors import EditError, MissingFile
@@ -100,3 +100,52 @@ def test_plan_check_and_missing_file() -> None:
     with pytest.raises(MissingFile, match=PATH) as err:
         edit.plan(snapshot({}, paths=PATHS), CTX)
     assert "--skip platform" in (err.value.hint or "")
+
+
+# --- a later statement of base_init that would undo the link ---------------
+
+UNDOING = {
+    "ln": 'ln -sf platform.xml.hp "$PLATFORM_DIR/platform.xml"',
+    "cp": "cp -f /etc/lefthand/brand/default.xml $PLATFORM_DIR/platform.xml",
+    "redirect": "cat $COMMON_DIR/default.xml > $PLATFORM_DIR/platform.xml",
+    "rm-with-assignment": "LANG=C rm -f $PLATFORM_DIR/platform.xml",
+}
+
+
+def base_init(*lines: str) -> str:
+    return "base_init() {\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+
+
+@pytest.mark.parametrize("shape", sorted(UNDOING))
+def test_unconditional_relink_is_refused_naming_file_line_and_skip(shape: str) -> None:
+    text = "#!/bin/sh\n" + base_init("mkdir -p /var/run/lefthand", UNDOING[shape])
+    with pytest.raises(EditError) as err:
+        patch(text, DIR)
+    assert err.value.message.startswith(f"{PATH}:4 `{UNDOING[shape]}`") and "\n" not in err.value.message
+    assert err.value.exit_code == 2 and "--skip platform" in (err.value.hint or "")
+    assert not Platform().check(snapshot({PATH: text}, paths=PATHS), CTX)
+
+
+def test_relink_in_a_case_branch_is_reported_not_refused() -> None:
+    # the VMware appliance's own shape: on Xen hwid reports `xen` and the branch does not run
+    text = base_init(
+        'case "$platform" in',
+        "    vmw|hyperv)",
+        "        ln -sf platform.xml.$platform $PLATFORM_DIR/platform.xml",
+        "        ;;",
+        "esac",
+        "[ -f /tmp/x ] && cp /tmp/x $PLATFORM_DIR/platform.xml",
+        "cp $PLATFORM_DIR/platform.xml.vmw /tmp/backup",
+    )
+    plan = Platform().plan(snapshot({PATH: text}, paths=PATHS), CTX)
+    assert plan.status == "apply"
+    assert plan.details["conditional_relinks"] == [
+        f"{PATH}:4 `ln -sf platform.xml.$platform $PLATFORM_DIR/platform.xml`",
+        f"{PATH}:7 `[ -f /tmp/x ] && cp /tmp/x $PLATFORM_DIR/platform.xml`",
+    ]
+
+
+def test_fixture_brand_init_has_only_a_guarded_relink() -> None:
+    text = (REPO / "fixtures/vsa-root" / PATH.lstrip("/")).read_text()
+    plan = Platform().plan(snapshot({PATH: text}, paths=PATHS), CTX)
+    assert len(plan.details["conditional_relinks"]) == 1  # type: ignore[arg-type]

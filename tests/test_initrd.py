@@ -22,7 +22,7 @@ import pytest
 import initrd_reader as rd
 from fixtures.build_image import default_busybox
 from support import DebianKernel
-from vsaimage import archive, initrd
+from vsaimage import archive, initrd, initrd_drivers
 from vsaimage.edits import pcihack
 from vsaimage.errors import InitrdError
 
@@ -575,3 +575,13 @@ def test_order_without_pcihack_keeps_other_lines() -> None:
     assert pcihack.order_without_pcihack(text) == '/scripts/init-bottom/udev "$@"\n# pcihack\n'
     assert pcihack.order_without_pcihack(pcihack.order_with_pcihack(BOOKWORM_ORDER.decode())) == \
         BOOKWORM_ORDER.decode()
+
+
+def test_module_files_are_listed_for_the_driver_check_not_in_the_report() -> None:
+    ko = "usr/lib/modules/5.10.0-9-amd64/kernel/drivers/block/xen-blkfront.ko"
+    members = [*_small(), rd.member("usr/lib/modules/5.10.0-9-amd64/kernel", 0o040755, ino=30),
+               rd.member(ko, 0o100644, b"\x7fELF", ino=31)]
+    _, result = initrd.repack(_gz(rd.write_newc(members)))
+    assert result.module_files == (ko,)
+    assert initrd_drivers.check(result.module_files, "", "ext3").missing == ["ext4"]
+    assert "module_files" not in result.as_dict()

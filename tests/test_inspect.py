@@ -32,11 +32,12 @@ def test_inspect_stock_json(example_image: Path) -> None:
     assert doc["root"]["partition"] == layout.root_part == 5
     assert doc["boot"]["partition"] == layout.boot_part == 1
     assert doc["vsa_version"] == VSA_VERSION
+    assert doc["glibc"]["version"] == "2.5" and doc["glibc"]["vsyscall_emulate"] is True
     assert [p["number"] for p in doc["partitions"]] == [p.number for p in layout.partitions]
     assert "2.6.18-vsa" in doc["kernel_versions"]
     assert doc["boot_kernels"] and all(k.startswith("vmlinuz") for k in doc["boot_kernels"])
     assert {e["step"]: e["status"] for e in doc["edits"]} == dict.fromkeys(
-        ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console"), "not applied")
+        ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console"), "not applied")
 
 
 def test_inspect_other_layout_unprivileged(alt_image: Path) -> None:
@@ -102,3 +103,12 @@ def test_unreadable_image(example_image: Path) -> None:
     p.chmod(0o600)
     r = run_cli("inspect", p, user=NOBODY)
     assert_one_line_error(r.code, r.stderr, str(p), "permission denied")
+
+
+def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
+    doc = run_cli("inspect", example_image, "--json").doc
+    tty1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
+    assert doc["findings"]["console"]["tty1"] == tty1
+    assert [r["line"] for r in doc["findings"]["fstab"]["rewritten"]] == [1, 2, 3, 8]
+    assert doc["recorded_macs"] == [
+        {"mac": "00:50:56:9a:3c:11", "source": "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"}]

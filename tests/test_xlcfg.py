@@ -67,6 +67,10 @@ def test_every_key() -> None:
     }
 
 
+def test_vsyscall_emulate_for_old_glibc() -> None:
+    assert parse(render(config(vsyscall_emulate=True)))["extra"] == "console=hvc0 net.ifnames=0 vsyscall=emulate"
+
+
 def test_disk_specs() -> None:
     disks = tuple(f"/dev/sd{c}" for c in "bcdef")
     got = parse(render(config(disk_format="qcow2", data_disks=disks)))

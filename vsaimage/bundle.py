@@ -166,7 +166,7 @@ def _mode(mode: int | None) -> str | None:
 
 # Keys of the inspect document that go into the manifest as they are.
 _FROM_INSPECT = ("partitions", "root", "boot", "vsa_version", "init_system", "md_arrays", "lvm",
-                 "edits")
+                 "edits", "glibc", "recorded_macs", "findings")
 
 
 def manifest(doc: Mapping[str, Any], gathered: Gathered, image_name: str) -> dict[str, Any]:

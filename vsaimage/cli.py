@@ -49,7 +49,7 @@ _EXAMPLES = {
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
 xl config); nothing is written under those names unless everything succeeded.
-steps (for --skip): mobo-uuid, pci, udev, platform, drivers, modules, console
+steps (for --skip): mobo-uuid, pci, udev, fstab, platform, drivers, modules, console
 """,
     "verify": """examples:
   vsaimage verify demo/vsa-xen.img --initrd demo/vsa-xen.initrd
@@ -126,8 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--memory", type=int, default=XlOptions.memory, metavar="MiB")
     x.add_argument("--vcpus", type=int, default=XlOptions.vcpus)
     x.add_argument("--bridge", default=XlOptions.bridge)
-    x.add_argument("--mac", help="MAC of eth0 (default: derived from the root filesystem UUID)")
+    x.add_argument("--mac", help="MAC of eth0 (default: the one the VSA recorded, its serial id; "
+                   "else derived from the root filesystem UUID)")
     x.add_argument("--uuid", help="domain UUID (default: derived from the root filesystem UUID)")
+    x.add_argument("--new-identity", action="store_true",
+                   help="a fresh random MAC and UUID, for a clone that must not pose as the original")
     x.add_argument("--data-disk", action="append", default=[], type=Path, metavar="PATH",
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
 
@@ -175,7 +178,7 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression,
         # MAC and UUID are checked here, once; the core takes them as given
         xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac and validate_mac(a.mac),
-                     a.uuid and validate_uuid(a.uuid), tuple(a.data_disk)),
+                     a.uuid and validate_uuid(a.uuid), tuple(a.data_disk), a.new_identity),
     )
     if opts.console_autologin:
         rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")

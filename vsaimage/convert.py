@@ -12,15 +12,25 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vsaimage import __version__, guest, initrd, kernel, module_payload, xlcfg
-from vsaimage.edits import EditContext, InstallModules, Status, WriteFile, pcihack
+from vsaimage import (
+    __version__,
+    glibc,
+    guest,
+    identity,
+    initrd,
+    initrd_drivers,
+    kernel,
+    module_payload,
+    xlcfg,
+)
+from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
-from vsaimage.inspect import Layout, find_layout, read_snapshot
+from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
 from vsaimage.module_payload import ModulePayload
 from vsaimage.options import ConvertOptions
 from vsaimage.output import (
@@ -38,6 +48,9 @@ from vsaimage.report import Reporter
 from vsaimage.source import Drive, read_input
 
 T = TypeVar("T")
+
+# Guest files read for the xl config rather than for an edit.
+GUEST_FACTS = (*glibc.READS, *identity.READS)
 
 
 def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -81,28 +94,69 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     with rep.phase("appliance launch"):
         g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("plan"):
-        layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                             boot_part=opts.roles.boot_part)
-        plan = _full_plan(opts, build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip), layout,
-                          outputs, modules_dir, action, initrd_done)
+        planned = _plan(g, opts, ctx, outputs, modules_dir, action, initrd_done, writable=False)
+    planned.warn(rep)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
-        "input": str(opts.image), "kernel_version": version,
-        "root_partition": layout.root.partition.number,
-        "boot_partition": layout.boot.partition.number if layout.boot else None,
-        **_plan_doc(plan),
+        "input": str(opts.image), "kernel_version": version, **planned.doc(),
     }
 
 
-def _plan_doc(plan: Plan) -> dict[str, Any]:
-    return {"steps": plan.as_dicts(), "output_files": plan.outputs, "guest_paths": plan.guest_paths}
+@dataclass(frozen=True)
+class Planned:
+    """Everything a convert will do, decided before anything is written."""
+
+    layout: Layout
+    snap: Snapshot  # the guest as read for planning
+    plan: Plan
+    cfg: xlcfg.XlConfig
+    who: identity.Identity
+    libc: glibc.Glibc
+
+    def warn(self, rep: Reporter) -> None:
+        """Warnings in the plan's details (an fstab entry naming a disk Xen
+        will not have, a MAC the guest's network set-up does not expect)
+        become the run's warnings."""
+        items: list[HostItem | StepPlan] = [*self.plan.before, *self.plan.steps, *self.plan.after]
+        for item in items:
+            warnings = item.details.get("warnings")
+            for w in warnings if isinstance(warnings, list) else ():
+                rep.warn(str(w))
+
+    def doc(self, plan: Plan | None = None) -> dict[str, Any]:
+        """The result document's part that the plan (or, when given, the
+        executed plan) decides."""
+        done = plan or self.plan
+        return {
+            "root_partition": self.layout.root.partition.number,
+            "boot_partition": self.layout.boot.partition.number if self.layout.boot else None,
+            "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
+            "xl": {"name": self.cfg.name, **self.who.as_dict()},
+            "glibc": self.libc.as_dict(),
+        }
 
 
-def _full_plan(opts: ConvertOptions, guest_plan: Plan, layout: Layout, outputs: OutputPaths,
-               modules_dir: Path | None, action: pcihack.Action, initrd_done: bool) -> Plan:
+def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: OutputPaths,
+          modules_dir: Path | None, action: pcihack.Action, initrd_done: bool, *,
+          writable: bool) -> Planned:
+    """Find the layout and mount it as the VSA does (writable for a convert),
+    read what the edits and the xl config need, and plan every item."""
+    layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
+                         boot_part=opts.roles.boot_part, writable=writable)
+    ctx = replace(ctx, partitions=partition_facts(layout))
+    snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
+    libc, who = glibc.detect(snap), _identity(opts, layout, snap)
+    cfg = _xl_config(opts, layout, outputs, libc, who)
+    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
+                      action, initrd_done)
+    return Planned(layout, snap, plan, cfg, who, libc)
+
+
+def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
+               who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
+               action: pcihack.Action, initrd_done: bool) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source."""
-    cfg = _xl_config(opts, layout, outputs)
     source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
     steps = tuple(replace(s, details={**s.details, **source})
                   if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
@@ -112,8 +166,12 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, layout: Layout, outputs: 
                            "skipped" if action == "keep" else "already applied" if initrd_done else "apply",
                            {"input": str(opts.initrd), "pcihack": action,
                             "compression": opts.initrd_compression or "as the input"})
-    xl = HostItem("xl", "xl config", str(outputs.cfg), details={
-        "name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac, "root": f"/dev/xvda{cfg.root_part}"})
+    xl_details: dict[str, object] = {
+        "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
+        "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why}
+    if who.warning:
+        xl_details["warnings"] = [who.warning]
+    xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details)
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
@@ -156,29 +214,33 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         with rep.phase("appliance launch"):
             g = guest.launch([Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
 
-        def plan_all(guest_plan: Plan, layout: Layout) -> Plan:
-            return _full_plan(opts, guest_plan, layout, outputs, modules_dir, action, False)
-
         with g:
-            layout, plan = _edit(g, opts, ctx, plan_all, payload, repack, rep, outputs.image,
-                                 reserve=len(initrd_in) + len(initrd_in) // 4)
+            with rep.phase("plan"):
+                planned = _plan(g, opts, ctx, outputs, modules_dir, action, False, writable=True)
+            planned.warn(rep)
+            _edit(g, opts, ctx, planned.plan, payload, repack, rep, outputs.image,
+                  reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
         if warning:
             rep.warn(warning)
+        drivers = _initrd_drivers(opts, version, initrd_result, planned.layout)
+        if drivers is not None and drivers.missing:
+            rep.warn(f"{opts.initrd} has no {', '.join(drivers.missing)}, as a module or built into the "
+                     "kernel: the guest cannot mount its root under Xen")
         write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
-
-        cfg = _xl_config(opts, layout, outputs)
+        cfg = planned.cfg
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()
 
-    facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
-    if payload is not None and any(isinstance(c, InstallModules) for c in plan.changes):
+    facts: dict[str, dict[str, object]] = {
+        "initrd": {**initrd_result.as_dict(), "drivers": drivers.as_dict() if drivers else None}}
+    if payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
         p = payload.result()
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
     initrd_status: Status = ("skipped" if action == "keep"
                              else "already applied" if initrd_result.already_applied else "applied")
-    done = plan.executed(facts, {"initrd": initrd_status})
+    done = planned.plan.executed(facts, {"initrd": initrd_status})
     return {
         "success": True,
         "command": "convert",
@@ -187,10 +249,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd),
                     "cfg": str(outputs.cfg), "format": fmt},
         "kernel": {"path": str(opts.kernel.absolute()), "version": version},
-        "root_partition": layout.root.partition.number,
-        "boot_partition": layout.boot.partition.number if layout.boot else None,
-        **_plan_doc(done),
-        "xl": {"name": cfg.name, "uuid": cfg.uuid, "mac": cfg.mac},
+        **planned.doc(done),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
         "motherboard_uuid": cfg.uuid,
@@ -199,6 +258,17 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "timings": dict(rep.timings),
         "warnings": list(rep.warnings),
     }
+
+
+def _initrd_drivers(opts: ConvertOptions, version: str, result: initrd.RepackResult,
+                    layout: Layout) -> initrd_drivers.DriverCheck | None:
+    """Whether the initrd can mount the root under Xen; None when the kernel's
+    modules.builtin is not at hand (what is built in is then unknown)."""
+    builtin = (opts.modules_dir or Path("/lib/modules") / version) / "modules.builtin"
+    if not builtin.is_file():
+        return None
+    return initrd_drivers.check(result.module_files, builtin.read_text("utf-8", "replace"),
+                                layout.root.partition.fstype)
 
 
 def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
@@ -226,18 +296,13 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
     return opts.format
 
 
-def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
-          plan_all: Callable[[Plan, Layout], Plan],
+def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
           payload: concurrent.futures.Future[ModulePayload] | None,
           repack: concurrent.futures.Future[tuple[bytes, initrd.RepackResult]],
-          rep: Reporter, label: Path, *, reserve: int) -> tuple[Layout, Plan]:
-    """Plan everything (`plan_all` adds the host items to the guest steps),
-    then apply and verify the edits on the mounted output. `reserve`: bytes
-    the output directory must also keep free for files written after."""
-    with rep.phase("plan"):
-        layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                             boot_part=opts.roles.boot_part, writable=True)
-        plan = plan_all(build(read_snapshot(g, ctx, skip=opts.skip), ctx, opts.skip), layout)
+          rep: Reporter, label: Path, *, reserve: int) -> None:
+    """Apply and verify the plan's guest edits on the mounted output.
+    `reserve`: bytes the output directory must also keep free for files
+    written after."""
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
@@ -263,13 +328,17 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext,
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
-    return layout, plan
 
 
-def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths) -> xlcfg.XlConfig:
+def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
     x = opts.xl
     seed = layout.root.partition.uuid or str(opts.image)
-    uuid, mac = xlcfg.derive_identity(seed)
+    return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity)
+
+
+def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, libc: glibc.Glibc,
+               who: identity.Identity) -> xlcfg.XlConfig:
+    x = opts.xl
     return xlcfg.XlConfig(
         name=x.name or outputs.image.stem,
         kernel=str(opts.kernel.absolute()),
@@ -277,11 +346,12 @@ def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths) -> xl
         root_part=layout.root.partition.number,
         memory=x.memory,
         vcpus=x.vcpus,
-        uuid=x.uuid or uuid,
-        mac=x.mac or mac,
+        uuid=who.uuid,
+        mac=who.mac,
         bridge=x.bridge,
         disk=str(outputs.image.absolute()),
         disk_format=opts.format,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
+        vsyscall_emulate=libc.vsyscall_emulate,
     )
 

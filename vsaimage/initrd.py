@@ -45,9 +45,12 @@ class RepackResult:
     conf_modules: tuple[str, ...]  # what conf/modules loads at boot: the guest needs them too
     input_bytes: int
     output_bytes: int
+    # the kernel modules inside (paths), for initrd_drivers; too long for the report
+    module_files: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if k != "module_files"}
 
 
 def _source_date_epoch() -> int | None:
@@ -194,6 +197,8 @@ def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
         conf_modules=_conf_modules(entries),
         input_bytes=len(data),
         output_bytes=len(out),
+        module_files=tuple(e.key.decode("utf-8", "replace") for e in entries
+                           if e.isreg and b"/modules/" in e.key and b".ko" in e.key),
     )
     return out, result
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from vsaimage.edits import EditContext, GuestFile, Snapshot
+from vsaimage import grubconf
+from vsaimage.edits import EditContext, GuestFile, PartitionFacts, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import ImageError
 from vsaimage.guestpath import GuestPathError
@@ -48,6 +49,8 @@ class Layout:
 # What marks a VSA root, and a kernel at the top of a boot partition (globs).
 _ROOT_MARKS = ("etc/lefthand", "etc/inittab")
 _KERNELS = ("vmlinuz*", "bzImage*")
+# The VSA's grub config on a boot partition, or in a root without one.
+_GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
 
 
 def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
@@ -66,7 +69,7 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS))
+    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_GRUB_CONFIGS))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
@@ -79,14 +82,27 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     else:
         boot = _find_boot(parts, probe, root.partition, mounts)
     kernels: tuple[str, ...] = ()
+    mounted = {"/"}
     if boot is not None:
         where = next((mp for mp, src in mounts.items() if _resolve(src, parts) == boot.partition), "/boot")
         if guest.resolve(where).kind == "dir":
-            guest.mount(boot.partition, where)
+            guest.mount(boot.partition, where, writable=writable)
+            mounted.add(where)
         kernels = tuple(sorted(name for pattern in _KERNELS
                                for name in probe.hits[pattern].get(boot.partition.number, [])))
-    guest.fence([mp for mp in mounts if mp != "/"])
+    # the VSA's other filesystems (/var/log, ...) are not mounted: a path
+    # into one would land in the root's directory that it hides
+    guest.fence([mp for mp in mounts if mp not in mounted])
     return Layout(device, tuple(parts), root, boot, kernels)
+
+
+def facts(p: Partition) -> PartitionFacts:
+    return PartitionFacts(p.number, p.fstype, p.label, p.uuid)
+
+
+def partition_facts(layout: Layout) -> tuple[PartitionFacts, ...]:
+    """What the edits may know of the system disk's partitions."""
+    return tuple(facts(p) for p in layout.partitions)
 
 
 def _candidates(parts: Iterable[Partition]) -> list[Partition]:
@@ -113,10 +129,31 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition], probe: Prob
         raise ImageError(f"{image}: no partition holds a VSA root (/etc/lefthand and /etc/inittab); "
                          f"partitions: {fs}", hint="use --root-part N if the root is there but unusual")
     if len(found) > 1:
-        nums = ", ".join(str(p.number) for p in found)
-        raise ImageError(f"{image}: several partitions look like a VSA root: {nums}",
-                         hint="choose one with --root-part N")
+        # an upgrade fills the other system slot: the VSA's grub default entry says which is live
+        number, why = grubconf.choose_slot([facts(p) for p in found], _grub_configs(guest, parts, probe))
+        if number is None:
+            raise ImageError(f"{image}: several partitions look like a VSA root ({why})",
+                             hint="choose one with --root-part N")
+        return Role(next(p for p in found if p.number == number), why)
     return Role(found[0], "holds /etc/lefthand and /etc/inittab")
+
+
+def _grub_configs(guest: Guest, parts: Sequence[Partition], probe: Probe) -> dict[str, str]:
+    """The grub configs the probe saw, each read with its partition mounted
+    at /, by where they were found."""
+    configs: dict[str, str] = {}
+    for pattern in _GRUB_CONFIGS:
+        for p in parts:
+            if p.number not in probe.hits[pattern]:
+                continue
+            guest.mount(p)
+            try:
+                data = guest.read(f"/{pattern}").data
+            finally:
+                guest.unmount_all()
+            if data is not None:
+                configs[f"/{pattern} on partition {p.number}"] = data.decode("latin-1")
+    return configs
 
 
 def fstab_mounts(fstab: bytes | None) -> dict[str, str]:

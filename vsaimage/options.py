@@ -45,6 +45,7 @@ class XlOptions:
     mac: str | None = None
     uuid: str | None = None
     data_disks: tuple[Path, ...] = ()
+    new_identity: bool = False
 
 
 @dataclass(frozen=True)

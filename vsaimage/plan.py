@@ -109,11 +109,11 @@ def step_dict(s: StepPlan) -> dict[str, object]:
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
     """The guest steps (host items are added by convert.py, which knows the files)."""
-    return Plan((), tuple(StepPlan(e.name, "skipped") if e.name in skip else _plan(e, snap, ctx)
+    return Plan((), tuple(StepPlan(e.name, "skipped") if e.name in skip else plan_step(e, snap, ctx)
                           for e in ALL_EDITS))
 
 
-def _plan(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
+def plan_step(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
     """The edit's plan, refused when a path it reads (and so every path it
     writes) leads nowhere usable: a dangling symlink, a loop, /proc ..."""
     for path in edit.reads(ctx):

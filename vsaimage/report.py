@@ -242,13 +242,19 @@ def _details(details: Mapping[str, Any]) -> str:
         elif isinstance(v, Mapping):
             v = ", ".join(f"{kk.rsplit('/', 1)[-1]}: {vv}" for kk, vv in v.items())
         elif isinstance(v, list | tuple):
-            v = ", ".join(str(x).rsplit("/", 1)[-1] for x in v) if len(v) <= 3 else f"{len(v)}"
+            v = ", ".join(_short(x) for x in v) if len(v) <= 3 else f"{len(v)}"
         elif k == "bytes" and isinstance(v, int):
             v = _size(v)
         elif isinstance(v, str) and v.startswith("/"):
             v = v.rsplit("/", 1)[-1]
         parts.append(f"{k}: {v}")
     return "; ".join(parts)
+
+
+def _short(x: object) -> str:
+    """A path by its name; anything else (a line of a file, a rewrite) as is."""
+    text = str(x)
+    return text.rsplit("/", 1)[-1] if text.startswith("/") and " " not in text else text
 
 
 def _size(n: int) -> str:
@@ -269,6 +275,10 @@ def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
          if doc.get("boot") else "not found"),
         ("VSA version", doc.get("vsa_version") or "unknown"),
+        ("glibc", _glibc(doc)),
+        ("eth0 MAC", "; ".join(f"{m['mac']} ({m['source']})" for m in doc.get("recorded_macs") or [])
+         or "none recorded"),
+        *_findings(doc.get("findings") or {}),
         ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
         ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
         *_storage_facts(doc),
@@ -291,6 +301,29 @@ def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
     ]
 
 
+def _findings(found: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The findings of inspect a user should see before converting."""
+    lines: list[tuple[str, object]] = []
+    console = found.get("console") or {}
+    if "tty1" in console:
+        lines.append(("tty1 runs", console["tty1"] or "nothing"))
+    fstab = found.get("fstab") or {}
+    rewritten = [f"{r['file']}:{r['line']} {r['from'].split()[0]} -> {r['to'].split()[0]}"
+                 for r in fstab.get("rewritten") or []]
+    lines.append(("names to rewrite", "; ".join(rewritten) or "none"))
+    lines += [("warning", w) for w in fstab.get("warnings") or []]
+    lines += [(f"{step} stops", f["error"]) for step, f in found.items() if "error" in f]
+    return lines
+
+
+def _glibc(doc: Mapping[str, Any]) -> str:
+    g = doc.get("glibc")
+    if not g:
+        return "not read"
+    done = "vsyscall=emulate on the kernel command line" if g["vsyscall_emulate"] else "no option needed"
+    return f"{g['version'] or 'unknown'} ({g['source']}): {done}"
+
+
 def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:
     show_steps(rep, f"Postconditions on {doc['image']}", doc["edits"])
     if doc["missing"]:
@@ -311,6 +344,8 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("xl config", out["cfg"]),
         ("kernel", f"{doc['kernel']['path']} ({doc['kernel']['version']})"),
         ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
+        ("MAC from", doc["xl"].get("mac_source", "")),
+        ("glibc", _glibc(doc)),
         ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
                              f"{doc['motherboard_uuid_fallback']})"),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),

@@ -4,21 +4,24 @@ launch on an image, its partition roles, and the status of every edit."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from vsaimage import __version__, bundle, guest, initrd
+from vsaimage import __version__, bundle, glibc, guest, identity, initrd
 from vsaimage.edits import EditContext, Snapshot, pcihack
-from vsaimage.errors import InitrdError
+from vsaimage.edits.catalog import ALL as ALL_EDITS
+from vsaimage.errors import InitrdError, VsaError
 from vsaimage.inspect import (
     VERSION_FILE,
     Layout,
     find_layout,
     module_versions,
+    partition_facts,
     read_snapshot,
     vsa_version,
 )
 from vsaimage.options import InspectOptions, Roles, VerifyOptions
-from vsaimage.plan import TITLES, postconditions
+from vsaimage.plan import TITLES, plan_step, postconditions
 from vsaimage.report import Reporter
 from vsaimage.source import ImageSource, read_input
 
@@ -32,7 +35,7 @@ def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, 
         g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("read image"):
         layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
-        snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE,))
+        snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
         if also is not None:
             also(g, snap)
     return layout, snap
@@ -67,12 +70,15 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         "tool_version": __version__,
         **_layout_doc(opts.image, layout),
         "vsa_version": vsa_version(snap),
+        "glibc": glibc.detect(snap).as_dict(),
+        "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
         "kernel_versions": module_versions(snap),
         "boot_kernels": list(layout.kernels),
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
         "edits": _status_rows(postconditions(snap, ctx)),
+        "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
     }
     if opts.bundle is not None:
         with rep.phase("write bundle"):
@@ -80,6 +86,21 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
             bundle.write(opts.bundle, bundle.tarball(bundle.manifest(doc, found[0], name), found[0].files))
         doc["bundle"] = str(opts.bundle)
     return doc
+
+
+def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:
+    """What each edit would do to this image (its plan's details: the fstab
+    lines to rewrite, what tty1 runs, ...) or why it would stop, so that a
+    user sees it before converting. The modules step needs a kernel: left out."""
+    found: dict[str, object] = {}
+    for edit in ALL_EDITS:
+        if edit.name == "modules":
+            continue
+        try:
+            found[edit.name] = dict(plan_step(edit, snap, ctx).details)
+        except VsaError as e:
+            found[edit.name] = {"error": e.message, "hint": e.hint}
+    return found
 
 
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:

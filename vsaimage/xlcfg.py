@@ -44,6 +44,8 @@ class XlConfig:
     bridge: str
     disk_format: str  # format of `disk`; data disks are always raw
     data_disks: tuple[str, ...] = ()
+    # The guest's glibc calls the vsyscall page (see glibc.py).
+    vsyscall_emulate: bool = False
 
 
 def derive_identity(seed: str) -> tuple[str, str]:
@@ -137,6 +139,7 @@ def render(cfg: XlConfig) -> str:
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
     vif = _quote(f"mac={cfg.mac},bridge={cfg.bridge}", "vif", quote="'")
+    extra = "console=hvc0 net.ifnames=0" + (" vsyscall=emulate" if cfg.vsyscall_emulate else "")
 
     return (
         f"# xl domU config written by vsaimage {__version__}\n"
@@ -149,7 +152,7 @@ def render(cfg: XlConfig) -> str:
         f'root = "/dev/xvda{root_part}"\n'
         # net.ifnames=0: the NIC stays eth0, which the VSA reads its MAC
         # (its serial) from; a Debian initramfs's udev would rename it enX0.
-        'extra = "console=hvc0 net.ifnames=0"\n'
+        f'extra = "{extra}"\n'
         f"memory = {_positive(cfg.memory, 'memory')}\n"
         f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{cfg.uuid}"\n'

@@ -52,13 +52,26 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class PartitionFacts:
+    """What inspection found on one partition of the system disk: edits that
+    rewrite device names use the filesystem's UUID and label."""
+
+    number: int
+    fstype: str = ""
+    label: str = ""
+    uuid: str = ""
+
+
+@dataclass(frozen=True)
 class EditContext:
-    """The options edits depend on."""
+    """The options edits depend on, and the facts of inspection they use."""
 
     pci_hack: PciHack = PciHack.BOTH
     console_autologin: bool = False
     # None when only inspecting: the modules check then accepts any version.
     kernel_version: str | None = None
+    # The system disk's partitions; empty when only checking postconditions.
+    partitions: tuple[PartitionFacts, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from vsaimage.edits import Edit
 from vsaimage.edits.console import Console
 from vsaimage.edits.drivers import Drivers
+from vsaimage.edits.fstab import Fstab
 from vsaimage.edits.mobo_uuid import MoboUuid
 from vsaimage.edits.modules import Modules
 from vsaimage.edits.pci import Pci
 from vsaimage.edits.platform import Platform
 from vsaimage.edits.udev import Udev
 
-ALL: tuple[Edit, ...] = (MoboUuid(), Pci(), Udev(), Platform(), Drivers(), Modules(), Console())
+ALL: tuple[Edit, ...] = (
+    MoboUuid(), Pci(), Udev(), Fstab(), Platform(), Drivers(), Modules(), Console(),
+)  # fmt: skip
 NAMES: tuple[str, ...] = tuple(edit.name for edit in ALL)

@@ -1,12 +1,20 @@
-"""Edit 7, `console`: a login prompt on the Xen console.
+"""Edit 7, `console`: the VSA's console on the Xen console.
 
 A PV domU has no tty1..tty6 and no serial port, so init would respawn those
 gettys in vain while the only console, hvc0, stays silent. We comment out
-the `1:`..`6:` and `s0:` entries (every other line is kept byte for byte),
-add a getty on hvc0, and let root log in there through /etc/securetty.
+the `1:`..`6:` and `s0:` entries (every other line is kept byte for byte)
+and put on hvc0 what tty1 ran: on the VSA that is its configuration
+interface (a getty whose login program is /sbin/lhn_login, or the program
+itself), which the appliance's users know and which needs no root password.
+Only the device changes. When tty1 ran a plain getty (the system's own
+/bin/login), hvc0 gets an agetty instead, and root may log in there through
+/etc/securetty.
 """
 
 from __future__ import annotations
+
+import posixpath
+import re
 
 from vsaimage.edits import Change, EditContext, Snapshot, StepPlan, decide, text_write
 from vsaimage.edits.textfile import ensure_final_newline, newline_of, require_text, split_lines
@@ -22,6 +30,12 @@ AUTOLOGIN_WARNING = (
     "--console-autologin: anyone with access to the domain's console "
     "(xl console) gets a root shell without a password"
 )
+GETTYS = frozenset({"mingetty", "agetty", "getty", "mgetty", "fgetty", "ngetty"})
+# Options that make a getty run something else than /bin/login, or log a user
+# in by itself: a getty given one of them is the VSA's program, not a plain getty.
+_OWN_LOGIN = ("-l", "--login-program", "--loginprog", "-a", "--autologin")
+# tty1 as a word of a command line, with or without /dev/ (kept when moved)
+_TTY1 = re.compile(r"(?<!\S)(/dev/|)tty1(?!\S)")
 
 
 def _split(line: str) -> tuple[str, str]:
@@ -30,15 +44,60 @@ def _split(line: str) -> tuple[str, str]:
     return body, line[len(body) :]
 
 
+def _ident(body: str) -> str | None:
+    return body.split(":", 1)[0] if ":" in body else None
+
+
+def _runs_tty1(body: str) -> bool:
+    fields = body.split(":", 3)
+    if len(fields) != 4 or fields[0].lstrip().startswith("#"):
+        return False
+    return fields[0] == "1" or _TTY1.search(fields[3]) is not None
+
+
+def tty1_entry(text: str) -> str | None:
+    """The inittab entry that runs on tty1: the active one, else (on a
+    converted file) one this edit commented out with a bare `#`: the one
+    whose hvc0 line is there, or the last."""
+    lines = [_split(line)[0] for line in split_lines(text)]
+    active = [b for b in lines if _runs_tty1(b)]
+    if active:
+        return active[0]
+    ours = [b[1:] for b in lines if b.startswith("#") and _ident(b[1:]) in DISABLED_IDS and _runs_tty1(b[1:])]
+    hvc = [b for b in lines if _ident(b) == HVC_ID]
+    return next((e for e in ours if hvc_line(e)[0] in hvc), ours[-1] if ours else None)
+
+
+def is_plain_getty(entry: str) -> bool:
+    """Whether an inittab entry runs a getty with the system's /bin/login."""
+    words = entry.split(":", 3)[3].split()
+    if not words or posixpath.basename(words[0]) not in GETTYS:
+        return False
+    return not any(w.split("=", 1)[0] in _OWN_LOGIN for w in words[1:])
+
+
+def hvc_line(entry: str | None, autologin: bool = False) -> tuple[str, str]:
+    """(the hvc0 entry, why) for what tty1 ran."""
+    if autologin:
+        return AUTOLOGIN, "--console-autologin: a root shell on hvc0"
+    if entry is None:
+        return LOGIN, "no entry runs on tty1: a login prompt on hvc0"
+    if is_plain_getty(entry):
+        return LOGIN, "tty1 ran a plain getty: a login prompt on hvc0"
+    _, levels, action, process = entry.split(":", 3)
+    moved = _TTY1.sub(lambda m: m.group(1) + "hvc0", process)
+    return f"{HVC_ID}:{levels}:{action}:{moved}", "tty1 ran the VSA's own console program: moved to hvc0"
+
+
 def patch_inittab(text: str, autologin: bool = False) -> str:
     """inittab with the VGA and serial gettys commented out and one hvc0
-    getty; an hvc line of ours with the other login mode is replaced."""
-    wanted = AUTOLOGIN if autologin else LOGIN
+    entry for what tty1 ran; an hvc line of ours is brought up to date."""
+    wanted, _why = hvc_line(tty1_entry(text), autologin)
     out: list[str] = []
     have = False
     for line in split_lines(text):
         body, ending = _split(line)
-        ident = body.split(":", 1)[0] if ":" in body else None
+        ident = _ident(body)
         if ident in DISABLED_IDS:
             line = "#" + line
         elif ident == HVC_ID:
@@ -73,7 +132,7 @@ def other_hvc0_gettys(text: str) -> list[str]:
 
 class Console:
     name = "console"
-    title = "Login prompt on the Xen console hvc0 (inittab, securetty)"
+    title = "tty1's program on the Xen console hvc0 (inittab, securetty)"
 
     def reads(self, ctx: EditContext) -> tuple[str, ...]:
         return (INITTAB, SECURETTY)
@@ -87,7 +146,10 @@ class Console:
         securetty = snap.text(SECURETTY)
         if securetty is not None:
             changes += text_write(snap, SECURETTY, patch_securetty(securetty))
-        details: dict[str, object] = {"file": INITTAB, "autologin": ctx.console_autologin}
+        tty1 = tty1_entry(text)
+        hvc0, why = hvc_line(tty1, ctx.console_autologin)
+        details: dict[str, object] = {"file": INITTAB, "tty1": tty1, "hvc0": hvc0, "why": why,
+                                      "autologin": ctx.console_autologin}
         if ctx.console_autologin:
             details["warning"] = AUTOLOGIN_WARNING
         others = other_hvc0_gettys(text)
@@ -96,16 +158,10 @@ class Console:
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
-        """In place when no VGA/serial getty is active and an hvc0 getty of
-        ours is, in either login mode (verify does not know the option)."""
+        """In place when no VGA/serial getty is active and hvc0 runs what
+        tty1 ran, in either login mode (verify does not know the option)."""
         text = snap.text(INITTAB)
-        if text is None:
+        if text is None or not any(patch_inittab(text, mode) == text for mode in (False, True)):
             return False
-        ours = False
-        for line in (raw.rstrip("\r\n") for raw in split_lines(text)):
-            ident = line.split(":", 1)[0] if ":" in line else None
-            if ident in DISABLED_IDS:
-                return False
-            ours = ours or line in (LOGIN, AUTOLOGIN)
         securetty = snap.text(SECURETTY)
-        return ours and (securetty is None or patch_securetty(securetty) == securetty)
+        return securetty is None or patch_securetty(securetty) == securetty

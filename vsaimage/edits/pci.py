@@ -73,6 +73,11 @@ class Pci:
                     mode = old.mode if old.mode is not None else 0o755
                     changes.append(WriteFile(path, new, mode))
             details["replacements"] = counts
+            without = [p for p, n in counts.items() if not n and not _patched(snap, p)]
+            if without:
+                details["without_the_path"] = without
+            if ctx.pci_hack is PciHack.BINARY:
+                _require_patchable(counts, without)
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
@@ -80,4 +85,26 @@ class Pci:
             return False
         if not _binary_wanted(ctx):
             return True
-        return all(REAL_PATH.encode() not in (snap.get(p).data or b"") for p in BINARIES)
+        if any(REAL_PATH.encode() in (snap.get(p).data or b"") for p in BINARIES):
+            return False
+        if ctx.pci_hack is not PciHack.BINARY:
+            return True
+        # binary alone is in place only where every program there reads the fake list
+        present = [p for p in BINARIES if snap.get(p).data is not None]
+        return bool(present) and all(_patched(snap, p) for p in present)
+
+
+def _patched(snap: Snapshot, path: str) -> bool:
+    return FAKE_PATH.encode() in (snap.get(path).data or b"")
+
+
+def _require_patchable(counts: dict[str, int], without: list[str]) -> None:
+    """--pci-hack binary fakes the list only for the programs it patches: one
+    it cannot patch would still read the real, empty list."""
+    hint = "--pci-hack bind (or both) shows the fake list at /proc/bus/pci by a bind mount from the initrd"
+    if without:
+        raise EditError(f"--pci-hack binary: {without[0]} holds no {REAL_PATH} to patch "
+                        "(this release reads the PCI list some other way)", hint=hint)
+    if not counts:
+        raise EditError(f"--pci-hack binary: none of {', '.join(BINARIES)} is in the guest; "
+                        "nothing would read the fake list", hint=hint)
