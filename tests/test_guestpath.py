@@ -97,8 +97,8 @@ def test_listing_follows_symlinked_directories(root: HostTree) -> None:
 def test_plan_refuses_a_bad_link_naming_path_and_step() -> None:
     snap = Snapshot({INITTAB: GuestFile(INITTAB, None, error=f"{INITTAB}: symlink loop (at /etc/inittab)")})
     with pytest.raises(GuestPathError) as e:
-        build(snap, EditContext(kernel_version="6.1"), frozenset({"mobo-uuid", "pci", "udev", "fstab", "platform",
-                                                                  "drivers", "modules"}))
+        build(snap, EditContext(kernel_version="6.1"),
+              frozenset({"mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules"}))
     assert INITTAB in e.value.message and "step console" in e.value.message
     assert e.value.exit_code == 2
     binary = GuestFile(BINARIES[3], None, error=f"{BINARIES[3]} is a dangling symlink (-> x)")

@@ -68,7 +68,8 @@ def test_every_key() -> None:
 
 
 def test_vsyscall_emulate_for_old_glibc() -> None:
-    assert parse(render(config(vsyscall_emulate=True)))["extra"] == "console=hvc0 net.ifnames=0 vsyscall=emulate"
+    extra = parse(render(config(vsyscall_emulate=True)))["extra"]
+    assert extra == "console=hvc0 net.ifnames=0 vsyscall=emulate"
 
 
 def test_disk_specs() -> None:
