@@ -100,7 +100,8 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
 
 @pytest.fixture(scope="session")
 def readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
-    return read_back(converted.out, converted.run.doc["root_partition"], debian_kernel.version)
+    doc = converted.run.doc
+    return read_back(converted.out, doc["root_partition"], doc["boot_partition"], debian_kernel.version)
 
 
 @pytest.fixture(scope="session")

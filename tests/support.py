@@ -155,10 +155,11 @@ READBACK_FILES = (
     "/etc/inittab",
     "/etc/securetty",
     "/etc/fstab",
+    "/boot/grub/grub.conf",
 )
 
 
-def read_back(image: Path, root_part: int, kernel_version: str) -> Readback:
+def read_back(image: Path, root_part: int, boot_part: int, kernel_version: str) -> Readback:
     import guestfs
 
     g = guestfs.GuestFS(python_return_dict=True)
@@ -166,6 +167,7 @@ def read_back(image: Path, root_part: int, kernel_version: str) -> Readback:
     g.launch()
     try:
         g.mount_ro(f"/dev/sda{root_part}", "/")
+        g.mount_ro(f"/dev/sda{boot_part}", "/boot")
         files: dict[str, bytes | None] = {}
         modes: dict[str, int | None] = {}
         for p in READBACK_FILES:

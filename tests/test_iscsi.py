@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -175,20 +174,29 @@ def test_convert_over_iscsi(lun_converted: tuple[Run, Path], target: Target) -> 
 
 def test_convert_copied_the_lun_faithfully(lun_converted: tuple[Run, Path], inspected: Run,
                                            target: Target) -> None:
-    """Outside the root partition (the only one the edits write) the output
-    holds the LUN's bytes. Compared wherever either file has data: both read
-    as zeros everywhere else."""
+    """Outside the root and boot partitions (the only ones the edits write)
+    the output holds the LUN's bytes. Compared wherever either file has
+    data: both read as zeros everywhere else."""
     r, out = lun_converted
     assert r.code == 0, r.stderr
-    root: dict[str, Any] = next(p for p in inspected.doc["partitions"] if p["number"] == 5)
-    lo, hi = root["start"], root["start"] + root["size"]
+    written = sorted((p["start"], p["start"] + p["size"]) for p in inspected.doc["partitions"]
+                     if p["number"] in (r.doc["root_partition"], r.doc["boot_partition"]))
     with open(target.backing, "rb") as a, open(out, "rb") as b:
         for start, end in data_extents(target.backing) + data_extents(out):
-            for s, e in ((start, min(end, lo)), (max(start, hi), end)):
-                if s < e:
-                    a.seek(s)
-                    b.seek(s)
-                    assert a.read(e - s) == b.read(e - s), f"bytes {s}..{e} differ"
+            for s, e in _outside(start, end, written):
+                a.seek(s)
+                b.seek(s)
+                assert a.read(e - s) == b.read(e - s), f"bytes {s}..{e} differ"
+
+
+def _outside(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of [start, end) outside the sorted, disjoint `holes`."""
+    parts = []
+    for lo, hi in holes:
+        if start < min(end, lo):
+            parts.append((start, min(end, lo)))
+        start = max(start, hi)
+    return parts + ([(start, end)] if start < end else [])
 
 
 def test_converted_image_verifies(lun_converted: tuple[Run, Path]) -> None:

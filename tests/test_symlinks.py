@@ -25,10 +25,10 @@ EDITED = {
     "/opt/lefthand/brand/brand.init": b"platform.xml.vmw",
     "/opt/lefthand/brand/rc.drivers": b"xen_blkfront",
     "/opt/lefthand/brand/common/fst": b"/hack/bus/pci/devices",
-    "/etc/sysconfig/inittab": b"hvc:2345:respawn:/sbin/agetty hvc0 38400 linux",
+    "/etc/sysconfig/inittab": b"hvc:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login hvc0",
     "/usr/lib/lefthand/hwid": b"/hack/bus/pci/devices",
 }
-STEPS = ("mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console")
+STEPS = ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console")
 
 
 def convert(src: Path, out: Path, k: DebianKernel, initrd: Path | None = None) -> Run:

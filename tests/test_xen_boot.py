@@ -12,7 +12,10 @@ One QEMU run (tests/xenharness): Debian's Xen 4.17, a dom0, and in it
   same config without `vsyscall=emulate`): the negative control, which must
   fail the checks that depend on the conversion;
 - the converted `symlinks` variant (the files the edits change reached
-  through symlinks, as on a Red Hat-style root), with its own config.
+  through symlinks, as on a Red Hat-style root), with its own config;
+- the converted disk again, as it was left by its first boot (QEMU keeps
+  the run's writes in its snapshot): the motherboard UUID the VSA recorded
+  then must not look changed.
 
 On failure the logs are kept in build/xen-logs/ and their tails printed.
 """
@@ -40,7 +43,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 KEPT_LOGS = REPO / "build" / "xen-logs"
-CONVERTED, UNCONVERTED, SYMLINKS = "1-converted", "2-unconverted", "3-symlinks"
+CONVERTED, UNCONVERTED, SYMLINKS, AGAIN = "1-converted", "2-unconverted", "3-symlinks", "4-converted-again"
+LHN_LOG = "/var/log/lefthand/lhn_init.log"
 REPORT_END = "boot-report: end"
 # What the program an inittab line runs on hvc0 prints when it is ready.
 PROMPTS = {"agetty": " login: ", "getty": " login: ", "mingetty": " login: "}
@@ -160,13 +164,14 @@ def xen(converted: Converted, symlinks_converted: Variant, debian_kernel: Debian
         harness.DomU(SYMLINKS, symlinks_converted.out.with_suffix(".cfg").read_text(),
                      debian_kernel.vmlinuz, same_file(symlinks_converted.initrd, converted.initrd),
                      (symlinks_converted.out,), prompt),
+        harness.DomU(AGAIN, generated, debian_kernel.vmlinuz, converted.initrd, tuple(disks), prompt),
     ]
     parse = {"converted": generated, **config_variants(generated)}
     if converted.minimal_cfg.decode() != generated:
         parse["converted-minimal"] = converted.minimal_cfg.decode()
     result = harness.run(domus, parse, tmp_path_factory.mktemp("xen"))
     print("\n".join(result.harness()), f"\nQEMU ran {result.seconds:.0f} s")
-    layouts = {CONVERTED: "stock", UNCONVERTED: "stock", SYMLINKS: "symlinks"}
+    layouts = {CONVERTED: "stock", UNCONVERTED: "stock", SYMLINKS: "symlinks", AGAIN: "stock"}
     boots = {d.name: Boot(d.name, result.console(d.name), parse_xl(result.used_configs[d.name]),
                           f"/dev/xvda{LAYOUTS[layouts[d.name]].root_part}")
              for d in domus}
@@ -183,10 +188,12 @@ def config_variants(generated: str) -> dict[str, str]:
     renders them: data disks on every vdev, qcow2, names and paths that need
     quoting. They are only parsed."""
     cfg = parse_xl(generated)
+    vif = parse_spec(str(cfg["vif"][0]))  # type: ignore[index]
     base = xlcfg.XlConfig(
         name=str(cfg["name"]), kernel=str(cfg["kernel"]), ramdisk=str(cfg["ramdisk"]),
         root_part=int(str(cfg["root"]).removeprefix("/dev/xvda")), uuid=str(cfg["uuid"]),
-        mac=parse_spec(str(cfg["vif"][0]))["mac"],  # type: ignore[index]
+        mac=vif["mac"], bridge=vif["bridge"], memory=int(str(cfg["memory"])),
+        vcpus=int(str(cfg["vcpus"])), disk_format="raw",
         disk=parse_spec(str(cfg["disk"][0]))["target"],  # type: ignore[index]
     )
     odd = "/srv/xen/it's a \"vsa\", really\\.img"
@@ -325,6 +332,18 @@ def test_converted_shut_down_by_xl(xen: XenRun) -> None:
     with xen.logs_kept():
         assert f"domU {CONVERTED}: shut down" in " ".join(xen.result.harness())
         assert xen.result.returncode == 0, "the dom0 did not power the machine off"
+
+
+def test_converted_keeps_its_motherboard_uuid_across_reboots(xen: XenRun) -> None:
+    """didMotherboardChange recorded the config's UUID at the first boot and
+    finds the same one at the next: the node does not reset its hardware
+    inventory (and so its identity) on every boot."""
+    with xen.logs_kept():
+        again = xen.boots[AGAIN]
+        motherboard_uuid_is_the_config_uuid(again)
+        log = again.section(LHN_LOG)
+        assert f"recording motherboard UUID {again.config['uuid']}" in log, log
+        assert "motherboard changed" not in log, log
 
 
 # --- the symlinks variant boots the same way -------------------------------

@@ -311,6 +311,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
     if repack.done():  # a bad --initrd stops the convert before anything is written
         repack.result()
     with rep.phase("edits"):
+        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile)])
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)

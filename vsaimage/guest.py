@@ -181,6 +181,8 @@ class Guest:
         self._fenced: tuple[str, ...] = ()
         # lstat results by symlink-free path; writes and mounts clear it
         self._entries: dict[str, Entry | None] = {}
+        # mount point -> partition, for what is mounted read-only below /
+        self._readonly: dict[str, Partition] = {}
 
     def __enter__(self) -> Guest:
         return self
@@ -267,10 +269,23 @@ class Guest:
         except RuntimeError as e:
             raise ApplianceError(f"cannot mount partition {part.number} ({part.device}) on {where}: "
                                  f"{_first_line(e)}") from e
+        if target != "/" and not writable:
+            self._readonly[target] = part
         self._entries.clear()
+
+    def make_writable(self, paths: Sequence[str]) -> None:
+        """Remount read-write each filesystem below / mounted read-only (the
+        boot partition) that one of `paths` leads into. Only those: a
+        read-write mount alone rewrites a filesystem's superblock."""
+        for target in [t for t in self._readonly
+                       if any(guestpath.under(self.resolve(p).real, t) for p in paths)]:
+            part = self._readonly.pop(target)
+            self.g.umount(target)
+            self.mount(part, target, writable=True)
 
     def unmount_all(self) -> None:
         self.g.umount_all()
+        self._readonly.clear()
         self._entries.clear()
 
     def fence(self, mountpoints: Sequence[str]) -> None:

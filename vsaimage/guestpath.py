@@ -121,17 +121,18 @@ def _via(path: str, link: str) -> str:
     return path if link == path else f"{path}: {link}"
 
 
-def _under(path: str, top: str) -> bool:
+def under(path: str, top: str) -> bool:
+    """Whether `path` is `top` or below it (both symlink-free)."""
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def _check_place(path: str, here: str, fenced: Iterable[str]) -> None:
     """Refuse to go on into /proc, /sys, /dev or another filesystem."""
     for top in VIRTUAL:
-        if _under(here, top):
+        if under(here, top):
             raise GuestPathError(f"{path} leads into {top}, which is not on the disk")
     for top in fenced:
-        if top != "/" and _under(here, top):
+        if top != "/" and under(here, top):
             raise GuestPathError(f"{path} leads into {top}, another filesystem")
 
 

@@ -86,7 +86,8 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     if boot is not None:
         where = next((mp for mp, src in mounts.items() if _resolve(src, parts) == boot.partition), "/boot")
         if guest.resolve(where).kind == "dir":
-            guest.mount(boot.partition, where, writable=writable)
+            # read-only until an edit writes there (Guest.make_writable)
+            guest.mount(boot.partition, where)
             mounted.add(where)
         kernels = tuple(sorted(name for pattern in _KERNELS
                                for name in probe.hits[pattern].get(boot.partition.number, [])))
