@@ -102,7 +102,13 @@ def test_fstab_names_filesystems_by_uuid(readback: Readback, converted: Converte
     for mount, number in (("/", 5), ("/boot", 1), ("/var/log", 6), ("swap", 3)):
         assert specs[mount] == f"UUID={stock.partition(number).uuid}", mount
     fstab_step = next(s for s in converted.run.doc["steps"] if s["step"] == "fstab")
-    assert [r["line"] for r in fstab_step["details"]["rewritten"]] == [1, 2, 3, 8]
+    assert [(r["file"], r["line"]) for r in fstab_step["details"]["rewritten"]] == [
+        *(("/etc/fstab", n) for n in (1, 2, 3, 8)), ("/boot/grub/grub.conf", 15)]
+    # the boot loader's kernel line names the root as Xen does (the VSA's
+    # grub.conf is read on the boot partition, where its fstab mounts it)
+    grub = (readback.files["/boot/grub/grub.conf"] or b"").decode()
+    kernel_lines = [line.split() for line in grub.splitlines() if line.strip().startswith("kernel ")]
+    assert [k for k in kernel_lines if "root=/dev/xvda5" in k] == kernel_lines != []
 
 
 def test_console(readback: Readback) -> None:

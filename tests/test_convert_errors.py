@@ -121,6 +121,20 @@ def test_initrd_missing(example_image: Path, debian_kernel: DebianKernel, tmp_pa
     assert_refused(r, "none.img", "no such file")
 
 
+def test_initrd_that_is_no_initrd_is_refused_before_any_work(example_image: Path,
+                                                            debian_kernel: DebianKernel,
+                                                            tmp_path: Path) -> None:
+    """Refused before the copy and the launch (the repack itself runs during
+    the launch, and its error would come minutes later)."""
+    hostname = tmp_path / "hostname"
+    hostname.write_text("vsa1\n")
+    r = run_cli("convert", example_image, "--kernel", debian_kernel.vmlinuz, "--initrd", hostname,
+                "-o", tmp_path / "out.img")
+    assert_refused(r, str(hostname), "not an initrd")
+    assert "appliance launch" not in r.stderr and "copy" not in r.stderr, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["hostname"]
+
+
 def test_unknown_skip(example_image: Path, debian_kernel: DebianKernel, tmp_path: Path) -> None:
     r = convert(example_image, tmp_path / "out.img", debian_kernel, "--skip", "nonsense")
     assert_refused(r, "--skip nonsense")

@@ -109,6 +109,7 @@ def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
     doc = run_cli("inspect", example_image, "--json").doc
     tty1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
     assert doc["findings"]["console"]["tty1"] == tty1
-    assert [r["line"] for r in doc["findings"]["fstab"]["rewritten"]] == [1, 2, 3, 8]
+    assert [(r["file"], r["line"]) for r in doc["findings"]["fstab"]["rewritten"]] == [
+        *(("/etc/fstab", n) for n in (1, 2, 3, 8)), ("/boot/grub/grub.conf", 15)]
     assert doc["recorded_macs"] == [
         {"mac": "00:50:56:9a:3c:11", "source": "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"}]

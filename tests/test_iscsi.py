@@ -161,7 +161,8 @@ def test_convert_over_iscsi(lun_converted: tuple[Run, Path], target: Target) -> 
     doc = r.doc
     assert doc["input"] == target.uri
     assert {s["step"]: s["status"] for s in doc["steps"]} == dict.fromkeys(
-        ("copy", "mobo-uuid", "pci", "udev", "platform", "drivers", "modules", "console", "initrd", "xl"),
+        ("copy", "mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console",
+         "initrd", "xl"),
         "applied")
     assert doc["appliance_launches"] == 1
     assert "copy (iSCSI)" in doc["timings"]

@@ -257,17 +257,24 @@ def old_glibc_survives(boot: Boot) -> None:
 
 
 def every_fstab_mount(boot: Boot) -> None:
+    """Each filesystem of the fstab is mounted; each swap entry was turned on
+    by rc.sysinit (/proc/swaps names the device a UUID= or LABEL= found)."""
     mounts = boot.mounts()
-    swaps = {line.split()[0] for line in boot.section("/proc/swaps").splitlines()[1:]}
-    failed = []
+    swaps = boot.section("/proc/swaps").splitlines()[1:]
+    failed, swap_entries = [], 0
     for line in boot.section("/etc/fstab").splitlines():
         f = line.split()
         if len(f) < 3 or f[0].startswith("#"):
             continue
-        ok = f[0] in swaps if f[2] == "swap" else f[1] in mounts
+        if f[2] == "swap":
+            swap_entries += 1
+            ok = f"rc.sysinit: swap {f[0]} on" in boot.console
+        else:
+            ok = f[1] in mounts
         if not ok:
             failed.append(line)
     assert not failed, "not mounted:\n" + "\n".join(failed)
+    assert len(swaps) == swap_entries, f"/proc/swaps: {swaps}"
 
 
 def hvc0_prompt(prompt: str) -> Callable[[Boot], None]:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from vsaimage import (
     __version__,
+    cpio,
     glibc,
     guest,
     identity,
@@ -83,9 +84,21 @@ def _modules_dir(opts: ConvertOptions, version: str) -> Path | None:
     return d
 
 
+def _read_initrd(path: Path) -> bytes:
+    """The --initrd's bytes, refused at once when they are no initrd at all:
+    the repack proper runs during the appliance launch, and its error would
+    come only after the copy, the launch and the plan."""
+    data = read_input(path, InitrdError, "an initrd (--initrd)")
+    try:
+        cpio.split(data)
+    except InitrdError as e:
+        raise InitrdError(f"{path}: {e.message}", hint=e.hint) from None
+    return data
+
+
 def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
-    initrd_in = read_input(opts.initrd, InitrdError, "an initrd (--initrd)")
+    initrd_in = _read_initrd(opts.initrd)
     modules_dir = _modules_dir(opts, version)
     outputs = OutputPaths.from_option(opts.output)
     ctx = _edit_context(opts, version)
@@ -180,7 +193,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
     if not opts.kernel.is_file():
         raise KernelError(f"{opts.kernel}: no such file (--kernel)")
-    initrd_in = read_input(opts.initrd, InitrdError, "an initrd (--initrd)")
+    initrd_in = _read_initrd(opts.initrd)
     modules_dir = _modules_dir(opts, version)
     outputs = OutputPaths.from_option(opts.output)
     inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]

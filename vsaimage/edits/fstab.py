@@ -140,6 +140,19 @@ def patch_grub(text: str, path: str) -> tuple[str, list[Rewrite]]:
     return "".join(out), rewrites
 
 
+def _distinct(snap: Snapshot, paths: tuple[str, ...]) -> list[str]:
+    """`paths` without those that lead to a file an earlier one leads to
+    (menu.lst is usually a symlink to grub.conf): each file edited once."""
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        real = snap.get(path).real or path
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
 class Fstab:
     name = "fstab"
     title = "Disk names that exist under Xen (fstab, grub.conf)"
@@ -154,8 +167,8 @@ class Fstab:
         text = require_text(snap, FSTAB, self.name)
         new, rewrites, warnings = patch_fstab(text, ctx.partitions)
         changes: list[Change] = text_write(snap, FSTAB, new)
-        for path in GRUB_CONFIGS:
-            grub = snap.text(path)  # a symlink (menu.lst -> grub.conf) reads as None
+        for path in _distinct(snap, GRUB_CONFIGS):
+            grub = snap.text(path)
             if grub is not None:
                 new_grub, more = patch_grub(grub, path)
                 changes += text_write(snap, path, new_grub)
