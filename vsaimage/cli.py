@@ -27,7 +27,7 @@ from vsaimage.options import (
     XlOptions,
 )
 from vsaimage.report import Reporter
-from vsaimage.xlcfg import validate_mac, validate_uuid
+from vsaimage.xlcfg import DISK_FORMATS, validate_mac, validate_uuid
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--initrd", required=True, type=Path, help="its initramfs-tools initrd")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img",
                    help="output disk; OUT.initrd and OUT.cfg are written beside it")
-    c.add_argument("--format", choices=("raw", "qcow2"), default=ConvertOptions.format,
+    c.add_argument("--format", choices=DISK_FORMATS, default=ConvertOptions.format,
                    help="output disk format")
     c.add_argument("--pci-hack", choices=[m.value for m in PciHack], default=ConvertOptions.pci_hack.value,
                    help="fake /proc/bus/pci/devices by an initrd bind mount, by patching the "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsaimage.edits import PciHack
+from vsaimage.edits import DEFAULT_PCI_HACK, PciHack
 from vsaimage.source import ImageSource
 
 
@@ -30,7 +30,7 @@ class VerifyOptions:
     roles: Roles = Roles()
     initrd: Path | None = None
     kernel_version: str | None = None
-    pci_hack: PciHack = PciHack.BOTH
+    pci_hack: PciHack = DEFAULT_PCI_HACK
     skip: frozenset[str] = frozenset()
 
 
@@ -55,7 +55,7 @@ class ConvertOptions:
     initrd: Path
     output: Path
     format: str = "raw"
-    pci_hack: PciHack = PciHack.BOTH
+    pci_hack: PciHack = DEFAULT_PCI_HACK
     console_autologin: bool = False
     skip: frozenset[str] = frozenset()
     roles: Roles = Roles()

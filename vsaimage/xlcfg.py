@@ -27,7 +27,7 @@ _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 # A Linux interface name: at most 15 bytes, and nothing xl's vif syntax splits on.
 _BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
-_DISK_FORMATS = ("raw", "qcow2")
+DISK_FORMATS = ("raw", "qcow2")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def render(cfg: XlConfig) -> str:
         raise BadInput(
             f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
         )
-    if cfg.disk_format not in _DISK_FORMATS:
+    if cfg.disk_format not in DISK_FORMATS:
         raise BadInput(f"unknown disk format {cfg.disk_format!r} (raw or qcow2)")
     if not _BRIDGE_RE.fullmatch(cfg.bridge):
         raise BadInput(

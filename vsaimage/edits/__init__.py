@@ -23,6 +23,10 @@ class PciHack(StrEnum):
     BINARY = "binary"
 
 
+# --pci-hack's default, for convert and verify alike
+DEFAULT_PCI_HACK = PciHack.BOTH
+
+
 @dataclass(frozen=True)
 class GuestFile:
     """One path of the guest root as read before planning, symlinks followed
@@ -66,7 +70,7 @@ class PartitionFacts:
 class EditContext:
     """The options edits depend on, and the facts of inspection they use."""
 
-    pci_hack: PciHack = PciHack.BOTH
+    pci_hack: PciHack = DEFAULT_PCI_HACK
     console_autologin: bool = False
     # None when only inspecting: the modules check then accepts any version.
     kernel_version: str | None = None
