@@ -120,7 +120,6 @@ class Planned:
     """Everything a convert will do, decided before anything is written."""
 
     layout: Layout
-    snap: Snapshot  # the guest as read for planning
     plan: Plan
     cfg: xlcfg.XlConfig
     who: identity.Identity
@@ -162,7 +161,7 @@ def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: Outpu
     cfg = _xl_config(opts, layout, outputs, libc, who)
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
                       action, initrd_done)
-    return Planned(layout, snap, plan, cfg, who, libc)
+    return Planned(layout, plan, cfg, who, libc)
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
