@@ -10,12 +10,13 @@ from __future__ import annotations
 import subprocess
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import initrd_reader as rd
 from support import DebianKernel
-from vsaimage import initrd, initrd_modules
+from vsaimage import initrd, initrd_modules, survey
 from vsaimage.errors import InitrdError
 
 V = "6.1.0-99-amd64"
@@ -309,6 +310,17 @@ def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(InitrdError, match="depmod is not installed") as exc:
         repack(gz(small()), tree)
     assert exc.value.hint == "install kmod"
+
+
+def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: Path) -> None:
+    layout = SimpleNamespace(root=SimpleNamespace(partition=SimpleNamespace(fstype="ext3")))
+    data = gz(small())
+    [row] = survey._initrd_drivers(data, tree, layout)
+    assert row["step"] == "initrd-drivers" and row["status"] == "not applied"
+    assert row["details"] == {"missing": ["xen_blkfront", "ext4"]}
+    [row] = survey._initrd_drivers(repack(data, tree)[0], tree, layout)
+    assert row["status"] == "applied"
+    assert survey._initrd_drivers(data, tmp_path / "no-tree", layout) == []
 
 
 def test_module_names_in_conf_modules() -> None:
