@@ -21,6 +21,7 @@ def test_complete_initrd() -> None:
 
 def test_missing_blkfront_and_fs() -> None:
     assert check(FULL[1:], "", "ext3").missing == ["xen_blkfront"]
+    assert check([], "", "ext3").missing_needs == [("xen_blkfront",), ("ext4", "ext3")]
     assert check(FULL[:1], "", "ext3").missing == ["ext4"]
     assert check([], "", "xfs").missing == ["xen_blkfront", "xfs"]
 

@@ -42,3 +42,21 @@ def test_dry_run_table_shows_what_each_item_writes() -> None:
     text = out.getvalue()
     for written in ("/out/x.img", "/etc/inittab", "/lib/modules/6.1.0-1-amd64/", "/out/x.cfg"):
         assert written in text, written
+
+
+def test_result_table_says_what_the_initrd_lacked_and_got() -> None:
+    drivers = {"needed": ["xen_blkfront", "ext4|ext3"], "missing": ["xen_blkfront", "ext4"],
+               "added": ["xen_blkfront", "ext4"], "files": ["a.ko", "b.ko", "c.ko"], "unavailable": [],
+               "source": "/lib/modules/6.1.0-1-amd64", "why": "neither in the initrd nor built in"}
+    done = PLAN.executed({"initrd": {"drivers": drivers}})
+    doc = {"steps": done.as_dicts(), "root_partition": 5, "timings": {}, "motherboard_uuid": "u",
+           "motherboard_uuid_fallback": "f", "glibc": None,
+           "outputs": {"image": "/out/x.img", "format": "raw", "initrd": "/out/x.initrd",
+                       "cfg": "/out/x.cfg"},
+           "kernel": {"path": "/boot/vmlinuz", "version": "6.1.0-1-amd64"},
+           "xl": {"name": "x", "uuid": "u", "mac": "m"}}
+    out = io.StringIO()
+    show_convert(Reporter(stdout=out, stderr=io.StringIO()), doc)
+    text = out.getvalue()
+    assert "drivers: added xen_blkfront," in text  # in the steps table (wrapped)
+    assert "initrd drivers    neither in the initrd nor built in\n" in text

@@ -206,6 +206,37 @@ def new_entry(name: bytes, mode: int, data: bytes, *, like: Entry, ino: int,
     return entry
 
 
+class Members:
+    """The entries of a main segment, looked up by key (a later duplicate
+    wins, as in the kernel), plus new members made alike: owned by root, one
+    mtime, fresh inode numbers, and the archive's name style (`./` or not)."""
+
+    def __init__(self, entries: list[Entry], mtime: int) -> None:
+        self.entries = entries
+        self.by_key = {e.key: e for e in entries}
+        self.mtime = mtime
+        self._next_ino = max((e.inode[2] for e in entries), default=0) + 1
+        named = next((e for e in entries if e.key), None)
+        self.prefix = named.name[: len(named.name) - len(named.key)] if named else b""
+
+    def get(self, key: bytes) -> Entry | None:
+        return self.by_key.get(key)
+
+    def add(self, key: bytes, mode: int, data: bytes = b"", *, like: Entry) -> Entry:
+        """A new member `key` (a directory's nlink is 2), on `like`'s device."""
+        entry = new_entry(self.prefix + key, mode, data, like=like, ino=self._next_ino,
+                          mtime=self.mtime, nlink=2 if mode & S_IFMT == S_IFDIR else 1)
+        self._next_ino += 1
+        self.entries.append(entry)
+        self.by_key[key] = entry
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        self.entries.remove(entry)
+        if self.by_key.get(entry.key) is entry:
+            del self.by_key[entry.key]
+
+
 def hardlinks_data_on_last(entries: list[Entry]) -> None:
     """Put each hardlink group's data on its last member in the new order.
 

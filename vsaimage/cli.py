@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     c.add_argument("--kernel-version", help="override the version read from the kernel header")
     c.add_argument("--modules-dir", type=Path,
-                   help="modules tree to copy (default /lib/modules/<kernel version>)")
+                   help="modules tree to copy, and to add the initrd's missing drivers from "
+                   "(default /lib/modules/<kernel version>)")
     c.add_argument("--modules", choices=("full", "minimal"), default="full",
                    help="copy the whole modules tree, or only what the guest needs")
     c.add_argument("--initrd-compression", choices=COMPRESSIONS,
@@ -137,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     v = cmd("verify", "Check that every edit is in place; exit 0 only if so.")
     v.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
     v.add_argument("--initrd", type=Path, help="also check the repacked initrd")
-    v.add_argument("--kernel-version", help="check the modules of this version")
+    v.add_argument("--kernel-version", help="check the modules of this version (and, with --initrd, "
+                   "its drivers against /lib/modules/VERSION)")
     v.add_argument("--pci-hack", choices=[m.value for m in PciHack], default=VerifyOptions.pci_hack.value)
     v.add_argument("--skip", action="append", default=[], metavar="STEP")
     roles(v)

@@ -4,7 +4,9 @@ staged copy of the input.
 The input is only ever read (a host-side sparse copy, or a read-only drive);
 all edits happen on the copy, which is renamed into place with its initrd and
 xl config only when every postcondition holds. Host-side work that does not
-need the guest (initrd repack, modules payload) runs while the appliance boots.
+need the guest (reading the initrd, the modules payload) runs while the
+appliance boots; the initrd is written once the plan knows the root
+filesystem, whose driver it must hold, while the guest is edited.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vsaimage import (
     guest,
     identity,
     initrd,
-    initrd_drivers,
+    initrd_modules,
     kernel,
     module_payload,
     xlcfg,
@@ -102,12 +104,11 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     modules_dir = _modules_dir(opts, version)
     outputs = OutputPaths.from_option(opts.output)
     ctx = _edit_context(opts, version)
-    action = pcihack.action(opts.pci_hack, opts.skip)
-    initrd_done = action != "keep" and initrd.check(initrd_in, action)
+    prepared = initrd.prepare(initrd_in, action=pcihack.action(opts.pci_hack, opts.skip))
     with rep.phase("appliance launch"):
         g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("plan"):
-        planned = _plan(g, opts, ctx, outputs, modules_dir, action, initrd_done, writable=False)
+        planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
     planned.warn(rep)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
@@ -124,6 +125,7 @@ class Planned:
     cfg: xlcfg.XlConfig
     who: identity.Identity
     libc: glibc.Glibc
+    drivers: initrd_modules.DriverPlan
 
     def warn(self, rep: Reporter) -> None:
         """Warnings in the plan's details (an fstab entry naming a disk Xen
@@ -149,24 +151,26 @@ class Planned:
 
 
 def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: OutputPaths,
-          modules_dir: Path | None, action: pcihack.Action, initrd_done: bool, *,
+          modules_dir: Path | None, prepared: Callable[[], initrd.Prepared], *,
           writable: bool) -> Planned:
     """Find the layout and mount it as the VSA does (writable for a convert),
-    read what the edits and the xl config need, and plan every item."""
+    read what the edits and the xl config need, and plan every item.
+    `prepared` gives the initrd as read (waiting for it if need be)."""
     layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
                          boot_part=opts.roles.boot_part, writable=writable)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     libc, who = glibc.detect(snap), _identity(opts, layout, snap)
     cfg = _xl_config(opts, layout, outputs, libc, who)
+    drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
-                      action, initrd_done)
-    return Planned(layout, plan, cfg, who, libc)
+                      prepared(), drivers)
+    return Planned(layout, plan, cfg, who, libc, drivers)
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
                who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
-               action: pcihack.Action, initrd_done: bool) -> Plan:
+               prepared: initrd.Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source."""
     source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
@@ -174,10 +178,16 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
                   if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
     copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
                     details={"input": str(opts.image), "format": opts.format})
-    initrd_item = HostItem("initrd", pcihack.TITLES[action], str(outputs.initrd),
-                           "skipped" if action == "keep" else "already applied" if initrd_done else "apply",
-                           {"input": str(opts.initrd), "pcihack": action,
-                            "compression": opts.initrd_compression or "as the input"})
+    action, add = prepared.action, drivers.addition
+    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "")
+    initrd_details: dict[str, object] = {
+        "input": str(opts.initrd), "pcihack": action,
+        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict()}
+    if drivers.unavailable:
+        initrd_details["warnings"] = drivers.warnings(opts.initrd)
+    initrd_item = HostItem("initrd", title, str(outputs.initrd),
+                           _initrd_status(action, prepared.done_nothing and add is None, done=False),
+                           initrd_details)
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why}
@@ -205,15 +215,15 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         fmt = _stage_image(opts, img, outputs.image, rep)
 
         action = pcihack.action(opts.pci_hack, opts.skip)
-        repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.repack(
-            initrd_in, compression=opts.initrd_compression, action=action)))
+        prepared = _in_background(lambda: _timed(rep, "initrd read", lambda: initrd.prepare(
+            initrd_in, action=action)))
         payload = None
         if modules_dir is not None:
             def build_payload() -> ModulePayload:
                 # minimal: the guest also needs what the initrd loads at boot,
                 # which the repack reads anyway (decompressing it twice would
                 # double the memory peak)
-                extra = repack.result()[1].conf_modules if opts.modules_minimal else ()
+                extra = prepared.result().conf_modules if opts.modules_minimal else ()
                 with rep.phase("modules payload"):
                     return module_payload.build_payload(
                         modules_dir, version, staging.scratch("modules.tar"),
@@ -228,31 +238,28 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
 
         with g:
             with rep.phase("plan"):
-                planned = _plan(g, opts, ctx, outputs, modules_dir, action, False, writable=True)
+                planned = _plan(g, opts, ctx, outputs, modules_dir, prepared.result, writable=True)
             planned.warn(rep)
+            repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.finish(
+                prepared.result(), compression=opts.initrd_compression,
+                drivers=planned.drivers.addition)))
             _edit(g, opts, ctx, planned.plan, payload, repack, rep, outputs.image,
                   reserve=len(initrd_in) + len(initrd_in) // 4)
         initrd_out, initrd_result = repack.result()
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
         if warning:
             rep.warn(warning)
-        drivers = _initrd_drivers(opts, version, initrd_result, planned.layout)
-        if drivers is not None and drivers.missing:
-            rep.warn(f"{opts.initrd} has no {', '.join(drivers.missing)}, as a module or built into the "
-                     "kernel: the guest cannot mount its root under Xen")
         write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
         cfg = planned.cfg
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()
 
-    facts: dict[str, dict[str, object]] = {
-        "initrd": {**initrd_result.as_dict(), "drivers": drivers.as_dict() if drivers else None}}
+    facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
         p = payload.result()
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
-    initrd_status: Status = ("skipped" if action == "keep"
-                             else "already applied" if initrd_result.already_applied else "applied")
-    done = planned.plan.executed(facts, {"initrd": initrd_status})
+    done = planned.plan.executed(
+        facts, {"initrd": _initrd_status(action, initrd_result.already_applied, done=True)})
     return {
         "success": True,
         "command": "convert",
@@ -272,15 +279,23 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     }
 
 
-def _initrd_drivers(opts: ConvertOptions, version: str, result: initrd.RepackResult,
-                    layout: Layout) -> initrd_drivers.DriverCheck | None:
-    """Whether the initrd can mount the root under Xen; None when the kernel's
-    modules.builtin is not at hand (what is built in is then unknown)."""
-    builtin = (opts.modules_dir or Path("/lib/modules") / version) / "modules.builtin"
-    if not builtin.is_file():
-        return None
-    return initrd_drivers.check(result.module_files, builtin.read_text("utf-8", "replace"),
-                                layout.root.partition.fstype)
+def _initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
+    """--skip pci leaves pcihack as it is; the drivers may still be added."""
+    if unchanged:
+        return "skipped" if action == "keep" else "already applied"
+    return "applied" if done else "apply"
+
+
+def _initrd_drivers(opts: ConvertOptions, version: str, prepared: initrd.Prepared,
+                    layout: Layout) -> initrd_modules.DriverPlan:
+    """Whether the initrd can mount the root under Xen, and what the repack
+    adds when it cannot. The kernel's modules tree (--modules-dir, else
+    /lib/modules/VERSION) says what is built in and supplies what is added,
+    even with --skip modules (which is about the guest); without a tree the
+    check sees the initrd alone, and what it lacks is only warned about."""
+    tree = opts.modules_dir or Path("/lib/modules") / version
+    found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype)
+    return initrd_modules.plan(found, tree, version, prepared.module_root(version))
 
 
 def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
@@ -320,7 +335,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
     # the filesystem inside the image needs room for metadata and its journal
     ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
-    if repack.done():  # a bad --initrd stops the convert before anything is written
+    if repack.done():  # a failed repack stops the convert before anything is written
         repack.result()
     with rep.phase("edits"):
         g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile)])

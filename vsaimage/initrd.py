@@ -1,10 +1,16 @@
 """Repack an initramfs-tools initrd with the `bind` half of the PCI step:
-add (or take out) `scripts/init-bottom/pcihack` and its ORDER line, and write
-the result back byte for byte reproducible.
+add (or take out) `scripts/init-bottom/pcihack` and its ORDER line, add the
+drivers it lacks to mount the root under Xen, and write the result back byte
+for byte reproducible.
+
+In two halves, so that convert can read the initrd while the appliance
+boots and decide on the drivers once it knows the root filesystem: prepare()
+reads it and applies pcihack, finish() adds the drivers and compresses.
 
 The pieces: cpio.py splits the file into its segments, archive.py reads and
 writes the main one through libarchive, edits/pcihack.py holds the script and
-the ORDER text edit. Early uncompressed segments are kept byte for byte, first.
+the ORDER text edit, initrd_modules.py the drivers. Early uncompressed
+segments are kept byte for byte, first.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from vsaimage import archive, cpio
-from vsaimage.archive import S_IFDIR, S_IFREG, Entry
+from vsaimage import archive, cpio, initrd_modules
+from vsaimage.archive import S_IFDIR, S_IFREG, Entry, Members
 from vsaimage.cpio import COMPRESSIONS
 from vsaimage.edits.pcihack import (
     ORDER_PATH,
@@ -69,25 +75,28 @@ class _Changes:
     changed: list[str]
     removed: list[str]
 
+    @property
+    def none(self) -> bool:
+        return not self.added and not self.changed and not self.removed
 
-def _apply(entries: list[Entry], action: Action) -> _Changes:
+
+def _apply(members: Members, action: Action) -> _Changes:
     """Put pcihack in (add) or take it out (remove), in place."""
-    by_key = {e.key: e for e in entries}  # later duplicates win, as in the kernel
     done = _Changes([], [], [])
     if action == "add":
-        _add(entries, by_key, done)
+        _add(members, done)
     elif action == "remove":
-        script = by_key.get(PCIHACK_PATH.encode())
+        script = members.get(PCIHACK_PATH.encode())
         if script is not None:
-            entries.remove(script)
+            members.remove(script)
             done.removed.append(PCIHACK_PATH)
-    _edit_order(by_key, order_with_pcihack if action == "add" else order_without_pcihack, action, done)
+    _edit_order(members, order_with_pcihack if action == "add" else order_without_pcihack, action, done)
     return done
 
 
-def _edit_order(by_key: dict[bytes, Entry], edit: Callable[[str], str], action: Action,
+def _edit_order(members: Members, edit: Callable[[str], str], action: Action,
                 done: _Changes) -> None:
-    order = by_key.get(ORDER_PATH.encode())
+    order = members.get(ORDER_PATH.encode())
     if action == "keep" or order is None or not order.isreg:
         return
     text = order.data.decode("utf-8", "surrogateescape")
@@ -97,37 +106,28 @@ def _edit_order(by_key: dict[bytes, Entry], edit: Callable[[str], str], action: 
         done.changed.append(ORDER_PATH)
 
 
-def _add(entries: list[Entry], by_key: dict[bytes, Entry], done: _Changes) -> None:
+def _add(members: Members, done: _Changes) -> None:
     """Add the script (and init-bottom when missing)."""
-    scripts_dir = by_key.get(b"scripts")
+    scripts_dir = members.get(b"scripts")
     if scripts_dir is None or not scripts_dir.isdir:
-        if any(e.key.startswith((b"usr/lib/dracut", b"lib/dracut")) for e in entries):
+        if any(e.key.startswith((b"usr/lib/dracut", b"lib/dracut")) for e in members.entries):
             raise InitrdError("unsupported initrd: it looks like a dracut initrd "
                               "(no scripts/ directory); only initramfs-tools is supported")
         raise InitrdError("not an initramfs-tools initrd: no scripts/ directory in it")
-    prefix = scripts_dir.name[: len(scripts_dir.name) - len(b"scripts")]
-    epoch = _source_date_epoch()
-    mtime = epoch if epoch is not None else max(e.mtime for e in entries)
-    next_ino = max(e.inode[2] for e in entries) + 1
     added, changed = done.added, done.changed
 
-    bottom = by_key.get(b"scripts/init-bottom")
+    bottom = members.get(b"scripts/init-bottom")
     if bottom is None:
-        bottom = archive.new_entry(prefix + b"scripts/init-bottom", S_IFDIR | 0o755, b"",
-                            like=scripts_dir, ino=next_ino, mtime=mtime, nlink=2)
-        next_ino += 1
-        entries.append(bottom)
+        bottom = members.add(b"scripts/init-bottom", S_IFDIR | 0o755, like=scripts_dir)
         added.append("scripts/init-bottom")
 
-    script = by_key.get(PCIHACK_PATH.encode())
+    script = members.get(PCIHACK_PATH.encode())
     if script is not None and not script.isreg:
-        entries.remove(script)
+        members.remove(script)
         script = None
         changed.append(PCIHACK_PATH)
     if script is None:
-        entries.append(archive.new_entry(prefix + PCIHACK_PATH.encode(), S_IFREG | 0o755,
-                                  PCIHACK_SCRIPT, like=bottom, ino=next_ino, mtime=mtime,
-                                  nlink=1))
+        members.add(PCIHACK_PATH.encode(), S_IFREG | 0o755, PCIHACK_SCRIPT, like=bottom)
         if PCIHACK_PATH not in changed:
             added.append(PCIHACK_PATH)
     elif script.data != PCIHACK_SCRIPT or script.mode != S_IFREG | 0o755:
@@ -145,20 +145,64 @@ def _module_versions(entries: Iterable[Entry]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _conf_modules(entries: Iterable[Entry]) -> tuple[str, ...]:
-    """The module names in conf/modules (from /etc/initramfs-tools/modules)."""
-    for entry in entries:
-        if entry.key == b"conf/modules" and entry.isreg:
-            lines = entry.data.decode("utf-8", "replace").splitlines()
-            return tuple(line.split()[0] for line in lines
-                         if line.strip() and not line.lstrip().startswith("#"))
-    return ()
+def _conf_modules(members: Members) -> tuple[str, ...]:
+    """The module names in conf/modules: what init loads at boot."""
+    conf = members.get(initrd_modules.CONF_MODULES.encode())
+    if conf is None or not conf.isreg:
+        return ()
+    return initrd_modules.listed(conf.data.decode("utf-8", "replace"))
 
 
-def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
-           action: Action = "add") -> tuple[bytes, RepackResult]:
-    """Return the initrd with pcihack added (or removed, or left as it is:
-    `action`), and what was done.
+def _module_files(entries: Iterable[Entry]) -> tuple[str, ...]:
+    return tuple(e.key.decode("utf-8", "replace") for e in entries
+                 if e.isreg and b"/modules/" in e.key and b".ko" in e.key)
+
+
+@dataclass
+class Prepared:
+    """An initrd read, with pcihack applied: the first half of a repack.
+    finish() edits its members, so each is finished once."""
+
+    data: bytes
+    split: cpio.Split
+    members: Members
+    action: Action
+    done: _Changes
+
+    @property
+    def module_files(self) -> tuple[str, ...]:
+        """The kernel modules inside (paths), for initrd_drivers."""
+        return _module_files(self.members.entries)
+
+    @property
+    def conf_modules(self) -> tuple[str, ...]:
+        return _conf_modules(self.members)
+
+    @property
+    def done_nothing(self) -> bool:
+        """pcihack was already as asked."""
+        return self.done.none
+
+    def module_root(self, version: str) -> str:
+        return initrd_modules.module_root(self.members, version)
+
+
+def prepare(data: bytes, *, action: Action = "add") -> Prepared:
+    """Read the initrd and put pcihack in (or take it out, or leave it:
+    `action`)."""
+    split = cpio.split(data)
+    entries = archive.read_main(split)
+    if not entries:
+        raise InitrdError("not an initramfs-tools initrd: its main cpio segment is empty")
+    epoch = _source_date_epoch()
+    members = Members(entries, epoch if epoch is not None else max(e.mtime for e in entries))
+    return Prepared(data, split, members, action, _apply(members, action))
+
+
+def finish(prepared: Prepared, *, compression: str | None = None, threads: int = 2,
+           drivers: initrd_modules.Addition | None = None) -> tuple[bytes, RepackResult]:
+    """Add the `drivers` modules, and write the initrd; returns it and what
+    was done.
 
     Early uncompressed segments are kept byte for byte and first; the main
     segment is rewritten as newc, sorted, with every header field kept.
@@ -169,13 +213,14 @@ def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
                           hint=f"choose one of {', '.join(COMPRESSIONS)}")
     if threads < 0:
         raise InitrdError(f"zstd thread count must be 0 or more, not {threads}")
-    split = cpio.split(data)
-    entries = archive.read_main(split)
-    if not entries:
-        raise InitrdError("not an initramfs-tools initrd: its main cpio segment is empty")
-    done = _apply(entries, action)
+    done, split, data = prepared.done, prepared.split, prepared.data
+    if drivers is not None:
+        added, changed = initrd_modules.add(prepared.members, drivers)
+        done.added += added
+        done.changed += changed
+    entries = prepared.members.entries
     out_compression = compression or split.compression
-    applied = not done.added and not done.changed and not done.removed
+    applied = done.none
     entries.sort(key=archive.sort_key)
     archive.hardlinks_data_on_last(entries)
     if applied and out_compression == split.compression:
@@ -188,19 +233,25 @@ def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
         input_compression=split.compression,
         early_segments=split.early_segments,
         entries=len(entries),
-        pcihack=action,
+        pcihack=prepared.action,
         added=tuple(done.added),
         changed=tuple(done.changed),
         removed=tuple(done.removed),
         already_applied=applied,
         module_versions=_module_versions(entries),
-        conf_modules=_conf_modules(entries),
+        conf_modules=_conf_modules(prepared.members),
         input_bytes=len(data),
         output_bytes=len(out),
-        module_files=tuple(e.key.decode("utf-8", "replace") for e in entries
-                           if e.isreg and b"/modules/" in e.key and b".ko" in e.key),
+        module_files=_module_files(entries),
     )
     return out, result
+
+
+def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
+           action: Action = "add") -> tuple[bytes, RepackResult]:
+    """Return the initrd with pcihack added (or removed, or left as it is:
+    `action`), and what was done; see finish()."""
+    return finish(prepare(data, action=action), compression=compression, threads=threads)
 
 
 def check(data: bytes, action: Action = "add") -> bool:

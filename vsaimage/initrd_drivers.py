@@ -37,9 +37,14 @@ class DriverCheck:
     found: frozenset[str]
 
     @property
+    def missing_needs(self) -> list[tuple[str, ...]]:
+        """The needs none of whose drivers is there."""
+        return [alts for alts in self.needed if not self.found.intersection(alts)]
+
+    @property
     def missing(self) -> list[str]:
         """The first alternative of each need none of whose drivers is there."""
-        return [alts[0] for alts in self.needed if not self.found.intersection(alts)]
+        return [alts[0] for alts in self.missing_needs]
 
     def as_dict(self) -> dict[str, object]:
         return {"needed": ["|".join(a) for a in self.needed], "missing": self.missing}

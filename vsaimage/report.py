@@ -237,7 +237,9 @@ def _details(details: Mapping[str, Any]) -> str:
     for k, v in details.items():
         if k in _QUIET_KEYS or v in (None, [], (), {}, False):
             continue
-        if isinstance(v, Mapping) and all(isinstance(x, int) for x in v.values()):
+        if k == "drivers" and isinstance(v, Mapping):
+            v = _drivers(v)
+        elif isinstance(v, Mapping) and all(isinstance(x, int) for x in v.values()):
             v = f"{sum(v.values())} in {len(v)} files"
         elif isinstance(v, Mapping):
             v = ", ".join(f"{kk.rsplit('/', 1)[-1]}: {vv}" for kk, vv in v.items())
@@ -249,6 +251,16 @@ def _details(details: Mapping[str, Any]) -> str:
             v = v.rsplit("/", 1)[-1]
         parts.append(f"{k}: {v}")
     return "; ".join(parts)
+
+
+def _drivers(d: Mapping[str, Any]) -> str:
+    """The initrd's drivers for the root under Xen, in a few words."""
+    parts = []
+    if d.get("added"):
+        parts.append(f"added {', '.join(d['added'])} ({len(d.get('files') or [])} files)")
+    if d.get("unavailable"):
+        parts.append(f"missing {', '.join(d['unavailable'])}")
+    return "; ".join(parts) or "present"
 
 
 def _short(x: object) -> str:
@@ -346,10 +358,18 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
         ("MAC from", doc["xl"].get("mac_source", "")),
         ("glibc", _glibc(doc)),
+        *_initrd_drivers(doc),
         ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
                              f"{doc['motherboard_uuid_fallback']})"),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),
     ])
+
+
+def _initrd_drivers(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """Why the initrd can (or cannot) mount the root under Xen."""
+    step = next((s for s in doc["steps"] if s["step"] == "initrd"), None)
+    drivers = step and step["details"].get("drivers")
+    return [("initrd drivers", drivers["why"])] if drivers else []
 
 
 def show_initrd(rep: Reporter, doc: Mapping[str, Any]) -> None:

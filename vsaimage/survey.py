@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__, bundle, glibc, guest, identity, initrd
+from vsaimage import __version__, bundle, glibc, guest, identity, initrd, initrd_modules
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import InitrdError, VsaError
@@ -107,13 +108,16 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
     initrd_ok: bool | None = None
     action = pcihack.action(opts.pci_hack, opts.skip)
-    if opts.initrd is not None and action != "keep":
-        initrd_ok = initrd.check(read_input(opts.initrd, InitrdError, "an initrd"), action)
+    data = read_input(opts.initrd, InitrdError, "an initrd") if opts.initrd is not None else None
+    if data is not None and action != "keep":
+        initrd_ok = initrd.check(data, action)
     layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
                      "status": "applied" if initrd_ok else "not applied"})
+    if data is not None and opts.kernel_version is not None:
+        rows += _initrd_drivers(data, Path("/lib/modules") / opts.kernel_version, layout)
     missing = [r["step"] for r in rows if r["status"] != "applied"]
     return {
         "success": not missing,
@@ -123,3 +127,17 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
         "edits": rows,
         "missing": missing,
     }
+
+
+def _initrd_drivers(data: bytes, tree: Path, layout: Layout) -> list[dict[str, Any]]:
+    """The initrd holds xen_blkfront and the root filesystem's driver, or the
+    kernel has them built in: checked only when the kernel's modules tree
+    is on this machine (its modules.builtin says what is built in)."""
+    if not (tree / "modules.builtin").is_file():
+        return []
+    found = initrd_modules.check(initrd.prepare(data, action="keep").module_files, tree,
+                                 layout.root.partition.fstype)
+    return [{"step": "initrd-drivers",
+             "title": f"xen_blkfront and the root filesystem's driver in the initrd or built in ({tree})",
+             "status": "not applied" if found.missing else "applied",
+             "details": {"missing": found.missing}}]

@@ -53,7 +53,7 @@ Action = Literal["add", "remove", "keep"]
 TITLES: dict[Action, str] = {
     "add": "pcihack in the initrd",
     "remove": "no pcihack in the initrd (--pci-hack binary)",
-    "keep": "the initrd as given (--skip pci)",
+    "keep": "pcihack in the initrd left as given (--skip pci)",
 }
 
 
