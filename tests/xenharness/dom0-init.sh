@@ -52,7 +52,16 @@ port_of() {
 
 # xenconsole ends on EOF from its stdin: give it a FIFO that never has data.
 mkfifo /run/hold
-prompt_timeout=$(cat /plan/timeout)
+# Boots $dir's domU; its console goes to its port and is added to $log.
+create() {
+    xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee -a "$log" >"$(port_of "$name")" &
+    console=$!
+}
+# A guest is given up on when its console has been silent for `silence`
+# seconds (a wrong root= leaves the initramfs waiting, then at a shell), or
+# after `cap` seconds in all: a guest still printing is still booting, and on
+# a busy machine that can take several minutes.
+read -r silence cap </plan/timeout
 for dir in /plan/domu/*/; do
     dir=${dir%/}
     name=${dir##*/}
@@ -60,15 +69,33 @@ for dir in /plan/domu/*/; do
     log=/run/$name.log
     started=$(seconds)
     say "domU $name: xl create at $(uptime_s) s"
-    xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee "$log" >"$(port_of "$name")" &
-    console=$!
+    create
+    attempts=1
     waited=0
+    size=0
+    heard=$started
     until grep -qF "$wait_for" "$log"; do
-        if [ $waited -ge "$prompt_timeout" ]; then
-            say "domU $name: nothing to wait for after $waited s"
+        now=$(seconds)
+        if [ "$(wc -c <"$log")" != "$size" ]; then
+            size=$(wc -c <"$log")
+            heard=$now
+        fi
+        if [ $((now - heard)) -ge "$silence" ] || [ $waited -ge "$cap" ]; then
+            say "domU $name: nothing to wait for after $waited s ($((now - heard)) s silent)"
             break
         fi
         if ! kill -0 $console 2>/dev/null; then
+            # libxl gives a hotplug script 40 s; on a machine busy with other
+            # work the emulated dom0 can be slower than that, and the domain
+            # is destroyed before it starts. That says nothing of the guest:
+            # create it again, up to three times in all.
+            if [ $attempts -lt 3 ] && grep -qF "because of timeout" "$log"; then
+                attempts=$((attempts + 1))
+                say "domU $name: a hotplug script timed out, xl create again at $(uptime_s) s"
+                sleep 5
+                create
+                continue
+            fi
             say "domU $name: console ended after $waited s"
             break
         fi

@@ -75,10 +75,12 @@ def used_config(text: str, kernel: str, ramdisk: str, disks: dict[Path, str]) ->
     return text
 
 
-def run(domus: list[DomU], parse: dict[str, str], work: Path, prompt_timeout: int = 300,
-        timeout: float = 1500) -> Run:
+def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240,
+        prompt_cap: int = 900, timeout: float = 2700) -> Run:
     """Boot the harness once: parse every config of `parse` (name -> text,
-    used as is), then boot `domus` one after the other."""
+    used as is), then boot `domus` one after the other. A domU that has not
+    shown its `wait_for` is given up on after `silence` seconds without
+    console output or `prompt_cap` seconds in all; `timeout` bounds the run."""
     version = dom0.kernel_version()
     xen, base = dom0.hypervisor(), dom0.dom0_initramfs(version)
     if not (xen.is_file() and base.is_file()):
@@ -98,7 +100,7 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, prompt_timeout: in
             if f not in files:
                 files[f] = f"/plan/files/{len(files)}"
                 shutil.copyfile(f, work / "overlay" / files[f].lstrip("/"))
-    (plan / "timeout").write_text(f"{prompt_timeout}\n")
+    (plan / "timeout").write_text(f"{silence} {prompt_cap}\n")
     for name, text in parse.items():
         (plan / "parse" / f"{name}.cfg").write_text(text)
     used: dict[str, str] = {}
