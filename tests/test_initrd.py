@@ -9,13 +9,16 @@ as mkinitramfs packs it, and small hand-made ones for the odd cases.
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
 import json
 import os
 import random
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -275,6 +278,25 @@ def test_deterministic(real: bytes, microcode: bytes) -> None:
     _, plain, _ = _case("zstd", lambda: real)
     _, with_ucode, _ = _case("microcode+zstd", lambda: microcode + real)
     assert with_ucode[len(microcode):] == plain
+
+
+class _Full(io.BytesIO):
+    def write(self, data: Any) -> int:
+        if len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return 0
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz"])
+def test_a_failed_write_is_the_outputs_error_not_the_inputs(compression: str) -> None:
+    # Written from inside libarchive (gzip) or beside it (xz): either way the
+    # OSError, which the commands report as a write error of the output.
+    # More than a block of output while the input is still being read.
+    noise = rd.member("noise", 0o100644, random.Random(1).randbytes(4 * archive.BUFFER), ino=99)
+    with pytest.raises(OSError) as exc:
+        initrd.repack(io.BytesIO(_gz(rd.write_newc([*_small(), noise]))), _Full(),
+                      compression=compression)
+    assert exc.value.errno == errno.ENOSPC
 
 
 def test_zstd_workers_change_speed_not_bytes(real: bytes) -> None:

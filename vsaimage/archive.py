@@ -166,13 +166,17 @@ class Reader:
     """One pass over a main segment: headers in archive order, and the data
     of the member just read, in BUFFER-sized chunks."""
 
-    def __init__(self, archive_p: int) -> None:
+    def __init__(self, archive_p: int, segment: Segment, read: Any,
+                 failed: list[BaseException]) -> None:
         self._archive = archive_p
+        self._segment = segment
+        self._failed = failed  # what the read callback could not raise itself
         self._buf = ctypes.create_string_buffer(BUFFER)
+        self._call(ffi.read_open, archive_p, None, ffi.NO_OPEN_CB, read, ffi.NO_CLOSE_CB)
 
     def __iter__(self) -> Iterator[Header]:
         with new_archive_entry() as entry_p:
-            while ffi.read_next_header2(self._archive, entry_p) != ffi.ARCHIVE_EOF:
+            while self._call(ffi.read_next_header2, self._archive, entry_p) != ffi.ARCHIVE_EOF:
                 # Data left unread is skipped by the next call.
                 yield Header(_entry_clone(entry_p))
 
@@ -180,13 +184,23 @@ class Reader:
         """The member's data as (buffer, length); each buffer is reused by the next."""
         size, got = header.size if header.isreg else 0, 0
         while got < size:
-            n = ffi.read_data(self._archive, self._buf, BUFFER)
+            n = self._call(ffi.read_data, self._archive, self._buf, BUFFER)
             if n <= 0:
                 break
             got += n
             yield self._buf, n
         if got != size:
             raise InitrdError("truncated initrd: a file in the main segment ends early")
+
+    def _call(self, func: Callable[..., int], *args: Any) -> int:
+        """A libarchive read call; its failure is the input's (a write's,
+        in the same loop, is not)."""
+        try:
+            return func(*args)
+        except ArchiveError as exc:
+            if self._failed:
+                raise self._failed[0] from None
+            raise self._segment.corrupt(exc) from None
 
     def read(self, header: Header) -> bytes:
         """The member's data, for the few small files the repack edits."""
@@ -226,16 +240,13 @@ class Segment:
 
         callback = ffi.READ_CALLBACK(read)
         src.seek(self.offset)
-        try:
-            with new_archive_read("cpio", "all") as archive_p:
-                ffi.read_open(archive_p, None, ffi.NO_OPEN_CB, callback, ffi.NO_CLOSE_CB)
-                yield Reader(archive_p)
-        except ArchiveError as exc:
-            if failed:
-                raise failed[0] from None
-            message = (str(exc.msg or "") or "unknown libarchive error").splitlines()[0]
-            raise InitrdError(f"truncated or corrupt initrd: reading the {self.compression} "
-                              f"main segment failed: {message}") from None
+        with new_archive_read("cpio", "all") as archive_p:
+            yield Reader(archive_p, self, callback, failed)
+
+    def corrupt(self, exc: ArchiveError) -> InitrdError:
+        message = (str(exc.msg or "") or "unknown libarchive error").splitlines()[0]
+        return InitrdError(f"truncated or corrupt initrd: reading the {self.compression} "
+                           f"main segment failed: {message}")
 
 
 # --- writing ----------------------------------------------------------------
