@@ -306,6 +306,16 @@ def test_a_file_where_a_directory_goes_is_refused(tree: Path) -> None:
         repack(gz(members), tree)
 
 
+def test_a_name_leading_out_of_the_modules_directory_is_refused(tree: Path, tmp_path: Path) -> None:
+    # depmod's copy is on disk: no name from the initrd may lead out of it.
+    members = small()
+    escape = tmp_path / "escaped.ko"
+    members.append(rd.member(f"{M}/kernel/../../../../../../../..{escape}", 0o100644, b"x", ino=91))
+    with pytest.raises(InitrdError, match="unsafe name"):
+        repack(gz(members), tree)
+    assert not escape.exists()
+
+
 def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(initrd_modules.shutil, "which", lambda *a, **k: None)
     with pytest.raises(InitrdError, match="depmod is not installed") as exc:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vsaimage.archive import S_IFDIR, S_IFMT, Header, Segment, Writer
+from vsaimage.errors import InitrdError
 
 
 class Members:
@@ -111,12 +112,12 @@ class Members:
         the contents of those directly in it."""
         direct: dict[str, bytes] = {}
 
-        def put(rel: str, data: bytes | None) -> None:
-            if "/" not in rel:
-                direct[rel] = data if data is not None else b""
-            else:
-                (top / rel).parent.mkdir(parents=True, exist_ok=True)
-                (top / rel).write_bytes(data or b"")
+        def target(rel: str) -> Path:
+            # The names come from the initrd: none may lead out of `top`.
+            if any(part in ("", ".", "..") for part in rel.split("/")):
+                raise InitrdError(f"unsafe name in the initrd: {rel!r} under {prefix.decode()!r}")
+            (top / rel).parent.mkdir(parents=True, exist_ok=True)
+            return top / rel
 
         with self.segment.reading() as reader:
             for header in reader:
@@ -124,18 +125,21 @@ class Members:
                 if not header.isreg or not key.startswith(prefix) or key in self._removed:
                     continue
                 rel = key[len(prefix):].decode("utf-8", "surrogateescape")
-                if key in self._texts:
-                    put(rel, self._texts[key])
-                elif "/" not in rel:
-                    direct[rel] = reader.read(header)
+                data = self._texts.get(key)
+                if "/" not in rel:
+                    direct[rel] = data if data is not None else reader.read(header)
+                elif data is not None:
+                    target(rel).write_bytes(data)
                 else:
-                    (top / rel).parent.mkdir(parents=True, exist_ok=True)
-                    with (top / rel).open("wb") as f:
+                    with target(rel).open("wb") as f:
                         reader.copy_to(header, f)
         for key in self._added:
-            header = self._index[key]
-            if header.isreg and key.startswith(prefix):
-                put(key[len(prefix):].decode("utf-8", "surrogateescape"), self._texts[key])
+            if self._index[key].isreg and key.startswith(prefix):
+                rel = key[len(prefix):].decode("utf-8", "surrogateescape")
+                if "/" not in rel:
+                    direct[rel] = self._texts[key]
+                else:
+                    target(rel).write_bytes(self._texts[key])
         return direct
 
     def write(self, writer: Writer) -> None:
