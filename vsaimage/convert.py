@@ -62,11 +62,12 @@ GUEST_FACTS = (*glibc.READS, *identity.READS)
 # Host-side work beside the appliance runs at a lower priority, and the
 # repack with one zstd worker (same bytes as two, see archive.LEVELS): under
 # TCG the appliance is a CPU-bound qemu, and on 2 CPUs a repack at full speed
-# more than doubled its launch, while one at nice 10 with one worker cost it
-# nothing measurable (bench/results/background.md: launch alone 27-33 s;
-# beside a repack with 2 workers 68-78 s at nice 0, 41 s at nice 10; with 1
-# worker at nice 10, 28 s). The repack, beside the edits and verify, still
-# ends before them; one worker also keeps ~30 MiB off the peak RSS.
+# beside a launch made it 1.6-2.9 times as long as alone, one at nice 10 with
+# one worker 0.6-1.15 times (one worker at nice 0: 0.9-1.2), in two runs of
+# bench/bench_background.py (results/background.md: launches of 12-44 s
+# alone, load 3-9 from other work). One worker also keeps ~30 MiB off the
+# peak RSS. The cost: on a machine busy with other work the repack (~5 s of
+# one CPU) can end well after the edits (once 145 s, at load 9).
 BACKGROUND_NICE = 10
 REPACK_WORKERS = 1
 
