@@ -33,6 +33,9 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.bench_initrd --reps 3
+	$(BIN)/python -m bench.bench_background
+	$(BIN)/python -m bench.bench_tests
 
 xen-test: setup
 	$(BIN)/pytest -q tests/test_xen_boot.py

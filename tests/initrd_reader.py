@@ -123,10 +123,12 @@ def _header(m: Member, size: int, namesize: int) -> bytes:
     return b"070701" + b"".join(b"%08x" % v for v in fields)
 
 
-def write_newc(members: list[Member]) -> bytes:
+def write_newc(members: list[Member], *, trailer: bool = True) -> bytes:
+    """The members as newc, each padded to 4 bytes: pieces written without
+    the trailer can be concatenated."""
     out = bytearray()
-    trailer = Member("TRAILER!!!", 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, b"")
-    for m in [*members, trailer]:
+    end = [Member("TRAILER!!!", 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, b"")] if trailer else []
+    for m in [*members, *end]:
         name = m.name.encode() + b"\0"
         out += _header(m, len(m.data), len(name)) + name
         out += b"\0" * (pad4(len(out)) - len(out))

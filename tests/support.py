@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import stat
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.build_image import EPOCH
+from vsaimage import initrd
+from vsaimage.edits import pcihack
 
 REPO = Path(__file__).resolve().parent.parent
 VSAIMAGE = REPO / ".venv" / "bin" / "vsaimage"
@@ -190,3 +193,24 @@ def read_back(image: Path, root_part: int, boot_part: int, kernel_version: str) 
     finally:
         g.close()
     return Readback(files, modes, links, modules_dep, paths, changed)
+
+
+def repack_bytes(data: bytes, **kw: Any) -> tuple[bytes, initrd.RepackResult]:
+    """initrd.repack from bytes to bytes."""
+    out = io.BytesIO()
+    result = initrd.repack(io.BytesIO(data), out, **kw)
+    return out.getvalue(), result
+
+
+def prepare_bytes(data: bytes, **kw: Any) -> initrd.Prepared:
+    return initrd.prepare(io.BytesIO(data), **kw)
+
+
+def finish_bytes(prepared: initrd.Prepared, **kw: Any) -> tuple[bytes, initrd.RepackResult]:
+    out = io.BytesIO()
+    result = initrd.finish(prepared, out, **kw)
+    return out.getvalue(), result
+
+
+def check_bytes(data: bytes, action: pcihack.Action = "add") -> bool:
+    return initrd.check(io.BytesIO(data), action)

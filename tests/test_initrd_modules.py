@@ -7,6 +7,7 @@ unmkinitramfs and checked with the machine's modprobe.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import zlib
 from pathlib import Path
@@ -15,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 import initrd_reader as rd
-from support import DebianKernel
+from support import DebianKernel, finish_bytes, prepare_bytes, repack_bytes
 from vsaimage import initrd, initrd_modules, survey
 from vsaimage.errors import InitrdError
 
@@ -110,10 +111,10 @@ def gz(members: list[rd.Member]) -> bytes:
 def repack(data: bytes, tree: Path, fstype: str = "ext3",
            ) -> tuple[bytes, initrd.RepackResult, initrd_modules.DriverPlan]:
     """What convert does: read, check against the tree, plan, finish."""
-    prepared = initrd.prepare(data)
+    prepared = prepare_bytes(data)
     found = initrd_modules.check(prepared.module_files, tree, fstype)
     plan = initrd_modules.plan(found, tree, V, prepared.module_root(V))
-    out, result = initrd.finish(prepared, drivers=plan.addition)
+    out, result = finish_bytes(prepared, drivers=plan.addition)
     return out, result, plan
 
 
@@ -207,7 +208,7 @@ def test_present_drivers_leave_the_initrd_as_a_plain_repack(tree: Path) -> None:
     data = gz(small(have))
     out, result, plan = repack(data, tree)
     assert plan.addition is None and plan.as_dict()["added"] == []
-    assert out == initrd.repack(data)[0]
+    assert out == repack_bytes(data)[0]
     assert "conf/modules" not in result.changed
 
 
@@ -216,7 +217,7 @@ def test_built_in_counts_as_present(tmp_path: Path) -> None:
     data = gz(small())
     out, _, plan = repack(data, tree)
     assert plan.check.missing == [] and plan.addition is None
-    assert out == initrd.repack(data)[0]
+    assert out == repack_bytes(data)[0]
 
 
 def test_only_what_is_missing(tmp_path: Path) -> None:
@@ -260,7 +261,7 @@ def test_without_a_tree_nothing_is_added_and_it_says_why(tmp_path: Path) -> None
     out, _, plan = repack(data, tmp_path / "nothing-here")
     assert plan.tree is None and plan.addition is None
     assert plan.unavailable == ("xen_blkfront", "ext4")
-    assert out == initrd.repack(data)[0]
+    assert out == repack_bytes(data)[0]
     [warning] = plan.warnings("x.initrd")
     assert "no modules tree" in warning and "--modules-dir" in warning
     assert plan.as_dict()["source"] is None and "no modules tree for" in plan.why()
@@ -305,6 +306,16 @@ def test_a_file_where_a_directory_goes_is_refused(tree: Path) -> None:
         repack(gz(members), tree)
 
 
+def test_a_name_leading_out_of_the_modules_directory_is_refused(tree: Path, tmp_path: Path) -> None:
+    # depmod's copy is on disk: no name from the initrd may lead out of it.
+    members = small()
+    escape = tmp_path / "escaped.ko"
+    members.append(rd.member(f"{M}/kernel/../../../../../../../..{escape}", 0o100644, b"x", ino=91))
+    with pytest.raises(InitrdError, match="unsafe name"):
+        repack(gz(members), tree)
+    assert not escape.exists()
+
+
 def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(initrd_modules.shutil, "which", lambda *a, **k: None)
     with pytest.raises(InitrdError, match="depmod is not installed") as exc:
@@ -315,12 +326,12 @@ def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyP
 def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: Path) -> None:
     layout = SimpleNamespace(root=SimpleNamespace(partition=SimpleNamespace(fstype="ext3")))
     data = gz(small())
-    [row] = survey._initrd_drivers(data, tree, layout)
+    [row] = survey._initrd_drivers(io.BytesIO(data), tree, layout)
     assert row["step"] == "initrd-drivers" and row["status"] == "not applied"
     assert row["details"] == {"missing": ["xen_blkfront", "ext4"]}
-    [row] = survey._initrd_drivers(repack(data, tree)[0], tree, layout)
+    [row] = survey._initrd_drivers(io.BytesIO(repack(data, tree)[0]), tree, layout)
     assert row["status"] == "applied"
-    assert survey._initrd_drivers(data, tmp_path / "no-tree", layout) == []
+    assert survey._initrd_drivers(io.BytesIO(data), tmp_path / "no-tree", layout) == []
 
 
 def test_module_names_in_conf_modules() -> None:
@@ -348,11 +359,11 @@ def test_real_initrd_without_blkfront_and_ext4(debian_kernel: DebianKernel, tmp_
     data = subprocess.run(["zstd", "-q", "-1", "-c"], input=rd.write_newc(variant),
                           capture_output=True, check=True).stdout
 
-    prepared = initrd.prepare(data)
+    prepared = prepare_bytes(data)
     found = initrd_modules.check(prepared.module_files, tree, "ext3")
     assert found.missing == ["xen_blkfront", "ext4"]
     plan = initrd_modules.plan(found, tree, version, prepared.module_root(version))
-    out, result = initrd.finish(prepared, drivers=plan.addition)
+    out, result = finish_bytes(prepared, drivers=plan.addition)
     assert plan.addition is not None and set(plan.addition.paths) == gone
 
     path = tmp_path / "initrd.img"
@@ -373,5 +384,5 @@ def test_real_initrd_without_blkfront_and_ext4(debian_kernel: DebianKernel, tmp_
         assert (main / root / name).read_bytes() == before[f"{root}/{name}"], name
     assert gone <= set(result.added)
     # and a second convert's repack adds nothing
-    again = initrd.prepare(out)
+    again = prepare_bytes(out)
     assert initrd_modules.check(again.module_files, tree, "ext3").missing == []

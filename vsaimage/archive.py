@@ -1,8 +1,10 @@
-"""The libarchive layer of the initrd repack: cpio members as owned copies of
-libarchive's entry structs plus their data (so owners, modes, device numbers,
-inode numbers and hardlinks survive whoever runs the tool), read from one
-segment and written back as newc with the kernel-compatible compressions.
-Nothing is extracted to the host filesystem.
+"""The libarchive layer of the initrd repack: the main cpio segment read and
+written entry by entry, never whole. Headers are owned copies of
+libarchive's entry structs (so owners, modes, device numbers, inode numbers
+and hardlinks survive whoever runs the tool); file data passes through one
+fixed buffer, so memory does not grow with the initrd. Written as newc with
+the kernel-compatible compressions. Nothing is extracted to the host
+filesystem except where a caller asks for it (depmod's inputs).
 """
 
 from __future__ import annotations
@@ -11,22 +13,29 @@ import ctypes
 import lzma
 import shutil
 import subprocess
-from collections.abc import Iterable
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
 
-import libarchive
 from libarchive import ffi
+from libarchive.entry import new_archive_entry
 from libarchive.exception import ArchiveError
+from libarchive.read import new_archive_read
+from libarchive.write import new_archive_write
 
-from vsaimage.cpio import Split
 from vsaimage.errors import InitrdError
 
 # Levels chosen for the repack time of a ~150 MB bookworm cpio on a slow
-# dom0, not for the best ratio: gzip -9 and xz -6 take minutes there and the
-# repack runs while the appliance boots (~16 s). zstd -9 with a *fixed*
-# thread count: 1 and 2 threads give different bytes, and the output must not
-# depend on the machine.
+# dom0, not for the best ratio: gzip -9 and xz -6 take minutes there. zstd -9
+# always with workers: its multithreaded format gives the same bytes for 1, 2
+# or 4 workers (measured), unlike the single-threaded one (0 workers), so the
+# worker count is a speed and memory choice that leaves the output alone.
 LEVELS: dict[str, int] = {"gzip": 6, "bzip2": 9, "xz": 1, "lzma": 1, "lz4": 9, "zstd": 9}
+
+# File data in flight at once, in each direction, whatever the initrd's size.
+BUFFER = 1 << 16
 
 S_IFMT = 0o170000
 S_IFREG = 0o100000
@@ -70,24 +79,43 @@ _entry_mtime = _bind("entry_mtime", [_P], ctypes.c_int64)
 _entry_set_mtime = _bind("entry_set_mtime", [_P, ctypes.c_int64, ctypes.c_long], None)
 
 
-class Entry:
-    """One cpio member: an owned copy of libarchive's header plus its data."""
+class Header:
+    """One cpio member's header: an owned copy of libarchive's entry struct."""
 
-    __slots__ = ("data", "name", "ptr")
+    __slots__ = ("name", "ptr")
 
-    def __init__(self, ptr: int, data: bytes) -> None:
+    def __init__(self, ptr: int) -> None:
+        if not ptr:
+            raise MemoryError("archive_entry")
         self.ptr = ptr
-        self.data = data
         raw = _entry_pathname(ptr)
         self.name: bytes = raw if raw is not None else b""
 
     def __del__(self) -> None:
         _entry_free(self.ptr)
 
+    @classmethod
+    def new(cls, name: bytes, mode: int, *, like: Header, ino: int, mtime: int,
+            nlink: int) -> Header:
+        """A member made here: owned by root, on `like`'s device."""
+        ptr = _entry_new()
+        _entry_copy_pathname(ptr, name)
+        _entry_set_mode(ptr, mode)
+        _entry_set_uid(ptr, 0)
+        _entry_set_gid(ptr, 0)
+        _entry_set_mtime(ptr, mtime, 0)
+        _entry_set_nlink(ptr, nlink)
+        _entry_set_ino(ptr, ino)
+        dev = like.inode
+        _entry_set_devmajor(ptr, dev[0])
+        _entry_set_devminor(ptr, dev[1])
+        _entry_set_size(ptr, 0)
+        return cls(ptr)
+
     @property
     def key(self) -> bytes:
         """The name without a leading `./` or `/`, for lookups."""
-        return _norm(self.name)
+        return norm(self.name)
 
     @property
     def mode(self) -> int:
@@ -100,6 +128,10 @@ class Entry:
     @property
     def isdir(self) -> bool:
         return self.mode & S_IFMT == S_IFDIR
+
+    @property
+    def size(self) -> int:
+        return int(_entry_size(self.ptr))
 
     @property
     def nlink(self) -> int:
@@ -117,200 +149,208 @@ class Entry:
     def set_mode(self, mode: int) -> None:
         _entry_set_mode(self.ptr, mode)
 
-    def set_data(self, data: bytes) -> None:
-        self.data = data
-        _entry_set_size(self.ptr, len(data))
+    def set_size(self, size: int) -> None:
+        _entry_set_size(self.ptr, size)
 
 
-def _norm(name: bytes) -> bytes:
+def norm(name: bytes) -> bytes:
     while name.startswith((b"./", b"/")):
         name = name[1:] if name.startswith(b"/") else name[2:]
     return b"" if name == b"." else name
 
 
-def sort_key(entry: Entry) -> tuple[bytes, ...]:
-    # Component-wise, so that a directory always precedes its contents even
-    # when a sibling name sorts between them bytewise ("a-b" vs "a/b").
-    key = entry.key
-    return tuple(key.split(b"/")) if key else ()
-
-
 # --- reading ----------------------------------------------------------------
 
 
-def _read_data(archive_p: int, size: int) -> bytes:
-    if size <= 0:
-        return b""
-    buf = ctypes.create_string_buffer(size)
-    got = 0
-    base = ctypes.addressof(buf)
-    while got < size:
-        n = ffi.read_data(archive_p, base + got, size - got)
-        if n <= 0:
-            break
-        got += n
-    if got != size:
-        raise InitrdError("truncated initrd: a file in the main segment ends early")
-    return buf.raw
+class Reader:
+    """One pass over a main segment: headers in archive order, and the data
+    of the member just read, in BUFFER-sized chunks."""
+
+    def __init__(self, archive_p: int, segment: Segment, read: Any,
+                 failed: list[BaseException]) -> None:
+        self._archive = archive_p
+        self._segment = segment
+        self._failed = failed  # what the read callback could not raise itself
+        self._buf = ctypes.create_string_buffer(BUFFER)
+        self._call(ffi.read_open, archive_p, None, ffi.NO_OPEN_CB, read, ffi.NO_CLOSE_CB)
+
+    def __iter__(self) -> Iterator[Header]:
+        with new_archive_entry() as entry_p:
+            while self._call(ffi.read_next_header2, self._archive, entry_p) != ffi.ARCHIVE_EOF:
+                # Data left unread is skipped by the next call.
+                yield Header(_entry_clone(entry_p))
+
+    def chunks(self, header: Header) -> Iterator[tuple[ctypes.Array[ctypes.c_char], int]]:
+        """The member's data as (buffer, length); each buffer is reused by the next."""
+        size, got = header.size if header.isreg else 0, 0
+        while got < size:
+            n = self._call(ffi.read_data, self._archive, self._buf, BUFFER)
+            if n <= 0:
+                break
+            got += n
+            yield self._buf, n
+        if got != size:
+            raise InitrdError("truncated initrd: a file in the main segment ends early")
+
+    def _call(self, func: Callable[..., int], *args: Any) -> int:
+        """A libarchive read call; its failure is the input's (a write's,
+        in the same loop, is not)."""
+        try:
+            return func(*args)
+        except ArchiveError as exc:
+            if self._failed:
+                raise self._failed[0] from None
+            raise self._segment.corrupt(exc) from None
+
+    def read(self, header: Header) -> bytes:
+        """The member's data, for the few small files the repack edits."""
+        return b"".join(ctypes.string_at(buf, n) for buf, n in self.chunks(header))
+
+    def copy_to(self, header: Header, out: IO[bytes]) -> None:
+        for buf, n in self.chunks(header):
+            out.write(memoryview(buf)[:n])
 
 
-def _read_entries(main: bytes) -> list[Entry]:
-    entries: list[Entry] = []
-    with libarchive.memory_reader(main, format_name="cpio") as archive:
-        for entry in archive:
-            ptr = _entry_clone(entry._entry_p)
-            if not ptr:
-                raise MemoryError("archive_entry_clone")
-            item = Entry(ptr, b"")
-            if item.isreg:
-                item.data = _read_data(archive._pointer, int(_entry_size(ptr)))
-            entries.append(item)
-    return entries
+@dataclass(frozen=True)
+class Segment:
+    """The main segment of an initrd file: `size` bytes at `offset` of `src`,
+    which stays open while the repack reads it (once per pass)."""
 
+    src: BinaryIO
+    offset: int
+    size: int
+    compression: str
 
-def read_main(split: Split) -> list[Entry]:
-    try:
-        return _read_entries(split.main)
-    except ArchiveError as exc:
-        # Some tools pad the whole file after a compressed segment; the kernel
-        # skips the zeros but libarchive's zstd reader chokes on them.
-        stripped = split.main.rstrip(b"\0")
-        if split.compression != "none" and len(stripped) < len(split.main):
+    @contextmanager
+    def reading(self) -> Iterator[Reader]:
+        src, left = self.src, self.size
+        current = b""  # the block libarchive is reading: alive until the next call
+        failed: list[BaseException] = []
+
+        def read(_archive: int, _context: int, ptrptr: int) -> int:
+            nonlocal left, current
             try:
-                return _read_entries(stripped)
-            except ArchiveError:
-                pass
+                current = src.read(min(BUFFER, left))
+            except BaseException as e:  # an exception must not cross libarchive
+                failed.append(e)
+                return int(ffi.ARCHIVE_FATAL)
+            left -= len(current)
+            ctypes.cast(ptrptr, ctypes.POINTER(ctypes.c_char_p))[0] = current
+            return len(current)
+
+        callback = ffi.READ_CALLBACK(read)
+        src.seek(self.offset)
+        with new_archive_read("cpio", "all") as archive_p:
+            yield Reader(archive_p, self, callback, failed)
+
+    def corrupt(self, exc: ArchiveError) -> InitrdError:
         message = (str(exc.msg or "") or "unknown libarchive error").splitlines()[0]
-        raise InitrdError(
-            f"truncated or corrupt initrd: reading the {split.compression} main segment"
-            f" failed: {message}") from None
-
-
-def new_entry(name: bytes, mode: int, data: bytes, *, like: Entry, ino: int,
-               mtime: int, nlink: int) -> Entry:
-    ptr = _entry_new()
-    if not ptr:
-        raise MemoryError("archive_entry_new")
-    _entry_copy_pathname(ptr, name)
-    _entry_set_mode(ptr, mode)
-    _entry_set_uid(ptr, 0)
-    _entry_set_gid(ptr, 0)
-    _entry_set_mtime(ptr, mtime, 0)
-    _entry_set_nlink(ptr, nlink)
-    _entry_set_ino(ptr, ino)
-    dev = like.inode
-    _entry_set_devmajor(ptr, dev[0])
-    _entry_set_devminor(ptr, dev[1])
-    entry = Entry(ptr, b"")
-    entry.set_data(data)
-    return entry
-
-
-class Members:
-    """The entries of a main segment, looked up by key (a later duplicate
-    wins, as in the kernel), plus new members made alike: owned by root, one
-    mtime, fresh inode numbers, and the archive's name style (`./` or not)."""
-
-    def __init__(self, entries: list[Entry], mtime: int) -> None:
-        self.entries = entries
-        self.by_key = {e.key: e for e in entries}
-        self.mtime = mtime
-        self._next_ino = max((e.inode[2] for e in entries), default=0) + 1
-        named = next((e for e in entries if e.key), None)
-        self.prefix = named.name[: len(named.name) - len(named.key)] if named else b""
-
-    def get(self, key: bytes) -> Entry | None:
-        return self.by_key.get(key)
-
-    def add(self, key: bytes, mode: int, data: bytes = b"", *, like: Entry) -> Entry:
-        """A new member `key` (a directory's nlink is 2), on `like`'s device."""
-        entry = new_entry(self.prefix + key, mode, data, like=like, ino=self._next_ino,
-                          mtime=self.mtime, nlink=2 if mode & S_IFMT == S_IFDIR else 1)
-        self._next_ino += 1
-        self.entries.append(entry)
-        self.by_key[key] = entry
-        return entry
-
-    def remove(self, entry: Entry) -> None:
-        self.entries.remove(entry)
-        if self.by_key.get(entry.key) is entry:
-            del self.by_key[entry.key]
-
-
-def hardlinks_data_on_last(entries: list[Entry]) -> None:
-    """Put each hardlink group's data on its last member in the new order.
-
-    newc stores the body once, on the last link; sorting can change which
-    link is last, so move it there and leave the others empty.
-    """
-    groups: dict[tuple[int, int, int], list[Entry]] = {}
-    for entry in entries:
-        if entry.isreg and entry.nlink > 1:
-            groups.setdefault(entry.inode, []).append(entry)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        data = next((m.data for m in reversed(members) if m.data), b"")
-        for member in members[:-1]:
-            member.set_data(b"")
-        members[-1].set_data(data)
+        return InitrdError(f"truncated or corrupt initrd: reading the {self.compression} "
+                           f"main segment failed: {message}")
 
 
 # --- writing ----------------------------------------------------------------
 
 
-def _write_cpio(entries: Iterable[Entry], filter_name: str | None, options: str) -> bytes:
-    chunks: list[bytes] = []
+class Writer:
+    """A newc archive being written, member by member."""
 
-    def sink(data: Any) -> int:
-        chunks.append(bytes(data))
-        return len(data)
+    def __init__(self, archive_p: int) -> None:
+        self._archive = archive_p
 
-    # custom_writer sets bytes_in_last_block=1: no block padding after the
-    # trailer (padding after a compressed segment breaks zstd readers).
-    with libarchive.custom_writer(sink, "cpio_newc", filter_name=filter_name,
-                                  options=options, block_size=1 << 20) as writer:
-        archive_p = writer._pointer
-        for entry in entries:
-            ffi.write_header(archive_p, entry.ptr)
-            if entry.isreg and entry.data:
-                ffi.write_data(archive_p, entry.data, len(entry.data))
-            ffi.write_finish_entry(archive_p)
-    return b"".join(chunks)
+    def add(self, header: Header, data: bytes = b"") -> None:
+        """`header` with `data` (its size set to match)."""
+        header.set_size(len(data))
+        ffi.write_header(self._archive, header.ptr)
+        if data:
+            ffi.write_data(self._archive, data, len(data))
+        ffi.write_finish_entry(self._archive)
+
+    def copy(self, header: Header, reader: Reader) -> None:
+        """`header` as read, with its data streamed from `reader`."""
+        ffi.write_header(self._archive, header.ptr)
+        for buf, n in reader.chunks(header):
+            ffi.write_data(self._archive, buf, n)
+        ffi.write_finish_entry(self._archive)
 
 
-def _lz4_legacy(cpio: bytes) -> bytes:
+@contextmanager
+def _newc(sink: Callable[[bytes], object], filter_name: str | None,
+          options: str) -> Iterator[Writer]:
+    failed: list[BaseException] = []
+
+    def write(_archive: int, _context: int, buffer: int, length: int) -> int:
+        try:
+            sink(ctypes.string_at(buffer, length))
+        except BaseException as e:  # an exception must not cross libarchive
+            failed.append(e)
+            return int(ffi.ARCHIVE_FATAL)
+        return length
+
+    callback = ffi.WRITE_CALLBACK(write)
+    try:
+        with new_archive_write("cpio_newc", filter_name, options) as archive_p:
+            # No block padding after the trailer: padding after a compressed
+            # segment breaks zstd readers.
+            ffi.write_set_bytes_in_last_block(archive_p, 1)
+            ffi.write_set_bytes_per_block(archive_p, BUFFER)
+            ffi.write_open(archive_p, None, ffi.NO_OPEN_CB, callback, ffi.NO_CLOSE_CB)
+            yield Writer(archive_p)
+    except ArchiveError:
+        if failed:
+            raise failed[0] from None
+        raise
+
+
+@contextmanager
+def writing(out: BinaryIO, compression: str, threads: int) -> Iterator[Writer]:
+    """A main segment written to `out` as it is made, compressed with
+    `compression` (`threads`: zstd's worker count, 1 or more)."""
+    if compression == "zstd":
+        opts = f"zstd:compression-level={LEVELS['zstd']},zstd:threads={threads}"
+        with _newc(out.write, "zstd", opts) as w:
+            yield w
+    elif compression == "gzip":
+        with _newc(out.write, "gzip", f"gzip:!timestamp,gzip:compression-level={LEVELS['gzip']}") as w:
+            yield w
+    elif compression == "bzip2":
+        with _newc(out.write, "bzip2", f"bzip2:compression-level={LEVELS['bzip2']}") as w:
+            yield w
+    # libarchive's xz writes CRC64 checks and its lz4 the frame format; the
+    # kernel decoders need CRC32 and legacy lz4, so these are done here.
+    elif compression in ("xz", "lzma"):
+        comp = (lzma.LZMACompressor(lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=LEVELS["xz"])
+                if compression == "xz" else lzma.LZMACompressor(lzma.FORMAT_ALONE, preset=LEVELS["lzma"]))
+        with _newc(lambda data: out.write(comp.compress(data)), None, "") as w:
+            yield w
+        out.write(comp.flush())
+    elif compression == "lz4":
+        with _lz4_legacy(out) as stdin, _newc(stdin.write, None, "") as w:
+            yield w
+    else:  # "none"
+        with _newc(out.write, None, "") as w:
+            yield w
+
+
+@contextmanager
+def _lz4_legacy(out: BinaryIO) -> Iterator[IO[bytes]]:
+    """The stdin of `lz4 -l`, whose output lands in `out` once it is closed."""
     tool = shutil.which("lz4")
     if tool is None:
         raise InitrdError("cannot write an lz4 initrd: the lz4 command is not installed",
                           hint="install lz4, or choose another --initrd-compression")
-    proc = subprocess.run([tool, "-l", f"-{LEVELS['lz4']}", "-q", "-c"], input=cpio,
-                          capture_output=True, check=False)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise InitrdError(f"lz4 -l failed: {err[0] if err else proc.returncode}")
-    return proc.stdout
-
-
-def compress_main(entries: list[Entry], compression: str, threads: int) -> bytes:
-    if compression == "zstd":
-        opts = f"zstd:compression-level={LEVELS['zstd']}"
-        if threads > 0:
-            opts += f",zstd:threads={threads}"
-        return _write_cpio(entries, "zstd", opts)
-    if compression == "gzip":
-        return _write_cpio(entries, "gzip",
-                           f"gzip:!timestamp,gzip:compression-level={LEVELS['gzip']}")
-    if compression == "bzip2":
-        return _write_cpio(entries, "bzip2", f"bzip2:compression-level={LEVELS['bzip2']}")
-    cpio = _write_cpio(entries, None, "")
-    # libarchive's xz writes CRC64 checks and its lz4 the frame format; the
-    # kernel decoders need CRC32 and legacy lz4, so these are done here.
-    if compression == "xz":
-        return lzma.compress(cpio, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
-                             preset=LEVELS["xz"])
-    if compression == "lzma":
-        return lzma.compress(cpio, format=lzma.FORMAT_ALONE, preset=LEVELS["lzma"])
-    if compression == "lz4":
-        return _lz4_legacy(cpio)
-    return cpio  # "none"
+    with tempfile.TemporaryFile() as packed, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([tool, "-l", f"-{LEVELS['lz4']}", "-q", "-c"],
+                                stdin=subprocess.PIPE, stdout=packed, stderr=err)
+        assert proc.stdin is not None
+        try:
+            with proc.stdin:
+                yield proc.stdin
+        finally:
+            code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            raise InitrdError(f"lz4 -l failed: {lines[0] if lines else code}")
+        packed.seek(0)
+        shutil.copyfileobj(packed, out, BUFFER)

@@ -12,11 +12,13 @@ filesystem, whose driver it must hold, while the guest is edited.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from vsaimage import (
     __version__,
@@ -41,6 +43,7 @@ from vsaimage.output import (
     Staging,
     check_destination,
     ensure_space,
+    open_output,
     qemu_img_convert,
     source_size,
     sparse_copy,
@@ -48,12 +51,25 @@ from vsaimage.output import (
 )
 from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
 from vsaimage.report import Reporter
-from vsaimage.source import Drive, read_input
+from vsaimage.source import Drive, open_input
 
 T = TypeVar("T")
 
 # Guest files read for the xl config rather than for an edit.
 GUEST_FACTS = (*glibc.READS, *identity.READS)
+
+
+# Host-side work beside the appliance runs at a lower priority, and the
+# repack with one zstd worker (same bytes as two, see archive.LEVELS): under
+# TCG the appliance is a CPU-bound qemu, and on 2 CPUs a repack at full speed
+# beside a launch made it 1.6-2.9 times as long as alone, one at nice 10 with
+# one worker 0.6-1.15 times (one worker at nice 0: 0.9-1.2), in two runs of
+# bench/bench_background.py (results/background.md: launches of 12-44 s
+# alone, load 3-9 from other work). One worker also keeps ~30 MiB off the
+# peak RSS. The cost: on a machine busy with other work the repack (~5 s of
+# one CPU) can end well after the edits (once 145 s, at load 9).
+BACKGROUND_NICE = 10
+REPACK_WORKERS = 1
 
 
 def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -63,6 +79,9 @@ def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
 
     def run() -> None:
         try:
+            # Linux's nice is per thread, and inherited by the threads this
+            # one starts (zstd's workers).
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
             fut.set_result(fn())
         except BaseException as e:
             fut.set_exception(e)
@@ -86,29 +105,30 @@ def _modules_dir(opts: ConvertOptions, version: str) -> Path | None:
     return d
 
 
-def _read_initrd(path: Path) -> bytes:
-    """The --initrd's bytes, refused at once when they are no initrd at all:
-    the repack proper runs during the appliance launch, and its error would
-    come only after the copy, the launch and the plan."""
-    data = read_input(path, InitrdError, "an initrd (--initrd)")
+def _open_initrd(path: Path) -> BinaryIO:
+    """The --initrd open, refused at once when it is no initrd at all: the
+    repack proper runs during the appliance launch, and its error would come
+    only after the copy, the launch and the plan."""
+    f = open_input(path, InitrdError, "an initrd (--initrd)")
     try:
-        cpio.split(data)
+        cpio.split(f)
     except InitrdError as e:
+        f.close()
         raise InitrdError(f"{path}: {e.message}", hint=e.hint) from None
-    return data
+    return f
 
 
 def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
-    initrd_in = _read_initrd(opts.initrd)
-    modules_dir = _modules_dir(opts, version)
-    outputs = OutputPaths.from_option(opts.output)
-    ctx = _edit_context(opts, version)
-    prepared = initrd.prepare(initrd_in, action=pcihack.action(opts.pci_hack, opts.skip))
-    with rep.phase("appliance launch"):
-        g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
-    with g, rep.phase("plan"):
-        planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
+    with _open_initrd(opts.initrd) as initrd_in:
+        modules_dir = _modules_dir(opts, version)
+        outputs = OutputPaths.from_option(opts.output)
+        ctx = _edit_context(opts, version)
+        prepared = initrd.prepare(initrd_in, action=pcihack.action(opts.pci_hack, opts.skip))
+        with rep.phase("appliance launch"):
+            g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
+        with g, rep.phase("plan"):
+            planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
     planned.warn(rep)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
@@ -202,7 +222,12 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
     if not opts.kernel.is_file():
         raise KernelError(f"{opts.kernel}: no such file (--kernel)")
-    initrd_in = _read_initrd(opts.initrd)
+    initrd_in = _open_initrd(opts.initrd)
+    with initrd_in:
+        return _convert(opts, rep, version, initrd_in)
+
+
+def _convert(opts: ConvertOptions, rep: Reporter, version: str, initrd_in: BinaryIO) -> dict[str, Any]:
     modules_dir = _modules_dir(opts, version)
     outputs = OutputPaths.from_option(opts.output)
     inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]
@@ -210,7 +235,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     ctx = _edit_context(opts, version)
     launches_before = guest.launch_count
 
-    with Staging(outputs.all()) as staging:
+    with Staging(outputs.all()) as staging, contextlib.ExitStack() as files:
         img = staging.temp(outputs.image)
         fmt = _stage_image(opts, img, outputs.image, rep)
 
@@ -240,16 +265,21 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             with rep.phase("plan"):
                 planned = _plan(g, opts, ctx, outputs, modules_dir, prepared.result, writable=True)
             planned.warn(rep)
+            # Opened here, not in the thread: a failed convert removes its
+            # temporaries, and a thread starting late would leave one behind.
+            initrd_out = files.enter_context(open_output(staging.temp(outputs.initrd),
+                                                         label=outputs.initrd))
             repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.finish(
-                prepared.result(), compression=opts.initrd_compression,
-                drivers=planned.drivers.addition)))
+                prepared.result(), initrd_out, compression=opts.initrd_compression,
+                drivers=planned.drivers.addition, threads=REPACK_WORKERS)))
+            size = opts.initrd.stat().st_size
             _edit(g, opts, ctx, planned.plan, payload, repack, rep, outputs.image,
-                  reserve=len(initrd_in) + len(initrd_in) // 4)
-        initrd_out, initrd_result = repack.result()
+                  reserve=size + size // 4)
+        initrd_result = repack.result()
+        initrd_out.close()  # before the commit: a failed write is this convert's failure
         warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
         if warning:
             rep.warn(warning)
-        write_bytes(staging.temp(outputs.initrd), initrd_out, label=outputs.initrd)
         cfg = planned.cfg
         write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
         staging.commit()
@@ -325,7 +355,7 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
           payload: concurrent.futures.Future[ModulePayload] | None,
-          repack: concurrent.futures.Future[tuple[bytes, initrd.RepackResult]],
+          repack: concurrent.futures.Future[initrd.RepackResult],
           rep: Reporter, label: Path, *, reserve: int) -> None:
     """Apply and verify the plan's guest edits on the mounted output.
     `reserve`: bytes the output directory must also keep free for files

@@ -6,7 +6,9 @@ them is ours to do: libarchive stops reading at the first trailer.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from vsaimage.errors import InitrdError
 
@@ -15,6 +17,7 @@ COMPRESSIONS = ("gzip", "bzip2", "xz", "lzma", "lz4", "zstd")
 _NEWC_MAGICS = (b"070701", b"070702")
 _NEWC_HEADER = 110
 _TRAILER = b"TRAILER!!!"
+_CHUNK = 1 << 16
 # The kernel only looks at two bytes; the longer prefixes keep us from taking
 # random data for a compressed segment.
 _MAGICS: tuple[tuple[bytes, str], ...] = (
@@ -36,32 +39,39 @@ _REFUSED_MAGICS: tuple[tuple[bytes, str, str], ...] = (
 class Split:
     early: bytes  # every byte before the main segment, unchanged
     early_segments: int
-    main: bytes
+    main_offset: int
+    main_size: int
     compression: str  # "none" for an uncompressed main segment
 
 
-def _hex_field(data: bytes, pos: int, index: int) -> int:
-    start = pos + 6 + 8 * index
+def _read_at(f: BinaryIO, pos: int, n: int) -> bytes:
+    f.seek(pos)
+    return f.read(n)
+
+
+def _hex_field(header: bytes, pos: int, index: int) -> int:
+    start = 6 + 8 * index
     try:
-        return int(data[start:start + 8], 16)
+        return int(header[start:start + 8], 16)
     except ValueError:
         raise InitrdError(f"corrupt cpio header at offset {pos} of the initrd") from None
 
 
-def _newc_segment_end(data: bytes, pos: int) -> int:
+def _newc_segment_end(f: BinaryIO, pos: int, size: int) -> int:
     """Offset just past the TRAILER!!! of the newc segment starting at pos."""
     while True:
-        if pos + _NEWC_HEADER > len(data):
+        if pos + _NEWC_HEADER > size:
             raise InitrdError("truncated initrd: an uncompressed cpio segment has no TRAILER!!!")
-        if data[pos:pos + 6] not in _NEWC_MAGICS:
+        header = _read_at(f, pos, _NEWC_HEADER)
+        if header[:6] not in _NEWC_MAGICS:
             raise InitrdError(f"corrupt cpio segment in the initrd: no newc header at offset {pos}")
-        filesize = _hex_field(data, pos, 6)
-        namesize = _hex_field(data, pos, 11)
-        name = data[pos + _NEWC_HEADER:pos + _NEWC_HEADER + namesize].rstrip(b"\0")
+        filesize = _hex_field(header, pos, 6)
+        namesize = _hex_field(header, pos, 11)
+        name = _read_at(f, pos + _NEWC_HEADER, namesize).rstrip(b"\0")
         end = _align4(_align4(pos + _NEWC_HEADER + namesize) + filesize)
-        if name == _TRAILER and pos + _NEWC_HEADER + namesize <= len(data):
-            return min(end, len(data))
-        if end > len(data):
+        if name == _TRAILER and pos + _NEWC_HEADER + namesize <= size:
+            return min(end, size)
+        if end > size:
             raise InitrdError("truncated initrd: an uncompressed cpio segment ends mid-entry")
         pos = end
 
@@ -70,39 +80,66 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _compression_at(data: bytes, pos: int) -> str | None:
+def _skip_zeros(f: BinaryIO, pos: int, size: int) -> int:
+    f.seek(pos)
+    while pos < size:
+        chunk = f.read(_CHUNK)
+        kept = chunk.lstrip(b"\0")
+        pos += len(chunk) - len(kept)
+        if kept:
+            break
+    return pos
+
+
+def trailing_zeros(f: BinaryIO, start: int, end: int) -> int:
+    """How many zero bytes end f[start:end]."""
+    pos = end
+    while pos > start:
+        n = min(_CHUNK, pos - start)
+        chunk = _read_at(f, pos - n, n)
+        kept = chunk.rstrip(b"\0")
+        pos -= n - len(kept)
+        if kept:
+            break
+    return end - pos
+
+
+def _compression_at(head: bytes, pos: int) -> str | None:
     for magic, name in _MAGICS:
-        if data.startswith(magic, pos):
+        if head.startswith(magic):
             return name
     for magic, what, hint in _REFUSED_MAGICS:
-        if data.startswith(magic, pos):
+        if head.startswith(magic):
             raise InitrdError(f"unsupported initrd: the segment at offset {pos} is {what}",
                               hint=hint)
     return None
 
 
-def split(data: bytes) -> Split:
+def split(f: BinaryIO) -> Split:
+    """Where the segments of the initrd open as `f` are; only the early
+    ones are read (the main one is streamed later, from main_offset)."""
+    size = f.seek(0, os.SEEK_END)
     pos = 0
     segments: list[int] = []  # start offsets of the uncompressed segments
     while True:
-        while pos < len(data) and data[pos] == 0:
-            pos += 1
-        if pos == len(data):
+        pos = _skip_zeros(f, pos, size)
+        if pos == size:
             break
-        if data.startswith(_NEWC_MAGICS, pos) and pos % 4 == 0:
+        head = _read_at(f, pos, 8)
+        if head.startswith(_NEWC_MAGICS) and pos % 4 == 0:
             segments.append(pos)
-            pos = _newc_segment_end(data, pos)
+            pos = _newc_segment_end(f, pos, size)
             continue
-        compression = _compression_at(data, pos)
+        compression = _compression_at(head, pos)
         if compression is not None:
-            return Split(data[:pos], len(segments), data[pos:], compression)
+            return Split(_read_at(f, 0, pos), len(segments), pos, size - pos, compression)
         if not segments:
             raise InitrdError("not an initrd: no cpio or compression magic at its start")
-        magic = data[pos:pos + 4].hex(" ")
+        magic = head[:4].hex(" ")
         raise InitrdError(f"unknown compression in the initrd: magic {magic} at offset {pos}",
                           hint=f"known: {', '.join(COMPRESSIONS)}")
     if not segments:
         raise InitrdError("not an initrd: the file is empty or all zeros")
     # No compressed segment: the last uncompressed one is the main segment.
     last = segments[-1]
-    return Split(data[:last], len(segments) - 1, data[last:], "none")
+    return Split(_read_at(f, 0, last), len(segments) - 1, last, size - last, "none")

@@ -8,20 +8,24 @@ boots and decide on the drivers once it knows the root filesystem: prepare()
 reads it and applies pcihack, finish() adds the drivers and compresses.
 
 The pieces: cpio.py splits the file into its segments, archive.py reads and
-writes the main one through libarchive, edits/pcihack.py holds the script and
-the ORDER text edit, initrd_modules.py the drivers. Early uncompressed
-segments are kept byte for byte, first.
+writes the main one through libarchive, members.py indexes it and rewrites it
+in a streaming pass, edits/pcihack.py holds the script and the ORDER text
+edit, initrd_modules.py the drivers. Early uncompressed segments are kept
+byte for byte, first. Memory does not grow with the initrd: the input is
+read from its file and the output written to its file, entry by entry.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import BinaryIO
 
 from vsaimage import archive, cpio, initrd_modules
-from vsaimage.archive import S_IFDIR, S_IFREG, Entry, Members
+from vsaimage.archive import S_IFDIR, S_IFREG, Header, Segment
 from vsaimage.cpio import COMPRESSIONS
 from vsaimage.edits.pcihack import (
     ORDER_PATH,
@@ -32,6 +36,7 @@ from vsaimage.edits.pcihack import (
     order_without_pcihack,
 )
 from vsaimage.errors import InitrdError
+from vsaimage.members import Members
 
 _MODULES_RE = re.compile(rb"^(?:usr/)?lib/modules/([^/]+)(?:/|$)")
 
@@ -81,28 +86,27 @@ class _Changes:
 
 
 def _apply(members: Members, action: Action) -> _Changes:
-    """Put pcihack in (add) or take it out (remove), in place."""
+    """Put pcihack in (add) or take it out (remove)."""
     done = _Changes([], [], [])
     if action == "add":
         _add(members, done)
-    elif action == "remove":
-        script = members.get(PCIHACK_PATH.encode())
-        if script is not None:
-            members.remove(script)
-            done.removed.append(PCIHACK_PATH)
+    elif action == "remove" and members.get(PCIHACK_PATH.encode()) is not None:
+        members.remove(PCIHACK_PATH.encode())
+        done.removed.append(PCIHACK_PATH)
     _edit_order(members, order_with_pcihack if action == "add" else order_without_pcihack, action, done)
     return done
 
 
 def _edit_order(members: Members, edit: Callable[[str], str], action: Action,
                 done: _Changes) -> None:
-    order = members.get(ORDER_PATH.encode())
+    key = ORDER_PATH.encode()
+    order = members.get(key)
     if action == "keep" or order is None or not order.isreg:
         return
-    text = order.data.decode("utf-8", "surrogateescape")
+    text = (members.text(key) or b"").decode("utf-8", "surrogateescape")
     new = edit(text)
     if new != text:
-        order.set_data(new.encode("utf-8", "surrogateescape"))
+        members.set_data(key, new.encode("utf-8", "surrogateescape"))
         done.changed.append(ORDER_PATH)
 
 
@@ -110,7 +114,7 @@ def _add(members: Members, done: _Changes) -> None:
     """Add the script (and init-bottom when missing)."""
     scripts_dir = members.get(b"scripts")
     if scripts_dir is None or not scripts_dir.isdir:
-        if any(e.key.startswith((b"usr/lib/dracut", b"lib/dracut")) for e in members.entries):
+        if any(k.startswith((b"usr/lib/dracut", b"lib/dracut")) for k in members):
             raise InitrdError("unsupported initrd: it looks like a dracut initrd "
                               "(no scripts/ directory); only initramfs-tools is supported")
         raise InitrdError("not an initramfs-tools initrd: no scripts/ directory in it")
@@ -121,25 +125,26 @@ def _add(members: Members, done: _Changes) -> None:
         bottom = members.add(b"scripts/init-bottom", S_IFDIR | 0o755, like=scripts_dir)
         added.append("scripts/init-bottom")
 
-    script = members.get(PCIHACK_PATH.encode())
+    key = PCIHACK_PATH.encode()
+    script = members.get(key)
     if script is not None and not script.isreg:
-        members.remove(script)
+        members.remove(key)
         script = None
         changed.append(PCIHACK_PATH)
     if script is None:
-        members.add(PCIHACK_PATH.encode(), S_IFREG | 0o755, PCIHACK_SCRIPT, like=bottom)
+        members.add(key, S_IFREG | 0o755, PCIHACK_SCRIPT, like=bottom)
         if PCIHACK_PATH not in changed:
             added.append(PCIHACK_PATH)
-    elif script.data != PCIHACK_SCRIPT or script.mode != S_IFREG | 0o755:
-        script.set_data(PCIHACK_SCRIPT)
-        script.set_mode(S_IFREG | 0o755)
+    elif members.text(key) != PCIHACK_SCRIPT or script.mode != S_IFREG | 0o755:
+        members.set_data(key, PCIHACK_SCRIPT)
+        members.set_mode(key, S_IFREG | 0o755)
         changed.append(PCIHACK_PATH)
 
 
-def _module_versions(entries: Iterable[Entry]) -> tuple[str, ...]:
+def _module_versions(keys: Iterable[bytes]) -> tuple[str, ...]:
     found = set()
-    for entry in entries:
-        match = _MODULES_RE.match(entry.key)
+    for key in keys:
+        match = _MODULES_RE.match(key)
         if match:
             found.add(match.group(1).decode("utf-8", "replace"))
     return tuple(sorted(found))
@@ -147,23 +152,29 @@ def _module_versions(entries: Iterable[Entry]) -> tuple[str, ...]:
 
 def _conf_modules(members: Members) -> tuple[str, ...]:
     """The module names in conf/modules: what init loads at boot."""
-    conf = members.get(initrd_modules.CONF_MODULES.encode())
+    key = initrd_modules.CONF_MODULES.encode()
+    conf = members.get(key)
     if conf is None or not conf.isreg:
         return ()
-    return initrd_modules.listed(conf.data.decode("utf-8", "replace"))
+    return initrd_modules.listed((members.text(key) or b"").decode("utf-8", "replace"))
 
 
-def _module_files(entries: Iterable[Entry]) -> tuple[str, ...]:
-    return tuple(e.key.decode("utf-8", "replace") for e in entries
-                 if e.isreg and b"/modules/" in e.key and b".ko" in e.key)
+def _module_files(headers: Iterable[Header]) -> tuple[str, ...]:
+    return tuple(h.key.decode("utf-8", "replace") for h in headers
+                 if h.isreg and b"/modules/" in h.key and b".ko" in h.key)
+
+
+# The small members the edits read: their content is kept by the scan.
+_READ = (ORDER_PATH.encode(), PCIHACK_PATH.encode(), initrd_modules.CONF_MODULES.encode())
 
 
 @dataclass
 class Prepared:
     """An initrd read, with pcihack applied: the first half of a repack.
-    finish() edits its members, so each is finished once."""
+    finish() edits its members, so each is finished once. The input file
+    stays open until then: finish() reads it again."""
 
-    data: bytes
+    source: BinaryIO
     split: cpio.Split
     members: Members
     action: Action
@@ -172,7 +183,7 @@ class Prepared:
     @property
     def module_files(self) -> tuple[str, ...]:
         """The kernel modules inside (paths), for initrd_drivers."""
-        return _module_files(self.members.entries)
+        return _module_files(self.members.headers())
 
     @property
     def conf_modules(self) -> tuple[str, ...]:
@@ -187,86 +198,106 @@ class Prepared:
         return initrd_modules.module_root(self.members, version)
 
 
-def prepare(data: bytes, *, action: Action = "add") -> Prepared:
-    """Read the initrd and put pcihack in (or take it out, or leave it:
-    `action`)."""
-    split = cpio.split(data)
-    entries = archive.read_main(split)
-    if not entries:
-        raise InitrdError("not an initramfs-tools initrd: its main cpio segment is empty")
+def _scan(source: BinaryIO) -> tuple[cpio.Split, Members]:
+    split = cpio.split(source)
     epoch = _source_date_epoch()
-    members = Members(entries, epoch if epoch is not None else max(e.mtime for e in entries))
-    return Prepared(data, split, members, action, _apply(members, action))
+    segment = Segment(source, split.main_offset, split.main_size, split.compression)
+    try:
+        members = Members.scan(segment, _READ, epoch)
+    except InitrdError as error:
+        # Some tools pad the whole file after a compressed segment; the kernel
+        # skips the zeros but libarchive's zstd reader chokes on them.
+        end = split.main_offset + split.main_size
+        zeros = cpio.trailing_zeros(source, split.main_offset, end) if split.compression != "none" else 0
+        if not zeros:
+            raise
+        try:
+            members = Members.scan(Segment(source, split.main_offset, split.main_size - zeros,
+                                           split.compression), _READ, epoch)
+        except InitrdError:
+            raise error from None
+    if members is None:
+        raise InitrdError("not an initramfs-tools initrd: its main cpio segment is empty")
+    return split, members
 
 
-def finish(prepared: Prepared, *, compression: str | None = None, threads: int = 2,
-           drivers: initrd_modules.Addition | None = None) -> tuple[bytes, RepackResult]:
-    """Add the `drivers` modules, and write the initrd; returns it and what
-    was done.
+def prepare(source: BinaryIO, *, action: Action = "add") -> Prepared:
+    """Read the initrd open as `source` (its headers and the few small files
+    the edits need) and put pcihack in (or take it out, or leave it:
+    `action`)."""
+    split, members = _scan(source)
+    return Prepared(source, split, members, action, _apply(members, action))
+
+
+def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None, threads: int = 2,
+           drivers: initrd_modules.Addition | None = None) -> RepackResult:
+    """Add the `drivers` modules, and write the initrd to `out`; returns
+    what was done.
 
     Early uncompressed segments are kept byte for byte and first; the main
-    segment is rewritten as newc, sorted, with every header field kept.
-    `threads` is the zstd worker count (fixed, for reproducible bytes).
+    segment is rewritten as newc in its own order, with every header field
+    kept. `threads` is zstd's worker count: 1 or more, the bytes are the same.
     """
     if compression is not None and compression not in COMPRESSIONS:
         raise InitrdError(f"unknown initrd compression {compression!r}",
                           hint=f"choose one of {', '.join(COMPRESSIONS)}")
-    if threads < 0:
-        raise InitrdError(f"zstd thread count must be 0 or more, not {threads}")
-    done, split, data = prepared.done, prepared.split, prepared.data
+    if threads < 1:
+        raise InitrdError(f"zstd thread count must be 1 or more, not {threads}")
+    done, split, members = prepared.done, prepared.split, prepared.members
     if drivers is not None:
-        added, changed = initrd_modules.add(prepared.members, drivers)
+        added, changed = initrd_modules.add(members, drivers)
         done.added += added
         done.changed += changed
-    entries = prepared.members.entries
     out_compression = compression or split.compression
     applied = done.none
-    entries.sort(key=archive.sort_key)
-    archive.hardlinks_data_on_last(entries)
+    start = out.tell()
     if applied and out_compression == split.compression:
         # Nothing to change: the input is the answer (idempotent, byte for byte).
-        out = data
+        prepared.source.seek(0)
+        shutil.copyfileobj(prepared.source, out, archive.BUFFER)
     else:
-        out = split.early + archive.compress_main(entries, out_compression, threads)
-    result = RepackResult(
+        out.write(split.early)
+        with archive.writing(out, out_compression, threads) as writer:
+            members.write(writer)
+    return RepackResult(
         compression=out_compression,
         input_compression=split.compression,
         early_segments=split.early_segments,
-        entries=len(entries),
+        entries=members.count,
         pcihack=prepared.action,
         added=tuple(done.added),
         changed=tuple(done.changed),
         removed=tuple(done.removed),
         already_applied=applied,
-        module_versions=_module_versions(entries),
-        conf_modules=_conf_modules(prepared.members),
-        input_bytes=len(data),
-        output_bytes=len(out),
-        module_files=_module_files(entries),
+        module_versions=_module_versions(members),
+        conf_modules=_conf_modules(members),
+        input_bytes=split.main_offset + split.main_size,
+        output_bytes=out.tell() - start,
+        module_files=_module_files(members.headers()),
     )
-    return out, result
 
 
-def repack(data: bytes, *, compression: str | None = None, threads: int = 2,
-           action: Action = "add") -> tuple[bytes, RepackResult]:
-    """Return the initrd with pcihack added (or removed, or left as it is:
-    `action`), and what was done; see finish()."""
-    return finish(prepare(data, action=action), compression=compression, threads=threads)
+def repack(source: BinaryIO, out: BinaryIO, *, compression: str | None = None, threads: int = 2,
+           action: Action = "add") -> RepackResult:
+    """Write the initrd open as `source` to `out` with pcihack added (or
+    removed, or left as it is: `action`), and return what was done; see
+    finish()."""
+    return finish(prepare(source, action=action), out, compression=compression, threads=threads)
 
 
-def check(data: bytes, action: Action = "add") -> bool:
+def check(source: BinaryIO, action: Action = "add") -> bool:
     """Postcondition: pcihack is present (0755, our content) and listed in
     ORDER if any (add), or neither (remove); anything goes for keep."""
     if action == "keep":
         return True
-    entries = archive.read_main(cpio.split(data))
-    by_key = {e.key: e for e in entries}
-    script = by_key.get(PCIHACK_PATH.encode())
-    order = by_key.get(ORDER_PATH.encode())
-    text = order.data.decode("utf-8", "surrogateescape") if order is not None else None
+    _, members = _scan(source)
+    script = members.get(PCIHACK_PATH.encode())
+    order = members.get(ORDER_PATH.encode())
+    data = members.text(ORDER_PATH.encode()) if order is not None else None
+    text = data.decode("utf-8", "surrogateescape") if data is not None else None
     if action == "remove":
         return script is None and (text is None or order_without_pcihack(text) == text)
     if script is None or not script.isreg or script.mode & 0o7777 != 0o755:
         return False
-    return script.data == PCIHACK_SCRIPT and (text is None or order_with_pcihack(text) == text)
-
+    return members.text(PCIHACK_PATH.encode()) == PCIHACK_SCRIPT and (
+        text is None or order_with_pcihack(text) == text)

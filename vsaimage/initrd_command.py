@@ -8,18 +8,18 @@ from typing import Any
 from vsaimage import __version__, initrd
 from vsaimage.errors import InitrdError
 from vsaimage.options import InitrdOptions
-from vsaimage.output import Staging, check_destination, write_bytes
+from vsaimage.output import Staging, check_destination, open_output
 from vsaimage.report import Reporter
-from vsaimage.source import read_input
+from vsaimage.source import open_input
 
 
 def run(opts: InitrdOptions, rep: Reporter) -> dict[str, Any]:
-    data = read_input(opts.input, InitrdError, "an initrd")
-    check_destination([opts.output], force=opts.force, inputs=[opts.input])
-    with Staging([opts.output]) as staging:
-        with rep.phase("initrd repack"):
-            out, result = initrd.repack(data, compression=opts.compression)
-        write_bytes(staging.temp(opts.output), out, label=opts.output)
-        staging.commit()
+    with open_input(opts.input, InitrdError, "an initrd") as src:
+        check_destination([opts.output], force=opts.force, inputs=[opts.input])
+        with Staging([opts.output]) as staging:
+            with rep.phase("initrd repack"), open_output(staging.temp(opts.output),
+                                                         label=opts.output) as out:
+                result = initrd.repack(src, out, compression=opts.compression)
+            staging.commit()
     return {"success": True, "command": "initrd", "tool_version": __version__,
             "input": str(opts.input), "output": str(opts.output), **result.as_dict()}

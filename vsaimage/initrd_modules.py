@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage import initrd_drivers, module_selection
-from vsaimage.archive import S_IFDIR, S_IFREG, Entry, Members
+from vsaimage.archive import S_IFDIR, S_IFREG, Header
 from vsaimage.errors import BadInput, InitrdError
 from vsaimage.initrd_drivers import DriverCheck
+from vsaimage.members import Members
 
 CONF_MODULES = "conf/modules"
 # What depmod reads besides the modules; mkinitramfs copies them from the tree.
@@ -178,7 +179,7 @@ def _read(path: Path) -> bytes:
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def _directory(members: Members, key: str, added: list[str]) -> Entry:
+def _directory(members: Members, key: str, added: list[str]) -> Header:
     """The directory `key`, made with its missing parents (0755)."""
     found = members.get(key.encode())
     if found is not None:
@@ -186,7 +187,7 @@ def _directory(members: Members, key: str, added: list[str]) -> Entry:
             raise InitrdError(f"cannot add modules to the initrd: {key} in it is not a directory")
         return found
     parent_key = key.rpartition("/")[0]
-    like = _directory(members, parent_key, added) if parent_key else members.entries[0]
+    like = _directory(members, parent_key, added) if parent_key else members.first
     added.append(key)
     return members.add(key.encode(), S_IFDIR | 0o755, like=like)
 
@@ -196,7 +197,7 @@ def _list_in_conf(members: Members, names: tuple[str, ...], added: list[str],
     conf = members.get(CONF_MODULES.encode())
     if conf is not None and not conf.isreg:
         raise InitrdError(f"cannot list the added modules: {CONF_MODULES} in the initrd is not a file")
-    text = conf.data.decode("utf-8", "surrogateescape") if conf is not None else ""
+    text = (members.text(CONF_MODULES.encode()) or b"").decode("utf-8", "surrogateescape")
     have = {module_selection.normalise(n) for n in listed(text)}
     new = [n for n in names if module_selection.normalise(n) not in have]
     if not new:
@@ -208,7 +209,7 @@ def _list_in_conf(members: Members, names: tuple[str, ...], added: list[str],
                     like=_directory(members, CONF_MODULES.rpartition("/")[0], added))
         added.append(CONF_MODULES)
     else:
-        conf.set_data(data)
+        members.set_data(CONF_MODULES.encode(), data)
         changed.append(CONF_MODULES)
 
 
@@ -222,22 +223,18 @@ def _depmod_command() -> str:
 
 
 def _depmod(members: Members, root: str, version: str, added: list[str], changed: list[str]) -> None:
-    """Regenerate depmod's files in `root` from the modules and DEPMOD_INPUTS there."""
-    prefix = f"{root}/".encode()
+    """Regenerate depmod's files in `root` from the modules and DEPMOD_INPUTS
+    there. Only that directory's modules are written to disk (depmod reads
+    them), not the initrd; depmod's own files are small and kept in memory."""
     with tempfile.TemporaryDirectory(prefix="vsaimage-depmod-") as tmp:
         top = Path(tmp, "lib/modules", version)
         config = Path(tmp, "depmod.d")
         config.mkdir()
-        written: set[str] = set()
-        for entry in members.entries:
-            if not entry.isreg or not entry.key.startswith(prefix):
-                continue
-            rel = entry.key[len(prefix):].decode("utf-8", "surrogateescape")
-            if "/" in rel or rel in DEPMOD_INPUTS:
-                (top / rel).parent.mkdir(parents=True, exist_ok=True)
-                (top / rel).write_bytes(entry.data)
-                written.add(rel)
-        top.mkdir(parents=True, exist_ok=True)
+        top.mkdir(parents=True)
+        direct = members.extract(f"{root}/".encode(), top)
+        for name in DEPMOD_INPUTS:
+            if name in direct:
+                (top / name).write_bytes(direct[name])
         run = subprocess.run([_depmod_command(), "-a", "-b", tmp, "-C", str(config), version],
                              capture_output=True, text=True, check=False)
         if run.returncode != 0:
@@ -247,14 +244,13 @@ def _depmod(members: Members, root: str, version: str, added: list[str], changed
         root_dir = members.get(root.encode())
         assert root_dir is not None, "the modules were added under it"
         for path in sorted(top.iterdir()):
-            if path.name in written or not path.is_file():
+            if path.name in DEPMOD_INPUTS or not path.is_file():
                 continue
             key = f"{root}/{path.name}"
             data = path.read_bytes()
-            old = members.get(key.encode())
-            if old is None:
+            if members.get(key.encode()) is None:
                 members.add(key.encode(), S_IFREG | 0o644, data, like=root_dir)
                 added.append(key)
-            elif old.data != data:
-                old.set_data(data)
+            elif direct.get(path.name) != data:
+                members.set_data(key.encode(), data)
                 changed.append(key)

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from vsaimage import cancel
 from vsaimage.errors import OutputError, VsaError, WriteError
@@ -133,6 +134,17 @@ class Staging:
 def write_bytes(path: Path, data: bytes, *, label: Path) -> None:
     try:
         path.write_bytes(data)
+    except OSError as e:
+        raise write_error(label, e) from e
+
+
+@contextlib.contextmanager
+def open_output(path: Path, *, label: Path) -> Iterator[BinaryIO]:
+    """`path` open for writing, for output written as it is made; a failed
+    write is the one-line error for `label`."""
+    try:
+        with path.open("wb") as f:
+            yield f
     except OSError as e:
         raise write_error(label, e) from e
 

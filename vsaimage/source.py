@@ -11,7 +11,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vsaimage import iscsi
 from vsaimage.errors import BadInput, ImageError
@@ -135,13 +135,17 @@ def _check_partition_table(path: Path) -> None:
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
 
 
-def read_input(path: Path, error: type[BadInput], what: str) -> bytes:
-    """The bytes of an input file, or `error` with one line naming it."""
+def open_input(path: Path, error: type[BadInput], what: str) -> BinaryIO:
+    """An input file open for reading, or `error` with one line naming it."""
     try:
-        return path.read_bytes()
+        f = path.open("rb")
     except FileNotFoundError:
         raise error(f"{path}: no such file ({what})") from None
     except IsADirectoryError:
         raise error(f"{path}: is a directory, not {what}") from None
     except OSError as e:
         raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if stat.S_ISDIR(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise error(f"{path}: is a directory, not {what}")
+    return f

@@ -3,10 +3,11 @@ launch on an image, its partition roles, and the status of every edit."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vsaimage import __version__, bundle, glibc, guest, identity, initrd, initrd_modules
 from vsaimage.edits import EditContext, Snapshot, pcihack
@@ -24,7 +25,7 @@ from vsaimage.inspect import (
 from vsaimage.options import InspectOptions, Roles, VerifyOptions
 from vsaimage.plan import TITLES, plan_step, postconditions
 from vsaimage.report import Reporter
-from vsaimage.source import ImageSource, read_input
+from vsaimage.source import ImageSource, open_input
 
 
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
@@ -108,16 +109,19 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
     initrd_ok: bool | None = None
     action = pcihack.action(opts.pci_hack, opts.skip)
-    data = read_input(opts.initrd, InitrdError, "an initrd") if opts.initrd is not None else None
-    if data is not None and action != "keep":
-        initrd_ok = initrd.check(data, action)
-    layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
+    with contextlib.ExitStack() as stack:
+        src = (stack.enter_context(open_input(opts.initrd, InitrdError, "an initrd"))
+               if opts.initrd is not None else None)
+        if src is not None and action != "keep":
+            initrd_ok = initrd.check(src, action)
+        layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
+        drivers = (_initrd_drivers(src, Path("/lib/modules") / opts.kernel_version, layout)
+                   if src is not None and opts.kernel_version is not None else [])
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
                      "status": "applied" if initrd_ok else "not applied"})
-    if data is not None and opts.kernel_version is not None:
-        rows += _initrd_drivers(data, Path("/lib/modules") / opts.kernel_version, layout)
+    rows += drivers
     missing = [r["step"] for r in rows if r["status"] != "applied"]
     return {
         "success": not missing,
@@ -129,13 +133,13 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     }
 
 
-def _initrd_drivers(data: bytes, tree: Path, layout: Layout) -> list[dict[str, Any]]:
+def _initrd_drivers(src: BinaryIO, tree: Path, layout: Layout) -> list[dict[str, Any]]:
     """The initrd holds xen_blkfront and the root filesystem's driver, or the
     kernel has them built in: checked only when the kernel's modules tree
     is on this machine (its modules.builtin says what is built in)."""
     if not (tree / "modules.builtin").is_file():
         return []
-    found = initrd_modules.check(initrd.prepare(data, action="keep").module_files, tree,
+    found = initrd_modules.check(initrd.prepare(src, action="keep").module_files, tree,
                                  layout.root.partition.fstype)
     return [{"step": "initrd-drivers",
              "title": f"xen_blkfront and the root filesystem's driver in the initrd or built in ({tree})",
