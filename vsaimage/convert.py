@@ -1,5 +1,5 @@
 """convert: inspect → plan → apply → verify, in one appliance session on a
-staged copy of the input.
+staged copy of each input.
 
 The input is only ever read (a host-side sparse copy, or a read-only drive);
 all edits happen on the copy, which is renamed into place with its initrd and
@@ -7,6 +7,10 @@ xl config only when every postcondition holds. Host-side work that does not
 need the guest (reading the initrd, the modules payload) runs while the
 appliance boots; the initrd is written once the plan knows the root
 filesystem, whose driver it must hold, while the guest is edited.
+
+Several images share the launch (each copy its own drive, each mounted at /
+in turn), the modules payload and the initrd repack; each has its own
+outputs, identity and commit, and fails alone (batch.py).
 """
 
 from __future__ import annotations
@@ -298,17 +302,13 @@ def _kernel_doc(opts: ConvertOptions, version: str) -> dict[str, str]:
     return {"path": str(opts.kernel.absolute()), "version": version}
 
 
-def _outputs_doc(image: _Image) -> dict[str, Any]:
-    out = image.outputs
-    return {"outputs": {"image": str(out.image), "initrd": str(out.initrd), "cfg": str(out.cfg),
-                        "format": image.fmt}}
-
-
 def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Reporter, *,
              alone: bool) -> int:
     """Plan each image in one read-only launch; returns the launches made."""
-    prepared = initrd.prepare(shared.initrd_in, action=pcihack.action(settings.pci_hack, settings.skip))
     live = [i for i in images if i.ok]
+    if not live:
+        return 0
+    prepared = initrd.prepare(shared.initrd_in, action=pcihack.action(settings.pci_hack, settings.skip))
     launches_before = guest.launch_count
     with rep.phase("appliance launch"):
         g = guest.launch([i.opts.image.drive(readonly=True) for i in live], warn=rep.warn)
@@ -438,7 +438,8 @@ def _finish(image: _Image, shared: _Shared, payload: concurrent.futures.Future[M
     image.doc = {
         "success": True,
         "input": image.text,
-        **_outputs_doc(image),
+        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
+                    "format": image.fmt},
         **planned.doc(done),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
