@@ -428,7 +428,9 @@ def show_batch(rep: Reporter, doc: Mapping[str, Any],
         elif not d["success"]:
             result, detail = "not converted", "missing " + ", ".join(d.get("missing") or [])
         else:
-            result, detail = "ok", (d.get("outputs") or {}).get("image") or ""
+            # a convert's disk, or the one a dry run would write
+            disk = (d.get("outputs") or {}).get("image") or next(iter(d.get("output_files") or []), "")
+            result, detail = "ok", disk
         rows.append((d["input"], result, detail))
     rep.table(f"{len(rows)} images in {doc.get('appliance_launches', 1)} appliance launch(es)",
               ["image", "result", "details"], rows)
