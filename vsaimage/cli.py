@@ -12,21 +12,26 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from vsaimage import __version__
 from vsaimage.cpio import COMPRESSIONS
 from vsaimage.edits import PciHack
-from vsaimage.errors import BadInput, VsaError
+from vsaimage.errors import BadInput, Failure, ImageError
 from vsaimage.options import (
+    BatchOptions,
     ConvertOptions,
     InitrdOptions,
     InspectOptions,
+    Refused,
     Roles,
+    VerifyBatch,
     VerifyOptions,
     XlOptions,
 )
+from vsaimage.output import OutputPaths
 from vsaimage.report import Reporter
+from vsaimage.source import ImageSource, parse_image
 from vsaimage.xlcfg import DISK_FORMATS, validate_mac, validate_uuid
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -46,14 +51,19 @@ _EXAMPLES = {
   vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V \\
       --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --dry-run
   xl create demo/vsa-xen.cfg      # on the Xen dom0
+  vsaimage convert vsa1.img vsa2.img vsa3.img --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V -o xen/   # one launch: xen/vsa1.img, xen/vsa1.initrd, ...
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
 xl config); nothing is written under those names unless everything succeeded.
+With several images, -o is a directory and each image's three files are named
+after it; one image failing does not stop the others.
 steps (for --skip): mobo-uuid, pci, udev, fstab, platform, drivers, modules, console
 """,
     "verify": """examples:
   vsaimage verify demo/vsa-xen.img --initrd demo/vsa-xen.initrd
   vsaimage verify demo/vsa.img --json     # the unconverted image: exit 1
+  vsaimage verify xen/vsa1.img xen/vsa2.img --initrd xen/vsa1.initrd   # one launch
 """,
     "initrd": """examples:
   V=$(ls /boot/vmlinuz-* | sort -V | tail -n 1 | sed 's|.*/vmlinuz-||')
@@ -98,11 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing bundle")
 
     c = cmd("convert", "Convert a VSA system disk into a Xen PV domU disk, initrd and xl config.")
-    c.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    c.add_argument("image", nargs="+", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN "
+                   "(several: all converted in one appliance launch)")
     c.add_argument("--kernel", required=True, type=Path, help="the dom0's Xen-capable kernel (bzImage)")
     c.add_argument("--initrd", required=True, type=Path, help="its initramfs-tools initrd")
-    c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img",
-                   help="output disk; OUT.initrd and OUT.cfg are written beside it")
+    c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img|DIR",
+                   help="output disk; OUT.initrd and OUT.cfg are written beside it (several images: "
+                   "an existing directory, each image's files named after it)")
     c.add_argument("--format", choices=DISK_FORMATS, default=ConvertOptions.format,
                    help="output disk format")
     c.add_argument("--pci-hack", choices=[m.value for m in PciHack], default=ConvertOptions.pci_hack.value,
@@ -136,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
 
     v = cmd("verify", "Check that every edit is in place; exit 0 only if so.")
-    v.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    v.add_argument("image", nargs="+", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN "
+                   "(several: all checked in one appliance launch)")
     v.add_argument("--initrd", type=Path, help="also check the repacked initrd")
     v.add_argument("--kernel-version", help="check the modules of this version (and, with --initrd, "
                    "its drivers against /lib/modules/VERSION)")
@@ -160,31 +173,85 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     # Imported here so that `--help` and usage errors stay instant.
     from vsaimage import convert, initrd_command, survey
     from vsaimage.plan import check_skips
-    from vsaimage.source import parse_image
 
     if a.command == "initrd":
         return initrd_command.run(InitrdOptions(a.input, a.output, a.initrd_compression, a.force), rep)
-    image = parse_image(a.image)
     if a.command == "inspect":
-        return survey.inspect(InspectOptions(image, _roles(a), a.bundle, a.force), rep)
+        return survey.inspect(InspectOptions(parse_image(a.image), _roles(a), a.bundle, a.force), rep)
+    several = len(a.image) > 1
     if a.command == "verify":
-        return survey.verify(VerifyOptions(image, _roles(a), a.initrd, a.kernel_version,
-                                           PciHack(a.pci_hack), check_skips(a.skip)), rep)
+        skip = check_skips(a.skip)
+
+        def verify_options(image: ImageSource) -> VerifyOptions:
+            return VerifyOptions(image, _roles(a), a.initrd, a.kernel_version, PciHack(a.pci_hack), skip)
+
+        if several:
+            return survey.verify_batch(VerifyBatch(_each_image(a.image, verify_options)), rep)
+        return survey.verify(verify_options(parse_image(a.image[0])), rep)
     if len(a.data_disk) > 5:
         raise BadInput(f"{len(a.data_disk)} --data-disk given: at most 5 (xvdc..xvdg)")
-    opts = ConvertOptions(
-        image=image, kernel=a.kernel, initrd=a.initrd, output=a.output, format=a.format,
-        pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
-        skip=check_skips(a.skip), roles=_roles(a), force=a.force, dry_run=a.dry_run,
-        kernel_version=a.kernel_version, modules_dir=a.modules_dir,
-        modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression,
-        # MAC and UUID are checked here, once; the core takes them as given
-        xl=XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac and validate_mac(a.mac),
-                     a.uuid and validate_uuid(a.uuid), tuple(a.data_disk), a.new_identity),
-    )
-    if opts.console_autologin:
+    if several:
+        _check_batch(a)
+    skip = check_skips(a.skip)
+    # MAC and UUID are checked here, once; the core takes them as given
+    xl = XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac and validate_mac(a.mac),
+                   a.uuid and validate_uuid(a.uuid), tuple(a.data_disk), a.new_identity)
+
+    def convert_options(image: ImageSource) -> ConvertOptions:
+        return ConvertOptions(
+            image=image, kernel=a.kernel, initrd=a.initrd,
+            output=OutputPaths.in_directory(a.output, image.name).image if several else a.output,
+            format=a.format, pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
+            skip=skip, roles=_roles(a), force=a.force, dry_run=a.dry_run,
+            kernel_version=a.kernel_version, modules_dir=a.modules_dir,
+            modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression, xl=xl)
+
+    if a.console_autologin:
         rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")
+    if several:
+        images = _each_image(a.image, convert_options)
+        _check_names([o for o in images if isinstance(o, ConvertOptions)])
+        return convert.convert_batch(BatchOptions(images), rep)
+    opts = convert_options(parse_image(a.image[0]))
     return (convert.dry_run if opts.dry_run else convert.convert)(opts, rep)
+
+
+_Options = TypeVar("_Options", ConvertOptions, VerifyOptions)
+
+
+def _each_image(texts: Sequence[str],
+                options: Callable[[ImageSource], _Options]) -> tuple[_Options | Refused, ...]:
+    """Each image's options; an image refused at once (no such file, no
+    partition table) fails alone, as one that fails later would."""
+    found: list[_Options | Refused] = []
+    for text in texts:
+        try:
+            found.append(options(parse_image(text)))
+        except ImageError as e:
+            found.append(Refused(text, e))
+    return tuple(found)
+
+
+def _check_batch(a: argparse.Namespace) -> None:
+    """Several images: -o is a directory, and nothing may give every image
+    the same identity or the same data disk."""
+    if not a.output.is_dir():
+        raise BadInput(f"-o {a.output}: with several images, -o names an existing directory",
+                       hint="each image's .img, .initrd and .cfg are named after it there")
+    shared = [flag for flag, value in (("--name", a.name), ("--mac", a.mac), ("--uuid", a.uuid),
+                                       ("--data-disk", a.data_disk)) if value]
+    if shared:
+        raise BadInput(f"{shared[0]} with several images would give them all the same one",
+                       hint="convert that image on its own")
+
+
+def _check_names(images: Sequence[ConvertOptions]) -> None:
+    seen: dict[Path, ConvertOptions] = {}
+    for o in images:
+        if o.output in seen:
+            raise BadInput(f"{seen[o.output].image} and {o.image} would both be written to {o.output}",
+                           hint="rename one of them, or convert it on its own")
+        seen[o.output] = o
 
 
 def _show(a: argparse.Namespace, doc: dict[str, Any], rep: Reporter) -> None:
@@ -197,7 +264,10 @@ def _show(a: argparse.Namespace, doc: dict[str, Any], rep: Reporter) -> None:
         "inspect": report.show_inspect, "verify": report.show_verify,
         "convert": report.show_convert, "initrd": report.show_initrd,
     }
-    shows[a.command](rep, doc)
+    if doc.get("batch"):
+        report.show_batch(rep, doc, shows[a.command])
+    else:
+        shows[a.command](rep, doc)
 
 
 class _Terminated(Exception):
@@ -247,28 +317,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         doc = _run_cancellably(a, rep)
         _show(a, doc, rep)
-        return EXIT_OK if doc.get("success", True) else EXIT_FAILURE
+        return _batch_exit(doc) if doc.get("batch") else EXIT_OK if doc.get("success", True) else EXIT_FAILURE
     except (KeyboardInterrupt, _Terminated):
         rep.close()
         rep.error("interrupted; nothing was left under the output names")
         return EXIT_INTERRUPTED
-    except VsaError as e:
-        return _fail(a, rep, e.exit_code, e.kind, e.message, e.hint, e)
-    except Exception as e:  # a bug or an unexpected appliance failure
-        return _fail(a, rep, EXIT_FAILURE, "internal", f"{type(e).__name__}: {e}".splitlines()[0],
-                     "run again with --debug for a traceback", e)
+    except Exception as e:  # VsaError, or a bug or an unexpected appliance failure
+        return _fail(a, rep, Failure.of(e), e)
     finally:
         rep.close()
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(a: argparse.Namespace, rep: Reporter, code: int, kind: str, message: str,
-          hint: str | None, exc: BaseException) -> int:
+def _batch_exit(doc: dict[str, Any]) -> int:
+    """Several images: 0 when every one succeeded, 2 when each that failed
+    was refused as bad input, else 1 (the document says which and why)."""
+    codes = {d["error"]["exit_code"] if "error" in d else EXIT_FAILURE
+             for d in doc["images"] if not d["success"]}
+    if not codes:
+        return EXIT_OK
+    return EXIT_BAD_INPUT if codes == {EXIT_BAD_INPUT} else EXIT_FAILURE
+
+
+def _fail(a: argparse.Namespace, rep: Reporter, failure: Failure, exc: BaseException) -> int:
     rep.close()
     if a.debug:
         traceback.print_exception(exc, file=sys.stderr)
-    rep.error(message, hint)
+    rep.error(failure.message, failure.hint)
     if a.json:
-        rep.json({"success": False, "command": a.command,
-                  "error": {"kind": kind, "message": message, "hint": hint}})
-    return code
+        rep.json({"success": False, "command": a.command, "error": failure.as_dict()})
+    return failure.exit_code

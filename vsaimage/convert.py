@@ -1,5 +1,5 @@
 """convert: inspect → plan → apply → verify, in one appliance session on a
-staged copy of the input.
+staged copy of each input.
 
 The input is only ever read (a host-side sparse copy, or a read-only drive);
 all edits happen on the copy, which is renamed into place with its initrd and
@@ -7,6 +7,10 @@ xl config only when every postcondition holds. Host-side work that does not
 need the guest (reading the initrd, the modules payload) runs while the
 appliance boots; the initrd is written once the plan knows the root
 filesystem, whose driver it must hold, while the guest is edited.
+
+Several images share the launch (each copy its own drive, each mounted at /
+in turn), the modules payload and the initrd repack; each has its own
+outputs, identity and commit, and fails alone (batch.py).
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import shutil
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from vsaimage import (
     __version__,
+    batch,
     cpio,
     glibc,
     guest,
@@ -34,10 +40,10 @@ from vsaimage import (
 )
 from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
-from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
+from vsaimage.errors import BadInput, Failure, InitrdError, KernelError, VerifyError
 from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
 from vsaimage.module_payload import ModulePayload
-from vsaimage.options import ConvertOptions
+from vsaimage.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.output import (
     OutputPaths,
     Staging,
@@ -48,6 +54,7 @@ from vsaimage.output import (
     source_size,
     sparse_copy,
     write_bytes,
+    write_error,
 )
 from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
 from vsaimage.report import Reporter
@@ -57,7 +64,6 @@ T = TypeVar("T")
 
 # Guest files read for the xl config rather than for an edit.
 GUEST_FACTS = (*glibc.READS, *identity.READS)
-
 
 # Host-side work beside the appliance runs at a lower priority, and the
 # repack with one zstd worker (same bytes as two, see archive.LEVELS): under
@@ -118,24 +124,6 @@ def _open_initrd(path: Path) -> BinaryIO:
     return f
 
 
-def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
-    version = opts.kernel_version or kernel.kernel_version(opts.kernel)
-    with _open_initrd(opts.initrd) as initrd_in:
-        modules_dir = _modules_dir(opts, version)
-        outputs = OutputPaths.from_option(opts.output)
-        ctx = _edit_context(opts, version)
-        prepared = initrd.prepare(initrd_in, action=pcihack.action(opts.pci_hack, opts.skip))
-        with rep.phase("appliance launch"):
-            g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
-        with g, rep.phase("plan"):
-            planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
-    planned.warn(rep)
-    return {
-        "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
-        "input": str(opts.image), "kernel_version": version, **planned.doc(),
-    }
-
-
 @dataclass(frozen=True)
 class Planned:
     """Everything a convert will do, decided before anything is written."""
@@ -172,12 +160,13 @@ class Planned:
 
 def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: OutputPaths,
           modules_dir: Path | None, prepared: Callable[[], initrd.Prepared], *,
-          writable: bool) -> Planned:
-    """Find the layout and mount it as the VSA does (writable for a convert),
-    read what the edits and the xl config need, and plan every item.
-    `prepared` gives the initrd as read (waiting for it if need be)."""
+          writable: bool, drive: int) -> Planned:
+    """Find the layout of the appliance's `drive`-th disk and mount it as the
+    VSA does (writable for a convert), read what the edits and the xl config
+    need, and plan every item. `prepared` gives the initrd as read (waiting
+    for it if need be)."""
     layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                         boot_part=opts.roles.boot_part, writable=writable)
+                         boot_part=opts.roles.boot_part, writable=writable, drive=drive)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     libc, who = glibc.detect(snap), _identity(opts, layout, snap)
@@ -217,72 +206,273 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
-def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
-    # Everything that can be refused cheaply is refused before any work.
+@dataclass
+class _Image(batch.Item):
+    """One image of a convert: its options and outputs, and what has been
+    done with it so far."""
+
+    opts: ConvertOptions = field(kw_only=True)
+    outputs: OutputPaths = field(kw_only=True)
+    staging: Staging | None = None
+    fmt: str = "raw"
+    planned: Planned | None = None
+    repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]] | None = None
+    doc: dict[str, Any] = field(default_factory=dict)
+
+    def discard(self) -> None:
+        if self.staging is not None:
+            self.staging.discard()
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every image of a convert uses: the kernel version, the initrd as
+    given (open, checked), the modules tree, and the edits' settings."""
+
+    version: str
+    initrd_in: BinaryIO
+    modules_dir: Path | None
+    ctx: EditContext
+
+
+@contextlib.contextmanager
+def _shared(opts: ConvertOptions) -> Iterator[_Shared]:
+    """Everything that can be refused cheaply is refused before any work."""
     version = opts.kernel_version or kernel.kernel_version(opts.kernel)
     if not opts.kernel.is_file():
         raise KernelError(f"{opts.kernel}: no such file (--kernel)")
-    initrd_in = _open_initrd(opts.initrd)
-    with initrd_in:
-        return _convert(opts, rep, version, initrd_in)
+    with _open_initrd(opts.initrd) as initrd_in:
+        yield _Shared(version, initrd_in, _modules_dir(opts, version), _edit_context(opts, version))
 
 
-def _convert(opts: ConvertOptions, rep: Reporter, version: str, initrd_in: BinaryIO) -> dict[str, Any]:
-    modules_dir = _modules_dir(opts, version)
-    outputs = OutputPaths.from_option(opts.output)
-    inputs = [p for p in (opts.image.path, opts.kernel, opts.initrd) if p is not None]
-    check_destination(outputs.all(), force=opts.force, inputs=inputs)
-    ctx = _edit_context(opts, version)
+def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+    """Convert one image; any failure propagates."""
+    image = _Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    with _shared(opts) as shared:
+        launches = _run([image], opts, shared, rep, alone=True)
+    return {"success": True, "command": "convert", "tool_version": __version__, **image.doc,
+            "kernel": _kernel_doc(opts, shared.version), "appliance_launches": launches,
+            "timings": dict(rep.timings), "warnings": list(rep.warnings)}
+
+
+def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+    image = _Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    with _shared(opts) as shared:
+        _dry_run([image], opts, shared, rep, alone=True)
+    return {"success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
+            "kernel_version": shared.version, **image.doc}
+
+
+def convert_batch(opts: BatchOptions, rep: Reporter) -> dict[str, Any]:
+    """Convert several images in one appliance launch, sharing the modules
+    payload and the initrd repack; each image has its own outputs, identity
+    and commit, and one failing does not stop the others."""
+    items: list[batch.Item] = []
+    for entry in opts.images:
+        if isinstance(entry, Refused):
+            item = batch.Item(entry.text, rep.for_image(entry.text))
+            batch.fail(item, Failure.of(entry.error))
+            items.append(item)
+        else:
+            items.append(_Image(str(entry.image), rep.for_image(entry.image.name), opts=entry,
+                                outputs=OutputPaths.from_option(entry.output)))
+    images = [i for i in items if isinstance(i, _Image)]
+    settings = _first(opts)
+    with _shared(settings) as shared:
+        if settings.dry_run:
+            launches = _dry_run(images, settings, shared, rep, alone=False)
+        else:
+            launches = _run(images, settings, shared, rep, alone=False)
+    _warn_shared_identity(images, rep)
+    docs = [i.doc if isinstance(i, _Image) and i.ok else batch.failed_doc(i) for i in items]
+    common: dict[str, Any] = {"tool_version": __version__, "kernel": _kernel_doc(settings, shared.version),
+                              "appliance_launches": launches, "timings": dict(rep.timings),
+                              "warnings": list(rep.warnings)}
+    if settings.dry_run:
+        common["dry_run"] = True
+    return batch.result("convert", items, docs, common)
+
+
+def _first(opts: BatchOptions) -> ConvertOptions:
+    """The settings every image shares: those of the first image that has
+    options (the command line gave them all the same)."""
+    found = next((o for o in opts.images if isinstance(o, ConvertOptions)), None)
+    if found is None:
+        failed = next(o for o in opts.images if isinstance(o, Refused))
+        raise failed.error
+    return found
+
+
+def _warn_shared_identity(images: Sequence[_Image], rep: Reporter) -> None:
+    """Two nodes with one MAC are one node to their management group (the
+    VSA takes its serial id from it), and the motherboard UUID the VSA
+    computes comes from the domain UUID: say so when a batch holds clones
+    (dd copies of one VSA record the same MAC and root filesystem UUID)."""
+    seen: dict[tuple[str, str], str] = {}
+    for i in images:
+        if not (i.ok and i.planned is not None):
+            continue
+        for what in (("MAC", i.planned.cfg.mac), ("UUID", i.planned.cfg.uuid)):
+            if what in seen:
+                rep.warn(f"{seen[what]} and {i.text} get the same {what[0]} {what[1]}: convert one of "
+                         "them on its own with --new-identity (or --mac and --uuid)")
+            seen.setdefault(what, i.text)
+
+
+def _kernel_doc(opts: ConvertOptions, version: str) -> dict[str, str]:
+    return {"path": str(opts.kernel.absolute()), "version": version}
+
+
+def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Reporter, *,
+             alone: bool) -> int:
+    """Plan each image in one read-only launch; returns the launches made."""
+    live = [i for i in images if i.ok]
+    if not live:
+        return 0
+    prepared = initrd.prepare(shared.initrd_in, action=pcihack.action(settings.pci_hack, settings.skip))
     launches_before = guest.launch_count
+    with rep.phase("appliance launch"):
+        g = guest.launch([i.opts.image.drive(readonly=True) for i in live], warn=rep.warn)
+    with g:
+        for n, image in enumerate(live):
+            with batch.attempt(image, alone=alone), image.rep.phase("plan"):
+                # a dry run writes no initrd: every image may read the same one
+                image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
+                                      lambda: prepared, writable=False, drive=n)
+                image.planned.warn(image.rep)
+                image.doc = {"success": True, "input": image.text, **image.planned.doc()}
+                if not alone:
+                    image.doc |= {"timings": dict(image.rep.timings), "warnings": list(image.rep.warnings)}
+            g.unmount_all()
+    return guest.launch_count - launches_before
 
-    with Staging(outputs.all()) as staging, contextlib.ExitStack() as files:
-        img = staging.temp(outputs.image)
-        fmt = _stage_image(opts, img, outputs.image, rep)
 
-        action = pcihack.action(opts.pci_hack, opts.skip)
+def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Reporter, *,
+         alone: bool) -> int:
+    """Copy, edit, verify and commit each image, all in one appliance
+    launch; fills each image's document. Returns the launches made."""
+    for image in images:
+        if image.ok:
+            with batch.attempt(image, alone=alone):
+                o = image.opts
+                inputs = [p for p in (o.image.path, o.kernel, o.initrd) if p is not None]
+                check_destination(image.outputs.all(), force=o.force, inputs=inputs)
+    launches_before = guest.launch_count
+    with contextlib.ExitStack() as stack:
+        for image in images:
+            if image.ok:
+                image.staging = stack.enter_context(Staging(image.outputs.all()))
+        for image in images:
+            if image.ok:
+                with batch.attempt(image, alone=alone, clean_up=image.discard):
+                    assert image.staging is not None
+                    image.fmt = _stage_image(image.opts, image.staging.temp(image.outputs.image),
+                                             image.outputs.image, image.rep)
+        live = [i for i in images if i.ok]
+        if not live:
+            return 0
+        scratch = live[0].staging
+        assert scratch is not None
+
+        action = pcihack.action(settings.pci_hack, settings.skip)
         prepared = _in_background(lambda: _timed(rep, "initrd read", lambda: initrd.prepare(
-            initrd_in, action=action)))
+            shared.initrd_in, action=action)))
         payload = None
-        if modules_dir is not None:
+        if shared.modules_dir is not None:
+            modules_dir = shared.modules_dir
+
             def build_payload() -> ModulePayload:
                 # minimal: the guest also needs what the initrd loads at boot,
                 # which the repack reads anyway (decompressing it twice would
                 # double the memory peak)
-                extra = prepared.result().conf_modules if opts.modules_minimal else ()
+                extra = prepared.result().conf_modules if settings.modules_minimal else ()
                 with rep.phase("modules payload"):
                     return module_payload.build_payload(
-                        modules_dir, version, staging.scratch("modules.tar"),
-                        minimal=opts.modules_minimal, extra_modules=extra)
+                        modules_dir, shared.version, scratch.scratch("modules.tar"),
+                        minimal=settings.modules_minimal, extra_modules=extra)
 
             payload = _in_background(build_payload)
+
+        repacks: dict[initrd_modules.Addition | None,
+                      concurrent.futures.Future[tuple[Path, initrd.RepackResult]]] = {}
+
+        def repack_for(image: _Image) -> concurrent.futures.Future[tuple[Path, initrd.RepackResult]]:
+            """One repack per set of drivers to add (the same for images
+            whose roots need the same driver), into a scratch file each image
+            copies; finish() consumes what it is given, so a second set
+            starts from a fresh read of the initrd, with a file of its own."""
+            assert image.planned is not None
+            addition = image.planned.drivers.addition
+            if addition not in repacks:
+                first = not repacks
+                path = scratch.scratch(f"initrd{len(repacks)}")
+                # Opened here, not in the thread: the end of the convert
+                # removes its scratch files, and a thread starting late would
+                # leave one behind.
+                out = stack.enter_context(open_output(path, label=image.outputs.initrd))
+                label = image.outputs.initrd
+
+                def repack() -> tuple[Path, initrd.RepackResult]:
+                    with contextlib.ExitStack() as source_stack:
+                        if first:
+                            source = prepared.result()
+                        else:
+                            f = source_stack.enter_context(
+                                open_input(settings.initrd, InitrdError, "an initrd (--initrd)"))
+                            source = initrd.prepare(f, action=action)
+                        try:
+                            result = initrd.finish(source, out, compression=settings.initrd_compression,
+                                                   drivers=addition, threads=REPACK_WORKERS)
+                            out.close()  # a failed flush is this repack's failure too
+                        except OSError as e:  # the input's read errors are InitrdErrors
+                            raise write_error(label, e) from e
+                    return path, result
+
+                repacks[addition] = _in_background(lambda: _timed(rep, "initrd repack", repack))
+            return repacks[addition]
 
         # The launch runs in this thread (libguestfs errors stay silent only in
         # the thread that made the handle), while the work above proceeds.
         with rep.phase("appliance launch"):
-            g = guest.launch([Drive(str(img), readonly=False, format=fmt)], warn=rep.warn)
-
+            g = guest.launch([Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
+                              for i in live if i.staging is not None], warn=rep.warn)
+        size = os.fstat(shared.initrd_in.fileno()).st_size
+        reserve = size + size // 4
         with g:
-            with rep.phase("plan"):
-                planned = _plan(g, opts, ctx, outputs, modules_dir, prepared.result, writable=True)
-            planned.warn(rep)
-            # Opened here, not in the thread: a failed convert removes its
-            # temporaries, and a thread starting late would leave one behind.
-            initrd_out = files.enter_context(open_output(staging.temp(outputs.initrd),
-                                                         label=outputs.initrd))
-            repack = _in_background(lambda: _timed(rep, "initrd repack", lambda: initrd.finish(
-                prepared.result(), initrd_out, compression=opts.initrd_compression,
-                drivers=planned.drivers.addition, threads=REPACK_WORKERS)))
-            size = opts.initrd.stat().st_size
-            _edit(g, opts, ctx, planned.plan, payload, repack, rep, outputs.image,
-                  reserve=size + size // 4)
-        initrd_result = repack.result()
-        initrd_out.close()  # before the commit: a failed write is this convert's failure
-        warning = kernel.check_initrd_versions(version, initrd_result.module_versions)
-        if warning:
-            rep.warn(warning)
-        cfg = planned.cfg
-        write_bytes(staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
-        staging.commit()
+            for n, image in enumerate(live):
+                with batch.attempt(image, alone=alone, clean_up=image.discard):
+                    with image.rep.phase("plan"):
+                        image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
+                                              prepared.result, writable=True, drive=n)
+                    image.planned.warn(image.rep)
+                    image.repack = repack_for(image)
+                    _edit(g, image.opts, shared.ctx, image.planned.plan, payload, image.repack, image.rep,
+                          image.outputs.image, reserve=reserve)
+                g.unmount_all()
+        for image in live:
+            if image.ok:
+                with batch.attempt(image, alone=alone, clean_up=image.discard):
+                    _finish(image, shared, payload, action, alone=alone)
+    return guest.launch_count - launches_before
+
+
+def _finish(image: _Image, shared: _Shared, payload: concurrent.futures.Future[ModulePayload] | None,
+            action: pcihack.Action, *, alone: bool) -> None:
+    """Write the image's initrd and xl config, commit its three outputs, and
+    fill its document."""
+    assert image.staging is not None and image.planned is not None and image.repack is not None
+    rep, outputs, planned = image.rep, image.outputs, image.planned
+    repacked, initrd_result = image.repack.result()
+    warning = kernel.check_initrd_versions(shared.version, initrd_result.module_versions)
+    if warning:
+        rep.warn(warning)
+    try:
+        shutil.copyfile(repacked, image.staging.temp(outputs.initrd))
+    except OSError as e:
+        raise write_error(outputs.initrd, e) from e
+    cfg = planned.cfg
+    write_bytes(image.staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
+    image.staging.commit()
 
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
@@ -290,23 +480,19 @@ def _convert(opts: ConvertOptions, rep: Reporter, version: str, initrd_in: Binar
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
     done = planned.plan.executed(
         facts, {"initrd": _initrd_status(action, initrd_result.already_applied, done=True)})
-    return {
+    image.doc = {
         "success": True,
-        "command": "convert",
-        "tool_version": __version__,
-        "input": str(opts.image),
-        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd),
-                    "cfg": str(outputs.cfg), "format": fmt},
-        "kernel": {"path": str(opts.kernel.absolute()), "version": version},
+        "input": image.text,
+        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
+                    "format": image.fmt},
         **planned.doc(done),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
         "motherboard_uuid": cfg.uuid,
         "motherboard_uuid_fallback": fallback_uuid(cfg.mac),
-        "appliance_launches": guest.launch_count - launches_before,
-        "timings": dict(rep.timings),
-        "warnings": list(rep.warnings),
     }
+    if not alone:
+        image.doc |= {"timings": dict(rep.timings), "warnings": list(rep.warnings)}
 
 
 def _initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
@@ -355,7 +541,7 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) ->
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
           payload: concurrent.futures.Future[ModulePayload] | None,
-          repack: concurrent.futures.Future[initrd.RepackResult],
+          repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]],
           rep: Reporter, label: Path, *, reserve: int) -> None:
     """Apply and verify the plan's guest edits on the mounted output.
     `reserve`: bytes the output directory must also keep free for files

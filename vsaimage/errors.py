@@ -4,6 +4,8 @@ the class to an exit code and prints no traceback unless --debug."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class VsaError(Exception):
     """Base class: a failure that is not the user's input (exit 1)."""
@@ -76,3 +78,26 @@ class VerifyError(VsaError):
     """A postcondition does not hold after the edits."""
 
     kind = "verify"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the user is told of an error: its exit code, kind, one-line
+    message and hint. Anything not a VsaError is a bug or an unexpected
+    appliance failure (exit 1)."""
+
+    exit_code: int
+    kind: str
+    message: str
+    hint: str | None
+
+    @classmethod
+    def of(cls, e: BaseException) -> Failure:
+        if isinstance(e, VsaError):
+            return cls(e.exit_code, e.kind, e.message, e.hint)
+        return cls(VsaError.exit_code, "internal", f"{type(e).__name__}: {e}".splitlines()[0],
+                   "run again with --debug for a traceback")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "message": self.message, "hint": self.hint,
+                "exit_code": self.exit_code}

@@ -344,9 +344,18 @@ class Guest:
         return guestpath.read(path, self.resolve, self._fetch)
 
     def _fetch(self, real: str) -> bytes:
+        """A file's bytes. pread is one daemon call; read_file goes through
+        libguestfs's file-transfer protocol, which under TCG costs 0.2 to
+        0.7 s per file whatever its size (measured: 18 small files read for
+        a plan took 7 s that way, 0.1 s by pread)."""
         entry = self._lookup(real)
         if entry is not None and entry.size <= _MESSAGE_LIMIT:
-            return bytes(self.g.read_file(real))
+            if entry.size == 0:
+                return b""
+            data = bytes(self.g.pread(real, entry.size, 0))
+            # one pread of a regular file returns it whole, unless it changed
+            # since its lstat: then the transfer protocol reads what is there
+            return data if len(data) == entry.size else bytes(self.g.read_file(real))
         with tempfile.NamedTemporaryFile(prefix="vsaimage-") as tmp:
             self.g.download(real, tmp.name)
             return Path(tmp.name).read_bytes()

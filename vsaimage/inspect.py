@@ -54,11 +54,13 @@ _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
 
 
 def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
-                boot_part: int | None = None, writable: bool = False) -> Layout:
-    """Find the root and boot partitions, then mount them as the running VSA
-    does: the root at / (writable when asked), the boot partition where the
-    root's fstab puts it. Every guest path then resolves as inside the VSA."""
-    device = guest.devices()[0]
+                boot_part: int | None = None, writable: bool = False, drive: int = 0) -> Layout:
+    """Find the root and boot partitions of the appliance's `drive`-th disk
+    (several are attached when several images share a launch), then mount
+    them as the running VSA does: the root at / (writable when asked), the
+    boot partition where the root's fstab puts it. Every guest path then
+    resolves as inside the VSA, until Guest.unmount_all."""
+    device = guest.devices()[drive]
     parts = guest.partitions(device)
     if not parts:
         raise ImageError(f"{image}: no partitions found",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage.edits import DEFAULT_PCI_HACK, PciHack
+from vsaimage.errors import BadInput
 from vsaimage.source import ImageSource
 
 
@@ -66,6 +67,32 @@ class ConvertOptions:
     modules_minimal: bool = False
     initrd_compression: str | None = None
     xl: XlOptions = XlOptions()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An image of several that its arguments already rule out (no such
+    file, no partition table): it fails alone, the others go on."""
+
+    text: str  # as the user wrote it
+    error: BadInput
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Several images converted (or verified) in one appliance launch, in the
+    order given. Each convert's options differ only in `image` and `output`
+    (every output named after its input); the first one's settings are
+    everyone's."""
+
+    images: tuple[ConvertOptions | Refused, ...]
+
+
+@dataclass(frozen=True)
+class VerifyBatch:
+    """verify with several images, in one read-only appliance launch."""
+
+    images: tuple[VerifyOptions | Refused, ...]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ class OutputPaths:
         stem = out.with_suffix("") if out.suffix == ".img" else out
         return cls(out, stem.with_name(stem.name + ".initrd"), stem.with_name(stem.name + ".cfg"))
 
+    @classmethod
+    def in_directory(cls, directory: Path, name: str) -> OutputPaths:
+        """NAME.img, NAME.initrd and NAME.cfg in `directory` (several images
+        converted at once: each named after its input)."""
+        return cls.from_option(directory / f"{name}.img")
+
     def all(self) -> tuple[Path, ...]:
         return (self.image, self.initrd, self.cfg)
 

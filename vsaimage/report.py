@@ -6,11 +6,12 @@ human tables are drawn from it, so both always say the same thing."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
@@ -59,6 +60,15 @@ class Phase:
             self._reporter.progress.update(self._task, total=total)
 
 
+class _Display:
+    """What a reporter and the reporters of its images share: one progress
+    display on stderr, and the lock that keeps lines from interleaving."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.lock = threading.Lock()
+
+
 class Reporter:
     def __init__(self, *, verbosity: int = 0, stderr: IO[str] | None = None,
                  stdout: IO[str] | None = None) -> None:
@@ -69,10 +79,28 @@ class Reporter:
         # windows than rich's 80-column default for non-terminals.
         self.out = Console(file=out, width=None if out.isatty() else 120)
         self.interactive = self.err.is_terminal and not self.err.is_dumb_terminal
-        self.progress: Progress | None = None
+        self._display = _Display()
+        self._lock = self._display.lock
         self.timings: dict[str, float] = {}
         self.warnings: list[str] = []
-        self._lock = threading.Lock()
+        self.label = ""
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._display.progress
+
+    @progress.setter
+    def progress(self, value: Progress | None) -> None:
+        self._display.progress = value
+
+    def for_image(self, name: str) -> Reporter:
+        """A reporter for one image of several converted in one launch: its
+        phases and warnings are shown after the image's name, so the progress
+        says which image is being worked on, and are kept apart (its own
+        timings and warnings) for that image's part of the result."""
+        child = copy.copy(self)
+        child.timings, child.warnings, child.label = {}, [], f"{name}: "
+        return child
 
     # --- log lines (stderr) -------------------------------------------------
 
@@ -95,7 +123,7 @@ class Reporter:
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
-        self._line(f"warning: {text}", "yellow")
+        self._line(f"warning: {self.label}{text}", "yellow")
 
     def error(self, text: str, hint: str | None = None) -> None:
         """One line on stderr, never timestamped, so scripts can show it as is."""
@@ -111,6 +139,7 @@ class Reporter:
     @contextlib.contextmanager
     def phase(self, name: str, *, total: float | None = None, nbytes: bool = False) -> Iterator[Phase]:
         """Time a phase; `total` gives a bar (in bytes when `nbytes`)."""
+        timed, name = name, self.label + name
         task = None
         with self._lock:
             if self.interactive and self.verbosity >= 0:
@@ -127,7 +156,7 @@ class Reporter:
             ok = True
         finally:
             elapsed = time.monotonic() - ph.started
-            self.timings[name] = round(elapsed, 2)
+            self.timings[timed] = round(elapsed, 2)
             with self._lock:
                 if task is not None and self.progress is not None:
                     t = self.progress.tasks[task]
@@ -381,3 +410,29 @@ def show_initrd(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("added", ", ".join(doc.get("added") or []) or "nothing (already there)"),
         ("changed", ", ".join(doc.get("changed") or []) or "nothing"),
     ])
+
+
+def show_batch(rep: Reporter, doc: Mapping[str, Any],
+               show_one: Callable[[Reporter, dict[str, Any]], None]) -> None:
+    """Several images: each one's result as it would be shown alone (with
+    what they share), then one line per image saying which failed and why."""
+    shared = {k: v for k, v in doc.items() if k not in ("images", "failed", "batch", "success")}
+    rows = []
+    for d in doc["images"]:
+        error = d.get("error")
+        if error is None:
+            rep.out.print(f"\n[bold]{d['input']}[/]", highlight=False)
+            show_one(rep, {**shared, **d})
+        if error is not None:
+            result, detail = "failed", error["message"]
+        elif not d["success"]:
+            result, detail = "not converted", "missing " + ", ".join(d.get("missing") or [])
+        else:
+            # a convert's disk, or the one a dry run would write
+            disk = (d.get("outputs") or {}).get("image") or next(iter(d.get("output_files") or []), "")
+            result, detail = "ok", disk
+        rows.append((d["input"], result, detail))
+    rep.table(f"{len(rows)} images in {doc.get('appliance_launches', 1)} appliance launch(es)",
+              ["image", "result", "details"], rows)
+    if doc.get("timings"):
+        rep.facts([("shared time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items()))])

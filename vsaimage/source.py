@@ -55,6 +55,17 @@ class ImageSource:
         assert self.iscsi_target and self.iscsi_server
         return f"iscsi://{self.iscsi_server.removeprefix('tcp:')}/{self.iscsi_target}"
 
+    @property
+    def name(self) -> str:
+        """What outputs named after this input are called: the file's name
+        without its extension (`vsa1.img` -> `vsa1`, `/dev/sdb` -> `sdb`), or
+        for an iSCSI LUN the end of its IQN and the LUN (`vsa1-0`)."""
+        if self.path is not None:
+            return self.path.stem or self.path.name
+        assert self.iscsi_target
+        iqn, lun = self.iscsi_target.rsplit("/", 1)
+        return re.sub(r"[^A-Za-z0-9._-]", "_", f"{iqn.rsplit(':', 1)[-1]}-{lun}")
+
     def size(self) -> int:
         """Bytes: by seeking to the end of a file or block device; for an
         iSCSI LUN by asking the target from the host (milliseconds)."""

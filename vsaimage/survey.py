@@ -3,16 +3,15 @@ launch on an image, its partition roles, and the status of every edit."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from vsaimage import __version__, bundle, glibc, guest, identity, initrd, initrd_modules
+from vsaimage import __version__, batch, bundle, glibc, guest, identity, initrd, initrd_modules
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
-from vsaimage.errors import InitrdError, VsaError
+from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.inspect import (
     VERSION_FILE,
     Layout,
@@ -22,7 +21,7 @@ from vsaimage.inspect import (
     read_snapshot,
     vsa_version,
 )
-from vsaimage.options import InspectOptions, Roles, VerifyOptions
+from vsaimage.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
 from vsaimage.plan import TITLES, plan_step, postconditions
 from vsaimage.report import Reporter
 from vsaimage.source import ImageSource, open_input
@@ -36,10 +35,18 @@ def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, 
     with rep.phase("appliance launch"):
         g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
     with g, rep.phase("read image"):
-        layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
-        snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
-        if also is not None:
-            also(g, snap)
+        return _read(g, image, roles, ctx, skip=skip, also=also)
+
+
+def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, *,
+          skip: frozenset[str] = frozenset(),
+          also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
+          ) -> tuple[Layout, Snapshot]:
+    """The layout and snapshot of the appliance's `drive`-th disk."""
+    layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
+    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
+    if also is not None:
+        also(g, snap)
     return layout, snap
 
 
@@ -105,42 +112,94 @@ def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:
     return found
 
 
+@dataclass(frozen=True)
+class _InitrdCheck:
+    """The --initrd of a verify, read once for every image: its pcihack
+    postcondition and the kernel modules it holds."""
+
+    ok: bool | None  # None: not checked (no --initrd, or --skip pci)
+    action: pcihack.Action
+    module_files: tuple[str, ...] | None  # None: not read
+
+    @classmethod
+    def of(cls, opts: VerifyOptions) -> _InitrdCheck:
+        action = pcihack.action(opts.pci_hack, opts.skip)
+        if opts.initrd is None:
+            return cls(None, action, None)
+        with open_input(opts.initrd, InitrdError, "an initrd") as src:
+            ok = initrd.check(src, action) if action != "keep" else None
+            # the drivers check needs the kernel's modules tree (--kernel-version)
+            module_files = (initrd.prepare(src, action="keep").module_files
+                            if opts.kernel_version is not None else None)
+        return cls(ok, action, module_files)
+
+
+def _verify_ctx(opts: VerifyOptions) -> EditContext:
+    return EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
+
+
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
-    ctx = EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
-    initrd_ok: bool | None = None
-    action = pcihack.action(opts.pci_hack, opts.skip)
-    with contextlib.ExitStack() as stack:
-        src = (stack.enter_context(open_input(opts.initrd, InitrdError, "an initrd"))
-               if opts.initrd is not None else None)
-        if src is not None and action != "keep":
-            initrd_ok = initrd.check(src, action)
-        layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
-        drivers = (_initrd_drivers(src, Path("/lib/modules") / opts.kernel_version, layout)
-                   if src is not None and opts.kernel_version is not None else [])
-    rows = _status_rows(postconditions(snap, ctx, opts.skip))
-    if initrd_ok is not None:
-        rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
-                     "status": "applied" if initrd_ok else "not applied"})
-    rows += drivers
+    check = _InitrdCheck.of(opts)
+    layout, snap = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
+    doc = _verify_doc(opts, check, layout, snap)
+    return {"success": doc.pop("success"), "command": "verify", "tool_version": __version__, **doc}
+
+
+def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: Snapshot) -> dict[str, Any]:
+    rows = _status_rows(postconditions(snap, _verify_ctx(opts), opts.skip))
+    if check.ok is not None:
+        rows.append({"step": "initrd", "title": f"{pcihack.TITLES[check.action]} ({opts.initrd})",
+                     "status": "applied" if check.ok else "not applied"})
+    if check.module_files is not None and opts.kernel_version is not None:
+        rows += _initrd_drivers(check.module_files, Path("/lib/modules") / opts.kernel_version, layout)
     missing = [r["step"] for r in rows if r["status"] != "applied"]
-    return {
-        "success": not missing,
-        "command": "verify",
-        "tool_version": __version__,
-        **_layout_doc(opts.image, layout),
-        "edits": rows,
-        "missing": missing,
-    }
+    return {"success": not missing, **_layout_doc(opts.image, layout), "edits": rows, "missing": missing}
 
 
-def _initrd_drivers(src: BinaryIO, tree: Path, layout: Layout) -> list[dict[str, Any]]:
+@dataclass
+class _Checked(batch.Item):
+    opts: VerifyOptions | None = None
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_batch(opts: VerifyBatch, rep: Reporter) -> dict[str, Any]:
+    """verify several images in one read-only launch; an image that cannot
+    be read fails alone."""
+    items: list[_Checked] = []
+    for entry in opts.images:
+        if isinstance(entry, Refused):
+            item = _Checked(entry.text, rep.for_image(entry.text))
+            batch.fail(item, Failure.of(entry.error))
+        else:
+            item = _Checked(str(entry.image), rep.for_image(entry.image.name), opts=entry)
+        items.append(item)
+    live = [(i, i.opts) for i in items if i.opts is not None]
+    if not live:
+        raise next(e.error for e in opts.images if isinstance(e, Refused))
+    check = _InitrdCheck.of(live[0][1])
+    launches_before = guest.launch_count
+    with rep.phase("appliance launch"):
+        g = guest.launch([o.image.drive(readonly=True) for _, o in live], warn=rep.warn)
+    with g:
+        for n, (item, o) in enumerate(live):
+            with batch.attempt(item, alone=False), item.rep.phase("read image"):
+                layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), skip=o.skip, drive=n)
+                item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap)}
+            g.unmount_all()
+    docs = [{**i.doc, "timings": dict(i.rep.timings), "warnings": list(i.rep.warnings)} if i.ok
+            else batch.failed_doc(i) for i in items]
+    return batch.result("verify", items, docs, {
+        "tool_version": __version__, "appliance_launches": guest.launch_count - launches_before,
+        "timings": dict(rep.timings), "warnings": list(rep.warnings)})
+
+
+def _initrd_drivers(module_files: tuple[str, ...], tree: Path, layout: Layout) -> list[dict[str, Any]]:
     """The initrd holds xen_blkfront and the root filesystem's driver, or the
     kernel has them built in: checked only when the kernel's modules tree
     is on this machine (its modules.builtin says what is built in)."""
     if not (tree / "modules.builtin").is_file():
         return []
-    found = initrd_modules.check(initrd.prepare(src, action="keep").module_files, tree,
-                                 layout.root.partition.fstype)
+    found = initrd_modules.check(module_files, tree, layout.root.partition.fstype)
     return [{"step": "initrd-drivers",
              "title": f"xen_blkfront and the root filesystem's driver in the initrd or built in ({tree})",
              "status": "not applied" if found.missing else "applied",

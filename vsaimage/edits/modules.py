@@ -58,7 +58,9 @@ class Modules:
         return () if ctx.kernel_version is None else (dep_path(ctx.kernel_version),)
 
     def lists(self, ctx: EditContext) -> tuple[str, ...]:
-        return (ROOT,)
+        # With the version known, its modules.dep (read) says all; the tree,
+        # thousands of files once copied, is listed only to find versions.
+        return (ROOT,) if ctx.kernel_version is None else ()
 
     def plan(self, snap: Snapshot, ctx: EditContext) -> StepPlan:
         version = ctx.kernel_version
