@@ -16,6 +16,7 @@ from typing import Any
 
 from vsaimage import __version__
 from vsaimage.cpio import COMPRESSIONS
+from vsaimage.diskformat import FORMATS
 from vsaimage.edits import PciHack
 from vsaimage.errors import BadInput, VsaError
 from vsaimage.options import (
@@ -89,8 +90,17 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--boot-part", type=int, metavar="N", help="the boot partition's number "
                         "(default: /boot in the root's fstab)")
 
+    def image(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("image", help="disk image (raw, VMDK, OVA, VHD, VHDX, qcow2, or raw compressed "
+                        "with gzip, xz or zstd), block device or iscsi://HOST[:PORT]/IQN/LUN")
+        sp.add_argument("--input-format", choices=FORMATS,
+                        help="the image's format (default: told from its content)")
+        sp.add_argument("--disk", type=int, metavar="N",
+                        help="an OVA's disk to take, counted from 1 in the VM's hardware order "
+                        "(default: the first, the system disk)")
+
     i = cmd("inspect", "Show an image's partitions, roles, VSA version and the status of each edit.")
-    i.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    image(i)
     roles(i)
     i.add_argument("--bundle", type=Path, metavar="OUT.tar.gz",
                    help="also write a tarball to send back when an edit fails on a real image: "
@@ -98,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing bundle")
 
     c = cmd("convert", "Convert a VSA system disk into a Xen PV domU disk, initrd and xl config.")
-    c.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    image(c)
     c.add_argument("--kernel", required=True, type=Path, help="the dom0's Xen-capable kernel (bzImage)")
     c.add_argument("--initrd", required=True, type=Path, help="its initramfs-tools initrd")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img",
@@ -136,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
 
     v = cmd("verify", "Check that every edit is in place; exit 0 only if so.")
-    v.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    image(v)
     v.add_argument("--initrd", type=Path, help="also check the repacked initrd")
     v.add_argument("--kernel-version", help="check the modules of this version (and, with --initrd, "
                    "its drivers against /lib/modules/VERSION)")
@@ -164,7 +174,7 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
 
     if a.command == "initrd":
         return initrd_command.run(InitrdOptions(a.input, a.output, a.initrd_compression, a.force), rep)
-    image = parse_image(a.image)
+    image = parse_image(a.image, input_format=a.input_format, disk=a.disk)
     if a.command == "inspect":
         return survey.inspect(InspectOptions(image, _roles(a), a.bundle, a.force), rep)
     if a.command == "verify":

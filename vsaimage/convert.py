@@ -28,8 +28,10 @@ from vsaimage import (
     initrd_modules,
     kernel,
     module_payload,
+    unpack,
     xlcfg,
 )
+from vsaimage.diskformat import COMPRESSED, qemu_name
 from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, InitrdError, KernelError, VerifyError
@@ -105,14 +107,15 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
     outputs = OutputPaths.from_option(opts.output)
     ctx = _edit_context(opts, version)
     prepared = initrd.prepare(initrd_in, action=pcihack.action(opts.pci_hack, opts.skip))
-    with rep.phase("appliance launch"):
-        g = guest.launch([opts.image.drive(readonly=True)], warn=rep.warn)
-    with g, rep.phase("plan"):
-        planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
+    with unpack.readable(opts.image, rep) as (drive, facts):
+        with rep.phase("appliance launch"):
+            g = guest.launch([drive], warn=rep.warn)
+        with g, rep.phase("plan"):
+            planned = _plan(g, opts, ctx, outputs, modules_dir, lambda: prepared, writable=False)
     planned.warn(rep)
     return {
         "success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
-        "input": str(opts.image), "kernel_version": version, **planned.doc(),
+        "input": str(opts.image), "input_facts": facts, "kernel_version": version, **planned.doc(),
     }
 
 
@@ -212,7 +215,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
 
     with Staging(outputs.all()) as staging:
         img = staging.temp(outputs.image)
-        fmt = _stage_image(opts, img, outputs.image, rep)
+        fmt, input_facts = _stage_image(opts, img, outputs.image, staging, rep)
 
         action = pcihack.action(opts.pci_hack, opts.skip)
         prepared = _in_background(lambda: _timed(rep, "initrd read", lambda: initrd.prepare(
@@ -265,6 +268,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
         "command": "convert",
         "tool_version": __version__,
         "input": str(opts.image),
+        "input_facts": input_facts,
         "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd),
                     "cfg": str(outputs.cfg), "format": fmt},
         "kernel": {"path": str(opts.kernel.absolute()), "version": version},
@@ -303,24 +307,42 @@ def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
         return fn()
 
 
-def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) -> str:
-    """Put a copy of the input at the staging name `img`; returns its format.
-    A file or block device is copied sparsely by Python; qcow2 output and iSCSI
-    input go through qemu-img, which skips zeros too and reads a LUN with the
-    same iSCSI client (libiscsi) the appliance uses: no kernel initiator, no
-    root, and 8x faster than copying through the emulated appliance."""
-    src = opts.image.path
-    if src is not None and opts.format == "raw":
+def _stage_image(opts: ConvertOptions, img: Path, label: Path, staging: Staging,
+                 rep: Reporter) -> tuple[str, dict[str, Any]]:
+    """Put a copy of the input at the staging name `img`; returns its format
+    and the input's facts. A raw file or block device is copied sparsely by
+    Python; every other case goes through qemu-img, which skips zeros too,
+    never writes its input, reads every qemu format and an iSCSI LUN with
+    the same iSCSI client (libiscsi) the appliance uses: no kernel
+    initiator, no root, and 8x faster than copying through the emulated
+    appliance. A compressed raw image is decompressed straight into `img`
+    (raw output) or into a scratch file beside it (qcow2); an OVA's disk
+    member is taken out into a scratch file (it is compressed, so small)."""
+    image, src = opts.image, opts.image.path
+    facts = image.facts()
+    if src is not None and image.format == "raw" and opts.format == "raw":
         with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
             written = sparse_copy(src, img, label=label, progress=ph.advance)
             ph.detail = f"({written / 2**20:.0f} MiB of data)"
-        return "raw"
-    source = str(src) if src is not None else opts.image.iscsi_uri
-    what = "iSCSI" if src is None else opts.format
+        return "raw", facts
+    if src is None:
+        source, in_format = image.iscsi_uri, None
+    elif image.packed:
+        straight = image.format in COMPRESSED and opts.format == "raw"
+        u = unpack.unpack(image, img if straight else staging.scratch("input"), label=label, rep=rep)
+        facts = {**facts, "virtual_size": u.virtual_size, "unpacked_format": u.format}
+        if straight:
+            return "raw", facts
+        source, in_format = str(u.path), u.format
+    else:
+        source, in_format = str(src), qemu_name(image.format)
+    what = "iSCSI" if src is None else f"{in_format} to {opts.format}"
     with rep.phase(f"copy ({what})", total=100) as ph:
-        qemu_img_convert(source, img, opts.format, label=label,
+        qemu_img_convert(source, img, opts.format, in_format, label=label,
                          progress=lambda percent: ph.update(percent, 100))
-    return opts.format
+    if image.packed:  # the unpacked scratch is not needed during the edits
+        Path(source).unlink()
+    return opts.format, facts
 
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,

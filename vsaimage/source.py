@@ -1,8 +1,8 @@
-"""What the command line names as input: the disk image (a raw file, a block
-device, or an iscsi:// URI read by libguestfs's own iSCSI client) and the
-files read whole (kernel, initrd). Cheap host-side checks run here, before an
-appliance is launched, so that plainly bad input fails in milliseconds with a
-message naming the file."""
+"""What the command line names as input: the disk image (a file in any
+format of diskformat.py, a block device, or an iscsi:// URI read by
+libguestfs's own iSCSI client) and the files read whole (kernel, initrd).
+Cheap host-side checks run here, before an appliance is launched, so that
+plainly bad input fails in milliseconds with a message naming the file."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vsaimage import iscsi
+from vsaimage import diskformat, iscsi
 from vsaimage.errors import BadInput, ImageError
+from vsaimage.ova import Ova, read_ova
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,21 @@ class ImageSource:
     path: Path | None = None  # a host file or block device
     iscsi_server: str | None = None  # "tcp:HOST:PORT"
     iscsi_target: str | None = None  # "IQN/LUN"
+    format: str = "raw"  # one of diskformat.FORMATS
+    virtual_size: int | None = None  # known before unpacking for the qemu formats
+    ova: Ova | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Compressed or in an OVA: libguestfs cannot read it as it is."""
+        return self.format not in diskformat.QEMU_FORMATS
+
+    def facts(self) -> dict[str, Any]:
+        """What inspect and convert report about the input itself."""
+        doc: dict[str, Any] = {"format": self.format, "virtual_size": self.virtual_size}
+        if self.ova is not None:
+            doc["ova"] = self.ova.as_dict()
+        return doc
 
     @property
     def iscsi_uri(self) -> str:
@@ -66,9 +82,11 @@ class ImageSource:
     def drive(self, *, readonly: bool) -> Drive:
         """The drive to attach. An iSCSI LUN is first asked for its size on
         the host: a wrong URI then fails at once with the target's reason,
-        where libguestfs would only say that qemu-img failed."""
+        where libguestfs would only say that qemu-img failed. A packed
+        input is unpacked first (unpack.py)."""
+        assert not self.packed, f"{self.text}: {self.format} must be unpacked first"
         if self.path is not None:
-            return Drive(str(self.path), readonly=readonly)
+            return Drive(str(self.path), readonly=readonly, format=diskformat.qemu_name(self.format))
         self.size()
         assert self.iscsi_target and self.iscsi_server
         return Drive(self.iscsi_target, readonly=readonly, protocol="iscsi",
@@ -78,8 +96,12 @@ class ImageSource:
         return self.text
 
 
-def parse_image(text: str) -> ImageSource:
+def parse_image(text: str, *, input_format: str | None = None, disk: int | None = None) -> ImageSource:
+    """The image argument, its format (`input_format`, else told from its
+    content) checked on the host; `disk` chooses an OVA's disk (1-based)."""
     if text.startswith("iscsi://"):
+        if input_format not in (None, "raw"):
+            raise ImageError(f"{text}: an iSCSI LUN is read as raw, not {input_format}")
         return _parse_iscsi(text)
     path = Path(text)
     try:
@@ -96,8 +118,19 @@ def parse_image(text: str) -> ImageSource:
         raise ImageError(f"{text}: permission denied (cannot read it)")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise ImageError(f"{text}: empty file")
-    _check_partition_table(path)
-    return ImageSource(text, path=path)
+    fmt = input_format or diskformat.detect(path)
+    if disk is not None and fmt != "ova":
+        raise ImageError(f"{text}: --disk chooses a disk of an OVA, and this is {fmt}")
+    if fmt == "ova":
+        return ImageSource(text, path=path, format=fmt, ova=read_ova(path, disk))
+    if fmt in diskformat.COMPRESSED:
+        return ImageSource(text, path=path, format=fmt)
+    if fmt == "raw":
+        check_partition_table(path)
+        with open(path, "rb") as f:  # a block device's st_size is 0
+            size = f.seek(0, os.SEEK_END)
+        return ImageSource(text, path=path, virtual_size=size)
+    return ImageSource(text, path=path, format=fmt, virtual_size=diskformat.virtual_size(path, fmt))
 
 
 def _parse_iscsi(text: str) -> ImageSource:
@@ -121,7 +154,7 @@ def _parse_iscsi(text: str) -> ImageSource:
     return ImageSource(text, iscsi_server=f"tcp:{host}:{int(port)}", iscsi_target=f"{iqn}/{int(lun)}")
 
 
-def _check_partition_table(path: Path) -> None:
+def check_partition_table(path: Path) -> None:
     """A VSA system disk has an MBR (or GPT) partition table."""
     try:
         with open(path, "rb") as f:

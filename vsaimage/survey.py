@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__, bundle, glibc, guest, identity, initrd, initrd_modules
+from vsaimage import __version__, bundle, glibc, guest, identity, initrd, initrd_modules, unpack
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import InitrdError, VsaError
@@ -30,21 +30,24 @@ from vsaimage.source import ImageSource, read_input
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
              skip: frozenset[str] = frozenset(),
              also: Callable[[guest.Guest, Snapshot], None] | None = None,
-             ) -> tuple[Layout, Snapshot]:
-    """One read-only launch; `also` reads more while the appliance is up."""
-    with rep.phase("appliance launch"):
-        g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
-    with g, rep.phase("read image"):
-        layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
-        snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
-        if also is not None:
-            also(g, snap)
-    return layout, snap
+             ) -> tuple[Layout, Snapshot, dict[str, Any]]:
+    """One read-only launch; `also` reads more while the appliance is up.
+    Returns the input's facts (format, virtual size) too."""
+    with unpack.readable(image, rep) as (drive, facts):
+        with rep.phase("appliance launch"):
+            g = guest.launch([drive], warn=rep.warn)
+        with g, rep.phase("read image"):
+            layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part)
+            snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
+            if also is not None:
+                also(g, snap)
+    return layout, snap, facts
 
 
-def _layout_doc(image: ImageSource, layout: Layout) -> dict[str, Any]:
+def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": str(image),
+        "input": facts,
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
@@ -62,14 +65,14 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
                             inputs=[opts.image.path] if opts.image.path else [])
     ctx = EditContext()
     found: list[bundle.Gathered] = []
-    layout, snap = _examine(
+    layout, snap, facts = _examine(
         opts.image, opts.roles, ctx, rep,
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
     doc = {
         "success": True,
         "command": "inspect",
         "tool_version": __version__,
-        **_layout_doc(opts.image, layout),
+        **_layout_doc(opts.image, layout, facts),
         "vsa_version": vsa_version(snap),
         "glibc": glibc.detect(snap).as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
@@ -111,7 +114,7 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     data = read_input(opts.initrd, InitrdError, "an initrd") if opts.initrd is not None else None
     if data is not None and action != "keep":
         initrd_ok = initrd.check(data, action)
-    layout, snap = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
+    layout, snap, facts = _examine(opts.image, opts.roles, ctx, rep, skip=opts.skip)
     rows = _status_rows(postconditions(snap, ctx, opts.skip))
     if initrd_ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[action]} ({opts.initrd})",
@@ -123,7 +126,7 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
         "success": not missing,
         "command": "verify",
         "tool_version": __version__,
-        **_layout_doc(opts.image, layout),
+        **_layout_doc(opts.image, layout, facts),
         "edits": rows,
         "missing": missing,
     }
