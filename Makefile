@@ -33,6 +33,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.bench_inputs
 
 xen-test: setup
 	$(BIN)/pytest -q tests/test_xen_boot.py

@@ -132,7 +132,7 @@ def test_lun_size_without_the_iscsi_client(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_plain_file(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img")
     s = parse_image(str(img))
-    assert s == ImageSource(str(img), path=img)
+    assert s == ImageSource(str(img), path=img, virtual_size=2**20)
     assert s.drive(readonly=True) == Drive(str(img), readonly=True)
 
 

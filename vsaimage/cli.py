@@ -39,6 +39,8 @@ _EXAMPLES = {
   vsaimage inspect demo/vsa.img --json
   vsaimage inspect iscsi://127.0.0.1:3260/iqn.2003-10.com.lefthandnetworks:vsa/0
   vsaimage inspect vsa.img --bundle vsa-report.tar.gz   # what to send back with a bug report
+  vsaimage inspect StoreVirtual-VSA.ova     # the VM's disks, and which is the system disk
+  vsaimage inspect vsa.img.gz               # VMDK, VHD(X), qcow2 and xz/zstd work the same way
 """,
     "convert": """examples:
   V=$(ls /boot/vmlinuz-* | sort -V | tail -n 1 | sed 's|.*/vmlinuz-||')
@@ -46,6 +48,8 @@ _EXAMPLES = {
       --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --force
   vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V \\
       --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --dry-run
+  vsaimage convert StoreVirtual-VSA.ova --disk 1 --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V -o vsa-xen.img
   xl create demo/vsa-xen.cfg      # on the Xen dom0
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
