@@ -192,3 +192,11 @@ def test_xz_stream_of_garbage(tmp_path: Path) -> None:
     bad = tmp_path / "vsa.img.xz"
     bad.write_bytes(lzma.compress(b"x" * 100)[:12] + b"garbage" * 10)
     _refused(tmp_path, bad, match="cannot decompress it (xz)")
+
+
+def test_compressed_non_disk_is_named_as_the_users_file(tmp_path: Path) -> None:
+    """A gzipped file that is no disk (an initrd, say): the error names the
+    file given, not the temporary copy."""
+    bad = tmp_path / "initrd.img"
+    bad.write_bytes(gzip.compress(b"070701" + bytes(4096)))
+    _refused(tmp_path, bad, match="(decompressed): no partition table")

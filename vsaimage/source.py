@@ -154,17 +154,19 @@ def _parse_iscsi(text: str) -> ImageSource:
     return ImageSource(text, iscsi_server=f"tcp:{host}:{int(port)}", iscsi_target=f"{iqn}/{int(lun)}")
 
 
-def check_partition_table(path: Path) -> None:
-    """A VSA system disk has an MBR (or GPT) partition table."""
+def check_partition_table(path: Path, *, name: str | None = None) -> None:
+    """A VSA system disk has an MBR (or GPT) partition table. `name` is what
+    errors call the disk (the user's file, for a decompressed copy)."""
+    what = name or str(path)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
     except OSError as e:
-        raise ImageError(f"{path}: cannot read: {e.strerror}") from None
+        raise ImageError(f"{what}: cannot read: {e.strerror}") from None
     if len(head) < 512:
-        raise ImageError(f"{path}: too small to be a disk image ({len(head)} bytes)")
+        raise ImageError(f"{what}: too small to be a disk image ({len(head)} bytes)")
     if head[510:512] != b"\x55\xaa" and head[512:520] != b"EFI PART":
-        raise ImageError(f"{path}: no partition table (no MBR or GPT signature)",
+        raise ImageError(f"{what}: no partition table (no MBR or GPT signature)",
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
 
 

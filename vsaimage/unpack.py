@@ -49,7 +49,7 @@ def unpack(image: ImageSource, dst: Path, *, label: Path, rep: Reporter) -> Unpa
         size, written = decompress.decompress(image.path, image.format, dst, label=label,
                                               progress=ph.advance)
         ph.detail = f"({size / 2**30:.1f} GiB, {written / 2**20:.0f} MiB of data)"
-    check_partition_table(dst)
+    check_partition_table(dst, name=f"{image.path} (decompressed)")
     return Unpacked(dst, "raw", size)
 
 
