@@ -172,6 +172,8 @@ def test_disk_out_of_range_and_not_an_ova(variants: dict[str, Path], tmp_path: P
     _refused(tmp_path, variants["ova"], "--disk", "3", match="--disk 3: the VM has 2 disk(s)")
     with pytest.raises(ImageError, match="--disk chooses a disk of an OVA, and this is qcow2"):
         parse_image(str(variants["qcow2"]), disk=1)
+    with pytest.raises(ImageError, match="an iSCSI LUN is read as a raw disk"):
+        parse_image("iscsi://h/iqn.2003-10.com.lefthandnetworks:vsa/0", input_format="vmdk")
 
 
 @pytest.mark.parametrize("command", ["inspect", "convert"])

@@ -100,8 +100,8 @@ def parse_image(text: str, *, input_format: str | None = None, disk: int | None 
     """The image argument, its format (`input_format`, else told from its
     content) checked on the host; `disk` chooses an OVA's disk (1-based)."""
     if text.startswith("iscsi://"):
-        if input_format not in (None, "raw"):
-            raise ImageError(f"{text}: an iSCSI LUN is read as raw, not {input_format}")
+        if input_format not in (None, "raw") or disk is not None:
+            raise ImageError(f"{text}: an iSCSI LUN is read as a raw disk (no --input-format, no --disk)")
         return _parse_iscsi(text)
     path = Path(text)
     try:
