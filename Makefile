@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.bench_initrd --reps 3
 	$(BIN)/python -m bench.bench_background
+	$(BIN)/python -m bench.bench_inputs
 	$(BIN)/python -m bench.bench_tests
 
 xen-test: setup

@@ -132,7 +132,7 @@ def test_lun_size_without_the_iscsi_client(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_plain_file(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img")
     s = parse_image(str(img))
-    assert s == ImageSource(str(img), path=img)
+    assert s == ImageSource(str(img), path=img, virtual_size=2**20)
     assert s.drive(readonly=True) == Drive(str(img), readonly=True)
 
 
@@ -265,7 +265,7 @@ def test_qemu_img_copy_with_progress(tmp_path: Path, fmt: str) -> None:
         f.write(os.urandom(2**20))
     dst = tmp_path / f"out.{fmt}"
     seen: list[float] = []
-    output.qemu_img_convert(str(src), dst, fmt, label=dst, progress=seen.append)
+    output.qemu_img_convert(str(src), dst, fmt, "raw", label=dst, progress=seen.append)
     assert seen and seen[-1] == 100.0 and seen == sorted(seen)
     r = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt, str(src), str(dst)],
                        capture_output=True, text=True)
@@ -279,4 +279,4 @@ def test_qemu_img_copy_into_a_missing_directory(tmp_path: Path) -> None:
     src = _disk(tmp_path / "vsa.img", 2**20)
     dst = tmp_path / "gone" / "out.img"
     with pytest.raises(WriteError, match=r"out\.img: qemu-img convert from .* failed"):
-        output.qemu_img_convert(str(src), dst, "raw", label=dst)
+        output.qemu_img_convert(str(src), dst, "raw", "raw", label=dst)

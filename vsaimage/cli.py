@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from vsaimage import __version__
 from vsaimage.cpio import COMPRESSIONS
+from vsaimage.diskformat import FORMATS
 from vsaimage.edits import PciHack
 from vsaimage.errors import BadInput, Failure, ImageError
 from vsaimage.options import (
@@ -43,6 +44,8 @@ _EXAMPLES = {
   vsaimage inspect demo/vsa.img --json
   vsaimage inspect iscsi://127.0.0.1:3260/iqn.2003-10.com.lefthandnetworks:vsa/0
   vsaimage inspect vsa.img --bundle vsa-report.tar.gz   # what to send back with a bug report
+  vsaimage inspect StoreVirtual-VSA.ova     # the VM's disks, and which is the system disk
+  vsaimage inspect vsa.img.gz               # VMDK, VHD(X), qcow2 and xz/zstd work the same way
 """,
     "convert": """examples:
   V=$(ls /boot/vmlinuz-* | sort -V | tail -n 1 | sed 's|.*/vmlinuz-||')
@@ -50,6 +53,8 @@ _EXAMPLES = {
       --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --force
   vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V \\
       --initrd /boot/initrd.img-$V -o demo/vsa-xen.img --dry-run
+  vsaimage convert StoreVirtual-VSA.ova --disk 1 --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V -o vsa-xen.img
   xl create demo/vsa-xen.cfg      # on the Xen dom0
   vsaimage convert vsa1.img vsa2.img vsa3.img --kernel /boot/vmlinuz-$V \\
       --initrd /boot/initrd.img-$V -o xen/   # one launch: xen/vsa1.img, xen/vsa1.initrd, ...
@@ -99,8 +104,21 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--boot-part", type=int, metavar="N", help="the boot partition's number "
                         "(default: /boot in the root's fstab)")
 
+    def image(sp: argparse.ArgumentParser, several: str | None = None) -> None:
+        what = ("disk image (raw, VMDK, OVA, VHD, VHDX, qcow2, or raw compressed with gzip, xz or "
+                "zstd), block device or iscsi://HOST[:PORT]/IQN/LUN")
+        if several is None:
+            sp.add_argument("image", help=what)
+        else:
+            sp.add_argument("image", nargs="+", help=f"{what} ({several})")
+        sp.add_argument("--input-format", choices=FORMATS,
+                        help="the image's format (default: told from its content)")
+        sp.add_argument("--disk", type=int, metavar="N",
+                        help="an OVA's disk to take, counted from 1 in the VM's hardware order "
+                        "(default: the first, the system disk)")
+
     i = cmd("inspect", "Show an image's partitions, roles, VSA version and the status of each edit.")
-    i.add_argument("image", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN")
+    image(i)
     roles(i)
     i.add_argument("--bundle", type=Path, metavar="OUT.tar.gz",
                    help="also write a tarball to send back when an edit fails on a real image: "
@@ -108,8 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--force", action="store_true", help="overwrite an existing bundle")
 
     c = cmd("convert", "Convert a VSA system disk into a Xen PV domU disk, initrd and xl config.")
-    c.add_argument("image", nargs="+", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN "
-                   "(several: all converted in one appliance launch)")
+    image(c, several="several: all converted in one appliance launch")
     c.add_argument("--kernel", required=True, type=Path, help="the dom0's Xen-capable kernel (bzImage)")
     c.add_argument("--initrd", required=True, type=Path, help="its initramfs-tools initrd")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.img|DIR",
@@ -148,8 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
 
     v = cmd("verify", "Check that every edit is in place; exit 0 only if so.")
-    v.add_argument("image", nargs="+", help="disk image file, block device or iscsi://HOST[:PORT]/IQN/LUN "
-                   "(several: all checked in one appliance launch)")
+    image(v, several="several: all checked in one appliance launch")
     v.add_argument("--initrd", type=Path, help="also check the repacked initrd")
     v.add_argument("--kernel-version", help="check the modules of this version (and, with --initrd, "
                    "its drivers against /lib/modules/VERSION)")
@@ -176,8 +192,12 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
 
     if a.command == "initrd":
         return initrd_command.run(InitrdOptions(a.input, a.output, a.initrd_compression, a.force), rep)
+
+    def parse(text: str) -> ImageSource:
+        return parse_image(text, input_format=a.input_format, disk=a.disk)
+
     if a.command == "inspect":
-        return survey.inspect(InspectOptions(parse_image(a.image), _roles(a), a.bundle, a.force), rep)
+        return survey.inspect(InspectOptions(parse(a.image), _roles(a), a.bundle, a.force), rep)
     several = len(a.image) > 1
     if a.command == "verify":
         skip = check_skips(a.skip)
@@ -186,8 +206,8 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
             return VerifyOptions(image, _roles(a), a.initrd, a.kernel_version, PciHack(a.pci_hack), skip)
 
         if several:
-            return survey.verify_batch(VerifyBatch(_each_image(a.image, verify_options)), rep)
-        return survey.verify(verify_options(parse_image(a.image[0])), rep)
+            return survey.verify_batch(VerifyBatch(_each_image(a.image, parse, verify_options)), rep)
+        return survey.verify(verify_options(parse(a.image[0])), rep)
     if len(a.data_disk) > 5:
         raise BadInput(f"{len(a.data_disk)} --data-disk given: at most 5 (xvdc..xvdg)")
     if several:
@@ -209,24 +229,24 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     if a.console_autologin:
         rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")
     if several:
-        images = _each_image(a.image, convert_options)
+        images = _each_image(a.image, parse, convert_options)
         _check_names([o for o in images if isinstance(o, ConvertOptions)])
         return convert.convert_batch(BatchOptions(images), rep)
-    opts = convert_options(parse_image(a.image[0]))
+    opts = convert_options(parse(a.image[0]))
     return (convert.dry_run if opts.dry_run else convert.convert)(opts, rep)
 
 
 _Options = TypeVar("_Options", ConvertOptions, VerifyOptions)
 
 
-def _each_image(texts: Sequence[str],
+def _each_image(texts: Sequence[str], parse: Callable[[str], ImageSource],
                 options: Callable[[ImageSource], _Options]) -> tuple[_Options | Refused, ...]:
     """Each image's options; an image refused at once (no such file, no
     partition table) fails alone, as one that fails later would."""
     found: list[_Options | Refused] = []
     for text in texts:
         try:
-            found.append(options(parse_image(text)))
+            found.append(options(parse(text)))
         except ImageError as e:
             found.append(Refused(text, e))
     return tuple(found)

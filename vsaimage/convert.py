@@ -36,8 +36,10 @@ from vsaimage import (
     initrd_modules,
     kernel,
     module_payload,
+    unpack,
     xlcfg,
 )
+from vsaimage.diskformat import COMPRESSED, qemu_name
 from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile, pcihack
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, Failure, InitrdError, KernelError, VerifyError
@@ -215,6 +217,7 @@ class _Image(batch.Item):
     outputs: OutputPaths = field(kw_only=True)
     staging: Staging | None = None
     fmt: str = "raw"
+    input_facts: dict[str, Any] = field(default_factory=dict)
     planned: Planned | None = None
     repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]] | None = None
     doc: dict[str, Any] = field(default_factory=dict)
@@ -331,19 +334,30 @@ def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared
         return 0
     prepared = initrd.prepare(shared.initrd_in, action=pcihack.action(settings.pci_hack, settings.skip))
     launches_before = guest.launch_count
-    with rep.phase("appliance launch"):
-        g = guest.launch([i.opts.image.drive(readonly=True) for i in live], warn=rep.warn)
-    with g:
-        for n, image in enumerate(live):
-            with batch.attempt(image, alone=alone), image.rep.phase("plan"):
-                # a dry run writes no initrd: every image may read the same one
-                image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
-                                      lambda: prepared, writable=False, drive=n)
-                image.planned.warn(image.rep)
-                image.doc = {"success": True, "input": image.text, **image.planned.doc()}
-                if not alone:
-                    image.doc |= {"timings": dict(image.rep.timings), "warnings": list(image.rep.warnings)}
-            g.unmount_all()
+    with contextlib.ExitStack() as stack:
+        drives: list[Drive] = []
+        for image in live:
+            with batch.attempt(image, alone=alone):
+                drive, image.input_facts = stack.enter_context(unpack.readable(image.opts.image, image.rep))
+                drives.append(drive)
+        live = [i for i in live if i.ok]
+        if not live:
+            return 0
+        with rep.phase("appliance launch"):
+            g = guest.launch(drives, warn=rep.warn)
+        with g:
+            for n, image in enumerate(live):
+                with batch.attempt(image, alone=alone), image.rep.phase("plan"):
+                    # a dry run writes no initrd: every image may read the same one
+                    image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
+                                          lambda: prepared, writable=False, drive=n)
+                    image.planned.warn(image.rep)
+                    image.doc = {"success": True, "input": image.text, "input_facts": image.input_facts,
+                                 **image.planned.doc()}
+                    if not alone:
+                        image.doc |= {"timings": dict(image.rep.timings),
+                                      "warnings": list(image.rep.warnings)}
+                g.unmount_all()
     return guest.launch_count - launches_before
 
 
@@ -366,8 +380,9 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
             if image.ok:
                 with batch.attempt(image, alone=alone, clean_up=image.discard):
                     assert image.staging is not None
-                    image.fmt = _stage_image(image.opts, image.staging.temp(image.outputs.image),
-                                             image.outputs.image, image.rep)
+                    image.fmt, image.input_facts = _stage_image(
+                        image.opts, image.staging.temp(image.outputs.image), image.outputs.image,
+                        image.staging, image.rep)
         live = [i for i in images if i.ok]
         if not live:
             return 0
@@ -483,6 +498,7 @@ def _finish(image: _Image, shared: _Shared, payload: concurrent.futures.Future[M
     image.doc = {
         "success": True,
         "input": image.text,
+        "input_facts": image.input_facts,
         "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
                     "format": image.fmt},
         **planned.doc(done),
@@ -519,24 +535,42 @@ def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
         return fn()
 
 
-def _stage_image(opts: ConvertOptions, img: Path, label: Path, rep: Reporter) -> str:
-    """Put a copy of the input at the staging name `img`; returns its format.
-    A file or block device is copied sparsely by Python; qcow2 output and iSCSI
-    input go through qemu-img, which skips zeros too and reads a LUN with the
-    same iSCSI client (libiscsi) the appliance uses: no kernel initiator, no
-    root, and 8x faster than copying through the emulated appliance."""
-    src = opts.image.path
-    if src is not None and opts.format == "raw":
+def _stage_image(opts: ConvertOptions, img: Path, label: Path, staging: Staging,
+                 rep: Reporter) -> tuple[str, dict[str, Any]]:
+    """Put a copy of the input at the staging name `img`; returns its format
+    and the input's facts. A raw file or block device is copied sparsely by
+    Python; every other case goes through qemu-img, which skips zeros too,
+    never writes its input, reads every qemu format and an iSCSI LUN with
+    the same iSCSI client (libiscsi) the appliance uses: no kernel
+    initiator, no root, and 8x faster than copying through the emulated
+    appliance. A compressed raw image is decompressed straight into `img`
+    (raw output) or into a scratch file beside it (qcow2); an OVA's disk
+    member is taken out into a scratch file (it is compressed, so small)."""
+    image, src = opts.image, opts.image.path
+    facts = image.facts()
+    if src is not None and image.format == "raw" and opts.format == "raw":
         with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
             written = sparse_copy(src, img, label=label, progress=ph.advance)
             ph.detail = f"({written / 2**20:.0f} MiB of data)"
-        return "raw"
-    source = str(src) if src is not None else opts.image.iscsi_uri
-    what = "iSCSI" if src is None else opts.format
+        return "raw", facts
+    if src is None:
+        source, in_format = image.iscsi_uri, None
+    elif image.packed:
+        straight = image.format in COMPRESSED and opts.format == "raw"
+        u = unpack.unpack(image, img if straight else staging.scratch("input"), label=label, rep=rep)
+        facts = {**facts, "virtual_size": u.virtual_size, "unpacked_format": u.format}
+        if straight:
+            return "raw", facts
+        source, in_format = str(u.path), u.format
+    else:
+        source, in_format = str(src), qemu_name(image.format)
+    what = "iSCSI" if src is None else f"{in_format} to {opts.format}"
     with rep.phase(f"copy ({what})", total=100) as ph:
-        qemu_img_convert(source, img, opts.format, label=label,
+        qemu_img_convert(source, img, opts.format, in_format, label=label,
                          progress=lambda percent: ph.update(percent, 100))
-    return opts.format
+    if image.packed:  # the unpacked scratch is not needed during the edits
+        Path(source).unlink()
+    return opts.format, facts
 
 
 def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,

@@ -243,13 +243,14 @@ def sparse_copy(src: Path, dst: Path, *, label: Path,
     return written
 
 
-def qemu_img_convert(src: str, dst: Path, out_format: str, *, label: Path,
+def qemu_img_convert(src: str, dst: Path, out_format: str, in_format: str | None, *, label: Path,
                      progress: Callable[[float], None] | None = None) -> None:
-    """Copy `src` (a file, or a URI qemu reads such as iscsi://) to `dst` in
-    `out_format`, skipping holes and zeros; `progress` gets percentages."""
+    """Copy `src` (a file in `in_format`, or a URI qemu reads such as
+    iscsi://, with `in_format` None) to `dst` in `out_format`, skipping holes
+    and zeros; `progress` gets percentages."""
     cmd = ["qemu-img", "convert", "-p", "-O", out_format, src, str(dst)]
-    if not src.startswith("iscsi://"):
-        cmd[2:2] = ["-f", "raw"]
+    if in_format is not None:
+        cmd[2:2] = ["-f", in_format]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)
     out, errs = proc.stdout, proc.stderr

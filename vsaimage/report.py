@@ -309,9 +309,23 @@ def _size(n: int) -> str:
 # --- one renderer per command, each from the command's JSON document ---------
 
 
+def _input_facts(facts: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The input's format and size, and an OVA's VM and disks."""
+    size = facts.get("virtual_size")
+    lines: list[tuple[str, object]] = [
+        ("input", f"{facts.get('format')}" + (f", {size / 2**30:.2f} GiB virtual" if size else ""))]
+    ova = facts.get("ova")
+    if ova:
+        disks = "; ".join(f"{n}: {d['file']}" + (" (system disk)" if n == ova["system_disk"] else "")
+                          for n, d in enumerate(ova["disks"], 1))
+        lines += [("OVA VM", ova.get("vm_name") or "(no name)"), ("OVA disks", disks)]
+    return lines
+
+
 def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
     show_partitions(rep, doc)
     rep.facts([
+        *_input_facts(doc.get("input") or {}),
         ("root", f"partition {doc['root']['partition']} ({doc['root']['reason']})"),
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
          if doc.get("boot") else "not found"),
@@ -380,6 +394,7 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         return
     out = doc["outputs"]
     rep.facts([
+        *_input_facts(doc.get("input_facts") or {}),
         ("disk", f"{out['image']} ({out['format']}, root = /dev/xvda{doc['root_partition']})"),
         ("initrd", out["initrd"]),
         ("xl config", out["cfg"]),

@@ -1,8 +1,8 @@
-"""What the command line names as input: the disk image (a raw file, a block
-device, or an iscsi:// URI read by libguestfs's own iSCSI client) and the
-files read whole (kernel, initrd). Cheap host-side checks run here, before an
-appliance is launched, so that plainly bad input fails in milliseconds with a
-message naming the file."""
+"""What the command line names as input: the disk image (a file in any
+format of diskformat.py, a block device, or an iscsi:// URI read by
+libguestfs's own iSCSI client) and the files read whole (kernel, initrd).
+Cheap host-side checks run here, before an appliance is launched, so that
+plainly bad input fails in milliseconds with a message naming the file."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vsaimage import iscsi
+from vsaimage import diskformat, iscsi
 from vsaimage.errors import BadInput, ImageError
+from vsaimage.ova import Ova, read_ova
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,21 @@ class ImageSource:
     path: Path | None = None  # a host file or block device
     iscsi_server: str | None = None  # "tcp:HOST:PORT"
     iscsi_target: str | None = None  # "IQN/LUN"
+    format: str = "raw"  # one of diskformat.FORMATS
+    virtual_size: int | None = None  # known before unpacking for the qemu formats
+    ova: Ova | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Compressed or in an OVA: libguestfs cannot read it as it is."""
+        return self.format not in diskformat.QEMU_FORMATS
+
+    def facts(self) -> dict[str, Any]:
+        """What inspect and convert report about the input itself."""
+        doc: dict[str, Any] = {"format": self.format, "virtual_size": self.virtual_size}
+        if self.ova is not None:
+            doc["ova"] = self.ova.as_dict()
+        return doc
 
     @property
     def iscsi_uri(self) -> str:
@@ -58,10 +74,12 @@ class ImageSource:
     @property
     def name(self) -> str:
         """What outputs named after this input are called: the file's name
-        without its extension (`vsa1.img` -> `vsa1`, `/dev/sdb` -> `sdb`), or
-        for an iSCSI LUN the end of its IQN and the LUN (`vsa1-0`)."""
+        without its extension (`vsa1.img` -> `vsa1`, `/dev/sdb` -> `sdb`; a
+        compressed one without both: `vsa1.img.gz` -> `vsa1`), or for an
+        iSCSI LUN the end of its IQN and the LUN (`vsa1-0`)."""
         if self.path is not None:
-            return self.path.stem or self.path.name
+            stem = self.path.stem or self.path.name
+            return Path(stem).stem or stem if self.format in diskformat.COMPRESSED else stem
         assert self.iscsi_target
         iqn, lun = self.iscsi_target.rsplit("/", 1)
         return re.sub(r"[^A-Za-z0-9._-]", "_", f"{iqn.rsplit(':', 1)[-1]}-{lun}")
@@ -77,9 +95,11 @@ class ImageSource:
     def drive(self, *, readonly: bool) -> Drive:
         """The drive to attach. An iSCSI LUN is first asked for its size on
         the host: a wrong URI then fails at once with the target's reason,
-        where libguestfs would only say that qemu-img failed."""
+        where libguestfs would only say that qemu-img failed. A packed
+        input is unpacked first (unpack.py)."""
+        assert not self.packed, f"{self.text}: {self.format} must be unpacked first"
         if self.path is not None:
-            return Drive(str(self.path), readonly=readonly)
+            return Drive(str(self.path), readonly=readonly, format=diskformat.qemu_name(self.format))
         self.size()
         assert self.iscsi_target and self.iscsi_server
         return Drive(self.iscsi_target, readonly=readonly, protocol="iscsi",
@@ -89,8 +109,12 @@ class ImageSource:
         return self.text
 
 
-def parse_image(text: str) -> ImageSource:
+def parse_image(text: str, *, input_format: str | None = None, disk: int | None = None) -> ImageSource:
+    """The image argument, its format (`input_format`, else told from its
+    content) checked on the host; `disk` chooses an OVA's disk (1-based)."""
     if text.startswith("iscsi://"):
+        if input_format not in (None, "raw") or disk is not None:
+            raise ImageError(f"{text}: an iSCSI LUN is read as a raw disk (no --input-format, no --disk)")
         return _parse_iscsi(text)
     path = Path(text)
     try:
@@ -107,8 +131,19 @@ def parse_image(text: str) -> ImageSource:
         raise ImageError(f"{text}: permission denied (cannot read it)")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise ImageError(f"{text}: empty file")
-    _check_partition_table(path)
-    return ImageSource(text, path=path)
+    fmt = input_format or diskformat.detect(path)
+    if disk is not None and fmt != "ova":
+        raise ImageError(f"{text}: --disk chooses a disk of an OVA, and this is {fmt}")
+    if fmt == "ova":
+        return ImageSource(text, path=path, format=fmt, ova=read_ova(path, disk))
+    if fmt in diskformat.COMPRESSED:
+        return ImageSource(text, path=path, format=fmt)
+    if fmt == "raw":
+        check_partition_table(path)
+        with open(path, "rb") as f:  # a block device's st_size is 0
+            size = f.seek(0, os.SEEK_END)
+        return ImageSource(text, path=path, virtual_size=size)
+    return ImageSource(text, path=path, format=fmt, virtual_size=diskformat.virtual_size(path, fmt))
 
 
 def _parse_iscsi(text: str) -> ImageSource:
@@ -132,17 +167,19 @@ def _parse_iscsi(text: str) -> ImageSource:
     return ImageSource(text, iscsi_server=f"tcp:{host}:{int(port)}", iscsi_target=f"{iqn}/{int(lun)}")
 
 
-def _check_partition_table(path: Path) -> None:
-    """A VSA system disk has an MBR (or GPT) partition table."""
+def check_partition_table(path: Path, *, name: str | None = None) -> None:
+    """A VSA system disk has an MBR (or GPT) partition table. `name` is what
+    errors call the disk (the user's file, for a decompressed copy)."""
+    what = name or str(path)
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
     except OSError as e:
-        raise ImageError(f"{path}: cannot read: {e.strerror}") from None
+        raise ImageError(f"{what}: cannot read: {e.strerror}") from None
     if len(head) < 512:
-        raise ImageError(f"{path}: too small to be a disk image ({len(head)} bytes)")
+        raise ImageError(f"{what}: too small to be a disk image ({len(head)} bytes)")
     if head[510:512] != b"\x55\xaa" and head[512:520] != b"EFI PART":
-        raise ImageError(f"{path}: no partition table (no MBR or GPT signature)",
+        raise ImageError(f"{what}: no partition table (no MBR or GPT signature)",
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
 
 

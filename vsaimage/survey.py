@@ -3,12 +3,13 @@ launch on an image, its partition roles, and the status of every edit."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__, batch, bundle, glibc, guest, identity, initrd, initrd_modules
+from vsaimage import __version__, batch, bundle, glibc, guest, identity, initrd, initrd_modules, unpack
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
@@ -24,18 +25,21 @@ from vsaimage.inspect import (
 from vsaimage.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
 from vsaimage.plan import TITLES, plan_step, postconditions
 from vsaimage.report import Reporter
-from vsaimage.source import ImageSource, open_input
+from vsaimage.source import Drive, ImageSource, open_input
 
 
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
              skip: frozenset[str] = frozenset(),
              also: Callable[[guest.Guest, Snapshot], None] | None = None,
-             ) -> tuple[Layout, Snapshot]:
-    """One read-only launch; `also` reads more while the appliance is up."""
-    with rep.phase("appliance launch"):
-        g = guest.launch([image.drive(readonly=True)], warn=rep.warn)
-    with g, rep.phase("read image"):
-        return _read(g, image, roles, ctx, skip=skip, also=also)
+             ) -> tuple[Layout, Snapshot, dict[str, Any]]:
+    """One read-only launch; `also` reads more while the appliance is up.
+    Returns the input's facts (format, virtual size) too."""
+    with unpack.readable(image, rep) as (drive, facts):
+        with rep.phase("appliance launch"):
+            g = guest.launch([drive], warn=rep.warn)
+        with g, rep.phase("read image"):
+            layout, snap = _read(g, image, roles, ctx, skip=skip, also=also)
+    return layout, snap, facts
 
 
 def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, *,
@@ -50,9 +54,10 @@ def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, *,
     return layout, snap
 
 
-def _layout_doc(image: ImageSource, layout: Layout) -> dict[str, Any]:
+def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": str(image),
+        "input": facts,
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
@@ -70,14 +75,14 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
                             inputs=[opts.image.path] if opts.image.path else [])
     ctx = EditContext()
     found: list[bundle.Gathered] = []
-    layout, snap = _examine(
+    layout, snap, facts = _examine(
         opts.image, opts.roles, ctx, rep,
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
     doc = {
         "success": True,
         "command": "inspect",
         "tool_version": __version__,
-        **_layout_doc(opts.image, layout),
+        **_layout_doc(opts.image, layout, facts),
         "vsa_version": vsa_version(snap),
         "glibc": glibc.detect(snap).as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
@@ -140,12 +145,13 @@ def _verify_ctx(opts: VerifyOptions) -> EditContext:
 
 def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
     check = _InitrdCheck.of(opts)
-    layout, snap = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
-    doc = _verify_doc(opts, check, layout, snap)
+    layout, snap, facts = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
+    doc = _verify_doc(opts, check, layout, snap, facts)
     return {"success": doc.pop("success"), "command": "verify", "tool_version": __version__, **doc}
 
 
-def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: Snapshot) -> dict[str, Any]:
+def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: Snapshot,
+                facts: dict[str, Any]) -> dict[str, Any]:
     rows = _status_rows(postconditions(snap, _verify_ctx(opts), opts.skip))
     if check.ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[check.action]} ({opts.initrd})",
@@ -153,7 +159,8 @@ def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: 
     if check.module_files is not None and opts.kernel_version is not None:
         rows += _initrd_drivers(check.module_files, Path("/lib/modules") / opts.kernel_version, layout)
     missing = [r["step"] for r in rows if r["status"] != "applied"]
-    return {"success": not missing, **_layout_doc(opts.image, layout), "edits": rows, "missing": missing}
+    return {"success": not missing, **_layout_doc(opts.image, layout, facts), "edits": rows,
+            "missing": missing}
 
 
 @dataclass
@@ -178,14 +185,21 @@ def verify_batch(opts: VerifyBatch, rep: Reporter) -> dict[str, Any]:
         raise next(e.error for e in opts.images if isinstance(e, Refused))
     check = _InitrdCheck.of(live[0][1])
     launches_before = guest.launch_count
-    with rep.phase("appliance launch"):
-        g = guest.launch([o.image.drive(readonly=True) for _, o in live], warn=rep.warn)
-    with g:
-        for n, (item, o) in enumerate(live):
-            with batch.attempt(item, alone=False), item.rep.phase("read image"):
-                layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), skip=o.skip, drive=n)
-                item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap)}
-            g.unmount_all()
+    with contextlib.ExitStack() as stack:
+        readable: list[tuple[_Checked, VerifyOptions, Drive, dict[str, Any]]] = []
+        for item, o in live:
+            with batch.attempt(item, alone=False):
+                drive, facts = stack.enter_context(unpack.readable(o.image, item.rep))
+                readable.append((item, o, drive, facts))
+        if readable:
+            with rep.phase("appliance launch"):
+                g = guest.launch([drive for _, _, drive, _ in readable], warn=rep.warn)
+            with g:
+                for n, (item, o, _, facts) in enumerate(readable):
+                    with batch.attempt(item, alone=False), item.rep.phase("read image"):
+                        layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), skip=o.skip, drive=n)
+                        item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap, facts)}
+                    g.unmount_all()
     docs = [{**i.doc, "timings": dict(i.rep.timings), "warnings": list(i.rep.warnings)} if i.ok
             else batch.failed_doc(i) for i in items]
     return batch.result("verify", items, docs, {
