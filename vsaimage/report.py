@@ -325,7 +325,7 @@ def _input_facts(facts: Mapping[str, Any]) -> list[tuple[str, object]]:
 def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
     show_partitions(rep, doc)
     rep.facts([
-        *_input_facts(doc.get("input") or {}),
+        *_input_facts(doc.get("input_facts") or {}),
         ("root", f"partition {doc['root']['partition']} ({doc['root']['reason']})"),
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
          if doc.get("boot") else "not found"),

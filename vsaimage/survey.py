@@ -57,7 +57,7 @@ def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, *,
 def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> dict[str, Any]:
     return {
         "image": str(image),
-        "input": facts,
+        "input_facts": facts,
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
