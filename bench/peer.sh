@@ -48,6 +48,7 @@ upload $prep/brand.init /etc/lefthand/brand/brand.init
 upload $prep/rc.drivers /etc/lefthand/brand/rc.drivers
 upload $prep/inittab /etc/inittab
 upload $prep/securetty /etc/securetty
+upload $prep/fstab /etc/fstab
 mkdir-p /lib/modules/$version
 tar-in $prep/modules.tar /lib/modules/$version
 EOF

@@ -35,6 +35,7 @@ PEER_FILES = {
     "/etc/lefthand/brand/rc.drivers": "rc.drivers",
     "/etc/inittab": "inittab",
     "/etc/securetty": "securetty",
+    "/etc/fstab": "fstab",
 }
 
 XL_CFG = """\
