@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_initrd_modules import REMOVED, initrd_without
 
 from fixtures.build_image import build_image
 from support import REPO, DebianKernel, Run, fingerprint, head, nobody_dir, run_cli
@@ -55,6 +56,28 @@ def batch(example_image: Path, debian_kernel: DebianKernel) -> Batch:
     r = run_cli("convert", *(d / f"{n}.img" for n in (*disks, "notes")), "--kernel", debian_kernel.vmlinuz,
                 "--initrd", debian_kernel.initrd, "-o", out, "--modules", "minimal", "--json")
     return Batch(d, out, before, r)
+
+
+@pytest.mark.integration
+def test_every_image_gets_the_drivers_its_initrd_lacks(example_image: Path, debian_kernel: DebianKernel,
+                                                       tmp_path: Path) -> None:
+    """An initrd without xen-blkfront and ext4: the first image's repack adds
+    them in the background while the second is planned, and the second must
+    still see the initrd as given (and get its drivers too)."""
+    data, _ = initrd_without(debian_kernel, REMOVED)
+    initrd_in = tmp_path / "initrd.img"
+    initrd_in.write_bytes(data)
+    d = nobody_dir() / "batch-drivers"
+    (d / "out").mkdir(parents=True)
+    for name in ("vsa1", "vsa2"):
+        subprocess.run(["cp", "--sparse=always", str(example_image), str(d / f"{name}.img")], check=True)
+    r = run_cli("convert", d / "vsa1.img", d / "vsa2.img", "--kernel", debian_kernel.vmlinuz,
+                "--initrd", initrd_in, "-o", d / "out", "--modules", "minimal", "--json")
+    assert r.code == 0, r.stderr
+    for name in ("vsa1", "vsa2"):
+        listing = subprocess.run(["lsinitramfs", str(d / "out" / f"{name}.initrd")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "/xen-blkfront.ko" in listing and "/ext4.ko" in listing, name
 
 
 def images(b: Batch) -> dict[str, dict[str, object]]:

@@ -344,6 +344,22 @@ def test_module_names_in_conf_modules() -> None:
 
 # --- the machine's initrd, with the drivers taken out --------------------------------
 
+def initrd_without(debian_kernel: DebianKernel, removed: tuple[str, ...]) -> tuple[bytes, set[str]]:
+    """The machine's initrd, main cpio only (zstd), without the `removed`
+    modules (paths under lib/modules/VERSION, without the .ko suffix's
+    compression); returns it and the member names taken out."""
+    root = f"usr/lib/modules/{debian_kernel.version}"
+    original = rd.main_members(debian_kernel.initrd.read_bytes())
+    names = {m.name for m in original}
+    suffixes = {Path(p).name.partition(".ko")[2] for p in names if ".ko" in p}
+    gone = {f"{root}/{rel}{suffix}" for rel in removed for suffix in suffixes} & names
+    assert len(gone) == len(removed), f"the machine's initrd lacks some of {removed}"
+    variant = [m for m in original if m.name not in gone]
+    data = subprocess.run(["zstd", "-q", "-1", "-c"], input=rd.write_newc(variant),
+                          capture_output=True, check=True).stdout
+    return data, gone
+
+
 REMOVED = ("kernel/drivers/block/xen-blkfront.ko", "kernel/fs/ext4/ext4.ko", "kernel/fs/jbd2/jbd2.ko",
            "kernel/fs/mbcache.ko")
 
@@ -355,13 +371,7 @@ def test_real_initrd_without_blkfront_and_ext4(debian_kernel: DebianKernel, tmp_
     version, tree = debian_kernel.version, debian_kernel.modules
     root = f"usr/lib/modules/{version}"
     original = rd.main_members(debian_kernel.initrd.read_bytes())
-    names = {m.name for m in original}
-    suffixes = {Path(p).name.partition(".ko")[2] for p in names if ".ko" in p}
-    gone = {f"{root}/{rel}{suffix}" for rel in REMOVED for suffix in suffixes} & names
-    assert len(gone) == len(REMOVED), f"the machine's initrd lacks some of {REMOVED}"
-    variant = [m for m in original if m.name not in gone]
-    data = subprocess.run(["zstd", "-q", "-1", "-c"], input=rd.write_newc(variant),
-                          capture_output=True, check=True).stdout
+    data, gone = initrd_without(debian_kernel, REMOVED)
 
     prepared = prepare_bytes(data)
     found = initrd_modules.check(prepared.module_files, tree, "ext3")

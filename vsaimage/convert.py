@@ -414,12 +414,12 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
         def repack_for(image: _Image) -> concurrent.futures.Future[tuple[Path, initrd.RepackResult]]:
             """One repack per set of drivers to add (the same for images
             whose roots need the same driver), into a scratch file each image
-            copies; finish() consumes what it is given, so a second set
-            starts from a fresh read of the initrd, with a file of its own."""
+            copies. finish() adds the drivers into what it is given, and the
+            plans of the images after this one still read the initrd as
+            read: a repack that adds drivers starts from a read of its own."""
             assert image.planned is not None
             addition = image.planned.drivers.addition
             if addition not in repacks:
-                first = not repacks
                 path = scratch.scratch(f"initrd{len(repacks)}")
                 # Opened here, not in the thread: the end of the convert
                 # removes its scratch files, and a thread starting late would
@@ -429,7 +429,7 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
 
                 def repack() -> tuple[Path, initrd.RepackResult]:
                     with contextlib.ExitStack() as source_stack:
-                        if first:
+                        if addition is None:
                             source = prepared.result()
                         else:
                             f = source_stack.enter_context(
