@@ -20,7 +20,17 @@ os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `fixtures`
 
 import support
-from support import Converted, DebianKernel, Readback, Variant, fingerprint, nobody_dir, read_back, run_cli
+from support import (
+    Converted,
+    DebianKernel,
+    OwnKernel,
+    Readback,
+    Variant,
+    fingerprint,
+    nobody_dir,
+    read_back,
+    run_cli,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -121,3 +131,23 @@ def symlinks_converted(debian_kernel: DebianKernel) -> Variant:
                 "-o", out, "--modules", "minimal", "--json")
     assert r.code == 0, r.stderr
     return Variant(src, before, out, d / "vsa-xen.initrd", r)
+
+
+@pytest.fixture(scope="session")
+def own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
+    """--boot pygrub, then its output converted again with --boot pvgrub:
+    both boot loaders read the same menu, so the second convert must find
+    /boot as the first left it."""
+    d = nobody_dir() / "own-kernel"
+    d.mkdir()
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
+    src.chmod(0o444)
+    before = fingerprint(src)
+    kernel = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
+              "--json")
+    pygrub = run_cli("convert", src, "-o", d / "vsa-pygrub.img", "--boot", "pygrub", *kernel)
+    assert pygrub.code == 0, pygrub.stderr
+    pvgrub = run_cli("convert", d / "vsa-pygrub.img", "-o", d / "vsa-pvgrub.img", "--boot", "pvgrub", *kernel)
+    assert pvgrub.code == 0, pvgrub.stderr
+    return OwnKernel(src, before, d / "vsa-pygrub.img", d / "vsa-pvgrub.img", pygrub, pvgrub)

@@ -214,3 +214,16 @@ def finish_bytes(prepared: initrd.Prepared, **kw: Any) -> tuple[bytes, initrd.Re
 
 def check_bytes(data: bytes, action: pcihack.Action = "add") -> bool:
     return initrd.check(io.BytesIO(data), action)
+
+
+@dataclass(frozen=True)
+class OwnKernel:
+    """The example converted with --boot pygrub, and that output converted
+    again with --boot pvgrub (`--modules minimal` both times)."""
+
+    input: Path
+    input_sha_before: str
+    pygrub: Path  # its .initrd and .cfg beside it
+    pvgrub: Path
+    pygrub_run: Run
+    pvgrub_run: Run

@@ -7,7 +7,8 @@ from vsaimage.edits.catalog import ALL, NAMES
 
 
 def test_names_in_order() -> None:
-    assert NAMES == ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console")
+    assert NAMES == ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console",
+                     "bootloader")
     assert len(set(NAMES)) == len(ALL)
 
 

@@ -54,7 +54,7 @@ def test_result_table_says_what_the_initrd_lacked_and_got() -> None:
            "outputs": {"image": "/out/x.img", "format": "raw", "initrd": "/out/x.initrd",
                        "cfg": "/out/x.cfg"},
            "kernel": {"path": "/boot/vmlinuz", "version": "6.1.0-1-amd64"},
-           "xl": {"name": "x", "uuid": "u", "mac": "m"}}
+           "xl": {"name": "x", "uuid": "u", "mac": "m", "boot": "direct", "type": "pv"}}
     out = io.StringIO()
     show_convert(Reporter(stdout=out, stderr=io.StringIO()), doc)
     text = out.getvalue()

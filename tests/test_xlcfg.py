@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from vsaimage import __version__
 from vsaimage.errors import BadInput
 from vsaimage.options import XlOptions
-from vsaimage.xlcfg import XlConfig, derive_identity, render, validate_mac, validate_uuid
+from vsaimage.xlcfg import (
+    XlConfig,
+    command_line,
+    derive_identity,
+    render,
+    validate_mac,
+    validate_uuid,
+)
 from xl_reader import parse, parse_spec
 
 ROOT_FS_UUID = "3f1e2d4c-5b6a-4789-8a7b-6c5d4e3f2a1b"
@@ -70,6 +77,29 @@ def test_every_key() -> None:
 def test_vsyscall_emulate_for_old_glibc() -> None:
     extra = parse(render(config(vsyscall_emulate=True)))["extra"]
     assert extra == "console=hvc0 net.ifnames=0 vsyscall=emulate"
+
+
+@pytest.mark.parametrize("guest_type", ["pv", "pvh"])
+def test_boot_loaders_name_nothing_of_the_dom0(guest_type: str) -> None:
+    """--boot pygrub / pvgrub: no kernel, ramdisk, root or extra of the
+    dom0's; the command line lives in the guest's menu. Everything else is
+    as in the direct config."""
+    direct = parse(render(config(guest_type=guest_type)))
+    assert direct["type"] == guest_type
+    dom0_side = {"kernel", "ramdisk", "root", "extra"}
+    pygrub = parse(render(config(boot="pygrub", guest_type=guest_type)))
+    assert pygrub == {**{k: v for k, v in direct.items() if k not in dom0_side}, "bootloader": "pygrub"}
+    pvgrub = parse(render(config(boot="pvgrub", guest_type=guest_type)))
+    loader = {"pv": "/usr/lib/grub-xen/grub-x86_64-xen.bin",
+              "pvh": "/usr/lib/grub-xen/grub-i386-xen_pvh.bin"}[guest_type]
+    assert pvgrub == {**{k: v for k, v in direct.items() if k not in dom0_side}, "kernel": loader}
+
+
+def test_command_line_is_what_xl_passes() -> None:
+    """xl gives a direct boot `root=<root> <extra>`: the guest's own menu
+    repeats exactly that."""
+    got = parse(render(config(root_part=5, vsyscall_emulate=True)))
+    assert command_line(5, True) == f"root={got['root']} {got['extra']}"
 
 
 def test_disk_specs() -> None:
@@ -195,6 +225,8 @@ def test_bad_uuid(value: str) -> None:
         {"root_part": 0},
         {"memory": 0},
         {"vcpus": -1},
+        {"boot": "grub"},
+        {"guest_type": "hvm"},
     ],
     ids=lambda c: next(iter(c)),
 )

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from vsaimage import __version__
+from vsaimage.bootmenu import BOOT_MODES
 from vsaimage.cpio import COMPRESSIONS
 from vsaimage.diskformat import FORMATS
 from vsaimage.edits import PciHack
@@ -33,7 +34,7 @@ from vsaimage.options import (
 from vsaimage.output import OutputPaths
 from vsaimage.report import Reporter
 from vsaimage.source import ImageSource, parse_image
-from vsaimage.xlcfg import DISK_FORMATS, validate_mac, validate_uuid
+from vsaimage.xlcfg import DISK_FORMATS, GUEST_TYPES, validate_mac, validate_uuid
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -58,12 +59,15 @@ _EXAMPLES = {
   xl create demo/vsa-xen.cfg      # on the Xen dom0
   vsaimage convert vsa1.img vsa2.img vsa3.img --kernel /boot/vmlinuz-$V \\
       --initrd /boot/initrd.img-$V -o xen/   # one launch: xen/vsa1.img, xen/vsa1.initrd, ...
+  vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V --initrd /boot/initrd.img-$V \\
+      -o demo/vsa-own-kernel.img --boot pygrub --type pvh   # the disk carries its kernel
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
 xl config); nothing is written under those names unless everything succeeded.
 With several images, -o is a directory and each image's three files are named
 after it; one image failing does not stop the others.
-steps (for --skip): mobo-uuid, pci, udev, fstab, platform, drivers, modules, console
+steps (for --skip): mobo-uuid, pci, udev, fstab, platform, drivers, modules, console,
+bootloader
 """,
     "verify": """examples:
   vsaimage verify demo/vsa-xen.img --initrd demo/vsa-xen.initrd
@@ -163,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="a fresh random MAC and UUID, for a clone that must not pose as the original")
     x.add_argument("--data-disk", action="append", default=[], type=Path, metavar="PATH",
                    help="a data disk (xvdc..xvdg, at most five; repeatable)")
+    x.add_argument("--boot", choices=BOOT_MODES, default=XlOptions.boot,
+                   help="direct: the xl config names the kernel and initrd on the dom0; pvgrub or "
+                   "pygrub: copy them into the VSA's /boot with a GRUB 2 menu, and the xl config "
+                   "names only the boot loader (the domU survives dom0 kernel upgrades)")
+    x.add_argument("--type", dest="guest_type", choices=GUEST_TYPES, default=XlOptions.guest_type,
+                   help="Xen guest type: pv, or pvh (needs hardware virtualisation on the host)")
 
     v = cmd("verify", "Check that every edit is in place; exit 0 only if so.")
     image(v, several="several: all checked in one appliance launch")
@@ -214,8 +224,12 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         _check_batch(a)
     skip = check_skips(a.skip)
     # MAC and UUID are checked here, once; the core takes them as given
+    if a.boot != "direct" and "bootloader" in skip:
+        raise BadInput(f"--boot {a.boot} with --skip bootloader: the disk would have no kernel to boot",
+                       hint="drop one of them")
     xl = XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac and validate_mac(a.mac),
-                   a.uuid and validate_uuid(a.uuid), tuple(a.data_disk), a.new_identity)
+                   a.uuid and validate_uuid(a.uuid), tuple(a.data_disk), a.new_identity,
+                   a.boot, a.guest_type)
 
     def convert_options(image: ImageSource) -> ConvertOptions:
         return ConvertOptions(

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, TypeVar
 from vsaimage import (
     __version__,
     batch,
+    bootmenu,
     cpio,
     glibc,
     guest,
@@ -40,9 +41,18 @@ from vsaimage import (
     xlcfg,
 )
 from vsaimage.diskformat import COMPRESSED, qemu_name
-from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile, pcihack
+from vsaimage.edits import (
+    EditContext,
+    InstallModules,
+    Snapshot,
+    Status,
+    StepPlan,
+    UploadFile,
+    WriteFile,
+    pcihack,
+)
 from vsaimage.edits.mobo_uuid import fallback_uuid
-from vsaimage.errors import BadInput, Failure, InitrdError, KernelError, VerifyError
+from vsaimage.errors import BadInput, Failure, ImageError, InitrdError, KernelError, VerifyError
 from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
 from vsaimage.module_payload import ModulePayload
 from vsaimage.options import BatchOptions, ConvertOptions, Refused
@@ -131,6 +141,7 @@ class Planned:
     """Everything a convert will do, decided before anything is written."""
 
     layout: Layout
+    ctx: EditContext  # with this image's partitions and boot files
     plan: Plan
     cfg: xlcfg.XlConfig
     who: identity.Identity
@@ -155,7 +166,8 @@ class Planned:
             "root_partition": self.layout.root.partition.number,
             "boot_partition": self.layout.boot.partition.number if self.layout.boot else None,
             "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
-            "xl": {"name": self.cfg.name, **self.who.as_dict()},
+            "xl": {"name": self.cfg.name, **self.who.as_dict(), "boot": self.cfg.boot,
+                   "type": self.cfg.guest_type},
             "glibc": self.libc.as_dict(),
         }
 
@@ -173,10 +185,20 @@ def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: Outpu
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     libc, who = glibc.detect(snap), _identity(opts, layout, snap)
     cfg = _xl_config(opts, layout, outputs, libc, who)
+    if cfg.boot != "direct":
+        ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
                       prepared(), drivers)
-    return Planned(layout, plan, cfg, who, libc, drivers)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers)
+
+
+def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> bootmenu.BootFiles:
+    """What the guest's own menu boots: the kernel and initrd of a direct
+    boot, with its command line, from the filesystem holding /boot."""
+    holder = layout.boot or layout.root
+    return bootmenu.BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+                              holder.partition.uuid, "" if layout.boot else "/boot")
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
@@ -201,7 +223,8 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
                            initrd_details)
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
-        "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why}
+        "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
+        "type": cfg.guest_type}
     if who.warning:
         xl_details["warnings"] = [who.warning]
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details)
@@ -220,6 +243,7 @@ class _Image(batch.Item):
     input_facts: dict[str, Any] = field(default_factory=dict)
     planned: Planned | None = None
     repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]] | None = None
+    unchanged: list[str] = field(default_factory=list)  # guest files an upload found in place
     doc: dict[str, Any] = field(default_factory=dict)
 
     def discard(self) -> None:
@@ -461,8 +485,8 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
                                               prepared.result, writable=True, drive=n)
                     image.planned.warn(image.rep)
                     image.repack = repack_for(image)
-                    _edit(g, image.opts, shared.ctx, image.planned.plan, payload, image.repack, image.rep,
-                          image.outputs.image, reserve=reserve)
+                    image.unchanged = _edit(g, image.opts, image.planned, payload, image.repack,
+                                            image.rep, image.outputs.image, reserve=reserve)
                 g.unmount_all()
         for image in live:
             if image.ok:
@@ -493,8 +517,14 @@ def _finish(image: _Image, shared: _Shared, payload: concurrent.futures.Future[M
     if payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
         p = payload.result()
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
-    done = planned.plan.executed(
-        facts, {"initrd": _initrd_status(action, initrd_result.already_applied, done=True)})
+    statuses: dict[str, Status] = {"initrd": _initrd_status(action, initrd_result.already_applied,
+                                                              done=True)}
+    boot_step = next((s for s in planned.plan.steps if s.step == "bootloader"), None)
+    if boot_step is not None and boot_step.status == "apply":
+        facts["bootloader"] = {"unchanged": image.unchanged}
+        if all(isinstance(c, UploadFile) and c.path in image.unchanged for c in boot_step.changes):
+            statuses["bootloader"] = "already applied"
+    done = planned.plan.executed(facts, statuses)
     image.doc = {
         "success": True,
         "input": image.text,
@@ -573,25 +603,50 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, staging: Staging,
     return opts.format, facts
 
 
-def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
+def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
           payload: concurrent.futures.Future[ModulePayload] | None,
           repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]],
-          rep: Reporter, label: Path, *, reserve: int) -> None:
-    """Apply and verify the plan's guest edits on the mounted output.
-    `reserve`: bytes the output directory must also keep free for files
-    written after."""
+          rep: Reporter, label: Path, *, reserve: int) -> list[str]:
+    """Apply and verify the plan's guest edits on the mounted output; returns
+    the guest files an upload found already there. `reserve`: bytes the
+    output directory must also keep free for files written after."""
+    plan, ctx = planned.plan, planned.ctx
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
+    uploads = {c.path: opts.kernel if c.source == "kernel" else None
+               for c in plan.changes if isinstance(c, UploadFile)}
+    unchanged: list[str] = []
+    if uploads:
+        # the initrd the guest's menu boots is the repacked one: wait for it
+        # (a second or two more than a direct boot) so that the boot
+        # partition's room is known before anything is written
+        with rep.phase("initrd repack (wait)"):
+            repacked = repack.result()[0]
+        uploads = {path: source or repacked for path, source in uploads.items()}
+        written += sum(os.path.getsize(source) for source in uploads.values() if source)
+        _check_boot_room(g, uploads, planned.layout)
     # the filesystem inside the image needs room for metadata and its journal
     ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
     if repack.done():  # a failed repack stops the convert before anything is written
         repack.result()
     with rep.phase("edits"):
-        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile)])
+        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile | UploadFile)])
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
+    if uploads:
+        total = sum(os.path.getsize(source) for source in uploads.values() if source)
+        with rep.phase("boot files", total=total, nbytes=True) as ph:
+            sent = 0
+            for path, source in uploads.items():
+                assert source is not None
+                if not g.upload(source, path):
+                    unchanged.append(path)
+                sent += os.path.getsize(source)
+                ph.update(sent, total)
+            ph.detail = f"({len(uploads)} files, {total / 2**20:.0f} MiB" + (
+                f", {len(unchanged)} already there)" if unchanged else ")")
     if install is not None:
         assert payload is not None, "modules step planned although skipped"
         p = payload.result()
@@ -606,6 +661,22 @@ def _edit(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, plan: Plan,
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
+    return unchanged
+
+
+def _check_boot_room(g: guest.Guest, uploads: dict[str, Path | None], layout: Layout) -> None:
+    """The kernel and initrd fit on the filesystem holding /boot (the files
+    they replace counted as free)."""
+    need = sum(os.path.getsize(s) for s in uploads.values() if s is not None)
+    free = g.free_bytes(bootmenu.OWN_DIR) + sum(g.file_size(p) for p in uploads)
+    # a little room for the menu, the directory and the filesystem's blocks
+    if need + 2**20 > free:
+        holder = layout.boot or layout.root
+        raise ImageError(
+            f"partition {holder.partition.number} (/boot) has {free / 2**20:.1f} MiB free for the kernel "
+            f"and initrd, which need {need / 2**20:.1f} MiB",
+            hint="free room in the VSA's /boot, recompress the initrd (--initrd-compression xz), "
+                 "or use --boot direct")
 
 
 def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
@@ -631,5 +702,7 @@ def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, libc:
         disk_format=opts.format,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
         vsyscall_emulate=libc.vsyscall_emulate,
+        boot=x.boot,
+        guest_type=x.guest_type,
     )
 

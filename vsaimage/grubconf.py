@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vsaimage.edits import PartitionFacts
 
@@ -22,7 +22,9 @@ _DEVICE = re.compile(r"/dev/(?:[sh]d|xvd|vd)[a-z](\d+)")
 class Entry:
     title: str
     line: int  # of its `title` line, 1-based
-    kernel: tuple[str, ...] = ()  # the words of its kernel line, after `kernel`
+    kernel: tuple[str, ...] = ()  # the words of its kernel line after the image
+    image: str = ""  # the kernel line's file
+    initrd: str = ""  # the initrd line's file
 
     @property
     def root(self) -> str | None:
@@ -60,8 +62,11 @@ def parse(text: str) -> GrubConfig:
         key, rest = _keyword(line)
         if key == "title":
             entries.append(Entry(rest, n))
-        elif key == "kernel" and entries:
-            entries[-1] = Entry(entries[-1].title, entries[-1].line, tuple(rest.split()[1:]))
+        elif key == "kernel" and entries and rest:
+            words = rest.split()
+            entries[-1] = replace(entries[-1], image=words[0], kernel=tuple(words[1:]))
+        elif key == "initrd" and entries and rest:
+            entries[-1] = replace(entries[-1], initrd=rest.split()[0])
         elif key == "default" and not entries:
             default_line = line.strip()
             default = int(rest) if rest.isdigit() else None

@@ -11,6 +11,7 @@ symlinks and device nodes are never followed on the host.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import sys
@@ -379,6 +380,40 @@ class Guest:
                 self.g.upload(tmp.name, r.real)
         self.g.chmod(mode, r.real)
         self._entries.clear()
+
+    def upload(self, source: Path, path: str) -> bool:
+        """Copy the host file `source` to `path` (mode 0644, parents 0755);
+        False, and nothing written, when `path` already holds those bytes."""
+        r = self.resolve(path)
+        if r.kind not in (None, "file"):
+            raise GuestPathError(f"{path}: not a regular file ({r.real})")
+        if r.kind == "file" and self.file_size(path) == source.stat().st_size:
+            digest = hashlib.sha256()
+            with source.open("rb") as f:
+                while chunk := f.read(2**20):
+                    digest.update(chunk)
+            if self.g.checksum("sha256", r.real) == digest.hexdigest():
+                return False
+        self.g.mkdir_p(posixpath.dirname(r.real))
+        self.g.upload(str(source), r.real)
+        self.g.chmod(0o644, r.real)
+        self._entries.clear()
+        return True
+
+    def file_size(self, path: str) -> int:
+        """The size of the file `path` leads to; 0 when there is none."""
+        r = self.resolve(path)
+        entry = self._lookup(r.real) if r.kind == "file" else None
+        return entry.size if entry is not None else 0
+
+    def free_bytes(self, path: str) -> int:
+        """Room left to an unprivileged writer on the filesystem that holds
+        `path` (or would: its nearest existing parent)."""
+        real = self.resolve(path).real
+        while real != "/" and self._lookup(real) is None:
+            real = posixpath.dirname(real)
+        st = self.g.statvfs(real)
+        return int(st["bavail"]) * int(st["bsize"])
 
     def tar_in(self, tarball: Path, directory: str,
                progress: Callable[[int], None] | None = None) -> None:

@@ -47,6 +47,8 @@ class XlOptions:
     uuid: str | None = None
     data_disks: tuple[Path, ...] = ()
     new_identity: bool = False
+    boot: str = "direct"  # bootmenu.BOOT_MODES
+    guest_type: str = "pv"  # xlcfg.GUEST_TYPES
 
 
 @dataclass(frozen=True)

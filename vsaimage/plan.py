@@ -14,7 +14,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from vsaimage.edits import Edit, EditContext, InstallModules, Snapshot, Status, StepPlan, WriteFile
+from vsaimage.edits import (
+    Change,
+    Edit,
+    EditContext,
+    InstallModules,
+    Snapshot,
+    Status,
+    StepPlan,
+    UploadFile,
+    WriteFile,
+)
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
 from vsaimage.errors import BadInput
@@ -54,7 +64,7 @@ class Plan:
     after: tuple[HostItem, ...] = ()
 
     @property
-    def changes(self) -> list[WriteFile | InstallModules]:
+    def changes(self) -> list[Change]:
         return [c for s in self.steps for c in s.changes]
 
     @property
@@ -64,7 +74,8 @@ class Plan:
     @property
     def guest_paths(self) -> list[str]:
         """Every guest path the edits write, and each modules directory."""
-        return [c.path if isinstance(c, WriteFile) else guest_modules_dir(c.version) for c in self.changes]
+        return [guest_modules_dir(c.version) if isinstance(c, InstallModules) else c.path
+                for c in self.changes]
 
     def with_host(self, *, before: Iterable[HostItem] = (), after: Iterable[HostItem] = ()) -> Plan:
         return replace(self, before=(*self.before, *before), after=(*self.after, *after))
@@ -101,6 +112,8 @@ def step_dict(s: StepPlan) -> dict[str, object]:
     for c in s.changes:
         if isinstance(c, WriteFile):
             changes.append({"write": c.path, "bytes": len(c.data), "mode": f"{c.mode:04o}"})
+        elif isinstance(c, UploadFile):
+            changes.append({"upload": c.path, "from": c.source})
         else:
             changes.append({"install_modules": guest_modules_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,

@@ -399,6 +399,7 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("initrd", out["initrd"]),
         ("xl config", out["cfg"]),
         ("kernel", f"{doc['kernel']['path']} ({doc['kernel']['version']})"),
+        ("boot", _boot(doc["xl"])),
         ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
         ("MAC from", doc["xl"].get("mac_source", "")),
         ("glibc", _glibc(doc)),
@@ -407,6 +408,13 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
                              f"{doc['motherboard_uuid_fallback']})"),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),
     ])
+
+
+def _boot(xl: Mapping[str, Any]) -> str:
+    how = {"direct": "the xl config names the kernel and initrd above, on this host",
+           "pygrub": "pygrub boots the disk's own copies (/boot/vsaimage) from /boot/grub/grub.cfg",
+           "pvgrub": "pvgrub2 boots the disk's own copies (/boot/vsaimage) from /boot/grub/grub.cfg"}
+    return f"{xl['type'].upper()}, {xl['boot']}: {how[xl['boot']]}"
 
 
 def _initrd_drivers(doc: Mapping[str, Any]) -> list[tuple[str, object]]:

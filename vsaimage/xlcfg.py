@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from vsaimage import __version__
+from vsaimage.bootmenu import BOOT_MODES, GRUB_CFG, KERNEL
 from vsaimage.errors import BadInput
 
 # Data disks are attached where the VMware VSA had its SCSI host1 disks; the
@@ -28,6 +29,10 @@ _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 # A Linux interface name: at most 15 bytes, and nothing xl's vif syntax splits on.
 _BRIDGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 DISK_FORMATS = ("raw", "qcow2")
+GUEST_TYPES = ("pv", "pvh")
+# pvgrub2 as Debian's grub-xen-host installs it on the dom0: a PV kernel
+# for a PV guest, a PVH one for PVH.
+PVGRUB = {"pv": "/usr/lib/grub-xen/grub-x86_64-xen.bin", "pvh": "/usr/lib/grub-xen/grub-i386-xen_pvh.bin"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,22 @@ class XlConfig:
     data_disks: tuple[str, ...] = ()
     # The guest's glibc calls the vsyscall page (see glibc.py).
     vsyscall_emulate: bool = False
+    # direct: `kernel` and `ramdisk` above; pvgrub or pygrub: the guest's own
+    # copies, through its /boot/grub/grub.cfg (bootmenu.py).
+    boot: str = "direct"
+    guest_type: str = "pv"
+
+
+def extra_args(vsyscall_emulate: bool) -> str:
+    # net.ifnames=0: the NIC stays eth0, which the VSA reads its MAC (its
+    # serial) from; a Debian initramfs's udev would rename it enX0.
+    return "console=hvc0 net.ifnames=0" + (" vsyscall=emulate" if vsyscall_emulate else "")
+
+
+def command_line(root_part: int, vsyscall_emulate: bool) -> str:
+    """The kernel command line a direct boot gets from xl (root=, then
+    extra), which the guest's own menu repeats."""
+    return f"root=/dev/xvda{root_part} {extra_args(vsyscall_emulate)}"
 
 
 def derive_identity(seed: str) -> tuple[str, str]:
@@ -133,26 +154,23 @@ def render(cfg: XlConfig) -> str:
             hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'",
         )
     root_part = _positive(cfg.root_part, "the root partition number")
+    if cfg.boot not in BOOT_MODES:
+        raise BadInput(f"unknown boot mode {cfg.boot!r} ({', '.join(BOOT_MODES)})")
+    if cfg.guest_type not in GUEST_TYPES:
+        raise BadInput(f"unknown guest type {cfg.guest_type!r} ({', '.join(GUEST_TYPES)})")
 
     disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
     vif = _quote(f"mac={cfg.mac},bridge={cfg.bridge}", "vif", quote="'")
-    extra = "console=hvc0 net.ifnames=0" + (" vsyscall=emulate" if cfg.vsyscall_emulate else "")
-
     return (
         f"# xl domU config written by vsaimage {__version__}\n"
-        "# A HP LeftHand / StoreVirtual VSA system disk booted as a Xen PV guest.\n"
+        f"# A HP LeftHand / StoreVirtual VSA system disk booted as a Xen {cfg.guest_type.upper()} guest.\n"
         "# uuid and the MAC are pinned: the VSA derives its identity from them.\n"
-        'type = "pv"\n'
+        f'type = "{cfg.guest_type}"\n'
         f"name = {_quote(cfg.name, 'the domain name')}\n"
-        f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
-        f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
-        f'root = "/dev/xvda{root_part}"\n'
-        # net.ifnames=0: the NIC stays eth0, which the VSA reads its MAC
-        # (its serial) from; a Debian initramfs's udev would rename it enX0.
-        f'extra = "{extra}"\n'
+        f"{_boot_lines(cfg, root_part)}"
         f"memory = {_positive(cfg.memory, 'memory')}\n"
         f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{cfg.uuid}"\n'
@@ -165,3 +183,18 @@ def render(cfg: XlConfig) -> str:
         'on_reboot = "restart"\n'
         'on_crash = "destroy"\n'
     )
+
+
+def _boot_lines(cfg: XlConfig, root_part: int) -> str:
+    if cfg.boot == "pygrub":
+        return (f"# pygrub (xen-utils) boots the default entry of the disk's {GRUB_CFG}:\n"
+                f"# its own copy of the kernel ({KERNEL}), nothing of the dom0.\n"
+                'bootloader = "pygrub"\n')
+    if cfg.boot == "pvgrub":
+        return (f"# pvgrub2 (Debian package grub-xen-host) boots the default entry of the\n"
+                f"# disk's {GRUB_CFG}: its own copy of the kernel ({KERNEL}).\n"
+                f'kernel = "{PVGRUB[cfg.guest_type]}"\n')
+    return (f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
+            f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
+            f'root = "/dev/xvda{root_part}"\n'
+            f'extra = "{extra_args(cfg.vsyscall_emulate)}"\n')

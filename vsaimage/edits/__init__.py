@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:  # bootmenu reads grub configs with grubconf, which imports this module
+    from vsaimage.bootmenu import BootFiles
 
 
 class PciHack(StrEnum):
@@ -76,6 +79,9 @@ class EditContext:
     kernel_version: str | None = None
     # The system disk's partitions; empty when only checking postconditions.
     partitions: tuple[PartitionFacts, ...] = ()
+    # --boot pvgrub|pygrub: the kernel the guest's own menu boots. None: a
+    # direct boot, or only checking (which then accepts either).
+    boot: BootFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,17 @@ class InstallModules:
     version: str
 
 
-Change = WriteFile | InstallModules
+@dataclass(frozen=True)
+class UploadFile:
+    """Copy a host file into the guest: `source` is "kernel" (the --kernel
+    file) or "initrd" (the repacked initrd, which exists only once the repack
+    ends); convert.py knows both."""
+
+    path: str
+    source: Literal["kernel", "initrd"]
+
+
+Change = WriteFile | InstallModules | UploadFile
 
 # "apply" in a plan; "applied" once convert carried it out.
 Status = Literal["apply", "applied", "already applied", "skipped"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vsaimage.edits import Edit
+from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.console import Console
 from vsaimage.edits.drivers import Drivers
 from vsaimage.edits.fstab import Fstab
@@ -13,6 +14,6 @@ from vsaimage.edits.platform import Platform
 from vsaimage.edits.udev import Udev
 
 ALL: tuple[Edit, ...] = (
-    MoboUuid(), Pci(), Udev(), Fstab(), Platform(), Drivers(), Modules(), Console(),
+    MoboUuid(), Pci(), Udev(), Fstab(), Platform(), Drivers(), Modules(), Console(), BootLoader(),
 )  # fmt: skip
 NAMES: tuple[str, ...] = tuple(edit.name for edit in ALL)
