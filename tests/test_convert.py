@@ -197,6 +197,8 @@ def test_idempotent_and_unprivileged(converted: Converted, debian_kernel: Debian
                 converted.initrd, "-o", out, "--json", user=NOBODY)
     assert r.code == 0, r.stderr
     statuses = {s["step"]: s["status"] for s in r.doc["steps"] if s["step"] not in ("copy", "xl")}
+    # --boot direct does not use the bootloader step
+    assert statuses.pop("bootloader") == "skipped"
     assert set(statuses.values()) == {"already applied"}, statuses
     assert r.doc["appliance_launches"] == 1
     assert out.stat().st_uid == NOBODY
@@ -211,8 +213,10 @@ def test_verify_converted(converted: Converted, debian_kernel: DebianKernel) -> 
     assert r.code == 0, r.stderr
     assert r.doc["missing"] == []
     assert {e["step"] for e in r.doc["edits"]} == {
-        "mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console", "initrd",
-        "initrd-drivers"}
+        "mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console", "bootloader",
+        "initrd", "initrd-drivers"}
+    # converted with --boot direct: no menu of vsaimage's in /boot
+    assert {e["step"]: e["status"] for e in r.doc["edits"]}["bootloader"] == "not used"
 
 
 def test_verify_unconverted_names_what_is_missing(converted: Converted, debian_kernel: DebianKernel) -> None:

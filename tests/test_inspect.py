@@ -36,8 +36,9 @@ def test_inspect_stock_json(example_image: Path) -> None:
     assert [p["number"] for p in doc["partitions"]] == [p.number for p in layout.partitions]
     assert "2.6.18-vsa" in doc["kernel_versions"]
     assert doc["boot_kernels"] and all(k.startswith("vmlinuz") for k in doc["boot_kernels"])
-    assert {e["step"]: e["status"] for e in doc["edits"]} == dict.fromkeys(
-        ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console"), "not applied")
+    assert {e["step"]: e["status"] for e in doc["edits"]} == {**dict.fromkeys(
+        ("mobo-uuid", "pci", "udev", "fstab", "platform", "drivers", "modules", "console"), "not applied"),
+        "bootloader": "not used"}
 
 
 def test_inspect_other_layout_unprivileged(alt_image: Path) -> None:

@@ -80,7 +80,8 @@ def test_verify_and_inspect_bundle_agree(symlinks_converted: Variant, tmp_path: 
     bundle = tmp_path / "b.tar.gz"
     i = run_cli("inspect", symlinks_converted.out, "--json", "--bundle", bundle)
     assert i.code == 0, i.stderr
-    assert {e["step"]: e["status"] for e in i.doc["edits"]} == dict.fromkeys(STEPS, "applied")
+    assert {e["step"]: e["status"] for e in i.doc["edits"]} == {**dict.fromkeys(STEPS, "applied"),
+                                                                "bootloader": "not used"}
     with tarfile.open(bundle) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
         inittab = tar.extractfile("files/etc/inittab")
@@ -99,7 +100,8 @@ def test_second_convert_changes_nothing(symlinks_converted: Variant, debian_kern
     r = convert(symlinks_converted.out, out, debian_kernel, symlinks_converted.initrd)
     assert r.code == 0, r.stderr
     assert {s["step"]: s["status"] for s in r.doc["steps"]} == {
-        **dict.fromkeys((*STEPS, "initrd"), "already applied"), "copy": "applied", "xl": "applied"}
+        **dict.fromkeys((*STEPS, "initrd"), "already applied"), "copy": "applied", "xl": "applied",
+        "bootloader": "skipped"}
 
 
 @pytest.mark.parametrize(("layout", "words"), [

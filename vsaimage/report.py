@@ -213,6 +213,7 @@ STATUS_STYLE = {
     "apply": "yellow",
     "not applied": "red",
     "skipped": "dim",
+    "not used": "dim",
 }
 
 

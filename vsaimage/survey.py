@@ -11,6 +11,7 @@ from typing import Any
 
 from vsaimage import __version__, batch, bundle, glibc, guest, identity, initrd, initrd_modules, unpack
 from vsaimage.edits import EditContext, Snapshot, pcihack
+from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.inspect import (
@@ -64,9 +65,15 @@ def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> di
     }
 
 
-def _status_rows(status: dict[str, bool]) -> list[dict[str, Any]]:
-    return [{"step": name, "title": TITLES[name], "status": "applied" if ok else "not applied"}
-            for name, ok in status.items()]
+def _status_rows(status: dict[str, bool], snap: Snapshot) -> list[dict[str, Any]]:
+    """One row per edit; the bootloader step is "not used" on a disk that
+    boots directly (no menu of vsaimage's in /boot)."""
+    def said(name: str, ok: bool) -> str:
+        if name == BootLoader.name and not BootLoader.in_use(snap):
+            return "not used"
+        return "applied" if ok else "not applied"
+
+    return [{"step": name, "title": TITLES[name], "status": said(name, ok)} for name, ok in status.items()]
 
 
 def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
@@ -91,7 +98,7 @@ def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
-        "edits": _status_rows(postconditions(snap, ctx)),
+        "edits": _status_rows(postconditions(snap, ctx), snap),
         "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
     }
     if opts.bundle is not None:
@@ -152,13 +159,13 @@ def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
 
 def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: Snapshot,
                 facts: dict[str, Any]) -> dict[str, Any]:
-    rows = _status_rows(postconditions(snap, _verify_ctx(opts), opts.skip))
+    rows = _status_rows(postconditions(snap, _verify_ctx(opts), opts.skip), snap)
     if check.ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[check.action]} ({opts.initrd})",
                      "status": "applied" if check.ok else "not applied"})
     if check.module_files is not None and opts.kernel_version is not None:
         rows += _initrd_drivers(check.module_files, Path("/lib/modules") / opts.kernel_version, layout)
-    missing = [r["step"] for r in rows if r["status"] != "applied"]
+    missing = [r["step"] for r in rows if r["status"] == "not applied"]
     return {"success": not missing, **_layout_doc(opts.image, layout, facts), "edits": rows,
             "missing": missing}
 

@@ -53,6 +53,12 @@ class BootLoader:
             "kernel": bootmenu.KERNEL, "initrd": bootmenu.INITRD, "command_line": boot.cmdline,
             "vsa_entries": f"{entries} from {where}" if where else "none (no grub.conf)"})
 
+    @staticmethod
+    def in_use(snap: Snapshot) -> bool:
+        """Whether the disk boots through a menu of vsaimage's."""
+        text = snap.text(bootmenu.GRUB_CFG)
+        return text is not None and bootmenu.written_by_us(text)
+
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
         """Converting: the menu is the one planned and both files are there.
         Checking an image: a menu of ours boots files that are there; an
@@ -61,6 +67,6 @@ class BootLoader:
         files_there = {bootmenu.KERNEL, bootmenu.INITRD} <= snap.paths
         if ctx.boot is not None:
             return text == bootmenu.render(ctx.boot, _legacy(snap)[0]) and files_there
-        if text is None or not bootmenu.written_by_us(text):
-            return True
+        if text is None or not self.in_use(snap):
+            return True  # a direct boot
         return bootmenu.default_files(text) is not None and files_there
