@@ -57,8 +57,9 @@ fi
 
 # Debian packages taken apart, never installed: the Xen harness of the boot
 # test (hypervisor, xl and its libraries, the hotplug scripts and the bash
-# they run in) and the example image's init chain (sysvinit, agetty,
-# mingetty, udev).
+# they run in; pvgrub2's images; pygrub with the python, curses, ctypes and
+# ext2 reader it runs on, and the vt100 terminfo libxl gives its menu) and
+# the example image's init chain (sysvinit, agetty, mingetty, udev).
 # Extracted into one tree, $cache/debian-root, from which the builders copy
 # the programs they need and the libraries those load.
 DEBS="
@@ -68,6 +69,8 @@ libxengnttab1 libxentoollog1 libxendevicemodel1 libxentoolcore1 libxenhypfs1
 libyajl2 libuuid1 zlib1g liblzma5 libzstd1 libgcc-s1 bash libtinfo6
 sysvinit-core util-linux mingetty udev libselinux1 libpcre2-8-0 libkmod2 libacl1
 libblkid1 libcap2 libssl3 libc6
+grub-xen-host python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
+libexpat1 libncursesw6 ncurses-base libffi8 libext2fs2 libcom-err2
 "
 stamp="$cache/debian-root/.packages"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$(echo $DEBS)" ]; then

@@ -5,8 +5,10 @@
 # goes to the virtio-serial port named after the directory (a file on the
 # host) and to /run/<name>.log, where this script waits for the string in
 # wait_for, then `linger` seconds more, before asking the domU to shut down
-# with `xl shutdown`. Every result is a "harness: " line on the dom0 console
-# (QEMU's serial).
+# with `xl shutdown`. A domU with an `absent` file boots from its own disk:
+# before creating it, the dom0 deletes what it holds of the files listed
+# there and empties /boot, then checks it holds no copy of them. Every result
+# is a "harness: " line on the dom0 console (QEMU's serial).
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "harness: $*"; }
@@ -57,6 +59,30 @@ create() {
     xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee -a "$log" >"$(port_of "$name")" &
     console=$!
 }
+# The regular files of the dom0's root holding the bytes of a file of
+# $dir/absent ("SIZE SHA256" lines): those of the same size, hashed.
+copies() {
+    while read -r size sum; do
+        for f in $(find / -xdev -type f -size "${size}c"); do
+            [ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$sum" ] && echo "$f"
+        done
+    done <"$dir/absent"
+}
+# A domU that boots from its own disk must find its kernel there: the dom0
+# gives up its own copies (the plan's files an earlier domU booted from).
+remove_guest_kernel() {
+    mkdir -p /boot
+    rm -rf /boot/*
+    for f in $(copies); do
+        case $f in /plan/files/*) rm -f "$f" ;; esac
+    done
+    left=$(copies)
+    if [ -z "$left" ]; then
+        say "domU $name: dom0 holds no guest kernel ($(find / -xdev -type f | wc -l) files checked)"
+    else
+        say "domU $name: FAILED: dom0 holds the guest's" $left
+    fi
+}
 # A guest is given up on when its console has been silent for `silence`
 # seconds (a wrong root= leaves the initramfs waiting, then at a shell), or
 # after `cap` seconds in all: a guest still printing is still booting, and on
@@ -67,6 +93,7 @@ for dir in /plan/domu/*/; do
     name=${dir##*/}
     wait_for=$(cat "$dir/wait_for")
     log=/run/$name.log
+    [ -e "$dir/absent" ] && remove_guest_kernel
     started=$(seconds)
     say "domU $name: xl create at $(uptime_s) s"
     create

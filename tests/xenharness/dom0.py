@@ -8,7 +8,9 @@ fixtures/debs.py) and the host's Debian kernel, without root:
   busybox, `xl`, `xenstored`, `xenconsoled`, `xenconsole`, `xen-init-dom0`,
   the `xenstore-*` tools, Debian's hotplug scripts with bash and flock, the
   libraries all of these load, the kernel modules of the list below and
-  `dom0-init.sh` as /init.
+  `dom0-init.sh` as /init; for domUs that boot from their own disk,
+  pvgrub2's images, and pygrub with the python (and the part of its standard
+  library) it runs on.
 
     python3 -m tests.xenharness.dom0     (run by scripts/setup-system.sh)
 """
@@ -37,6 +39,35 @@ PROGRAMS = [
     # dlopen()ed by glibc for pthread_cancel: xl aborts without it
     "lib/x86_64-linux-gnu/libgcc_s.so.1",
 ]  # fmt: skip
+# libxl runs `bootloader = "pygrub"` from XEN_BIN; pygrub reads the guest's
+# boot filesystem through xenfsimage, whose ext2fs-lib plugin reads ext2/3/4
+# (a VSA's /boot is ext3).
+XEN_LIB = "usr/lib/xen-4.17/lib"
+PYTHON = "usr/lib/python3.11"
+PYGRUB = [
+    f"{XEN_BIN}/pygrub", "usr/bin/python3.11",
+    f"{XEN_LIB}/python/xenfsimage.cpython-311-x86_64-linux-gnu.so",
+    f"{XEN_LIB}/x86_64-linux-gnu/xenfsimage/ext2fs-lib/fsimage.so",
+    *(f"{PYTHON}/lib-dynload/{m}.cpython-311-x86_64-linux-gnu.so"
+      for m in ("_ctypes", "_curses", "resource")),
+]  # fmt: skip
+# The standard library modules pygrub imports (measured with `python3 -v`
+# running it), outside those frozen into the interpreter. os.py is the
+# landmark by which python finds the rest. shutil's optional bz2 and lzma are
+# left out.
+PYGRUB_STDLIB = (
+    "__future__", "_weakrefset", "bisect", "collections/__init__", "collections/abc",
+    "contextlib", "copy", "copyreg", "ctypes/__init__", "ctypes/_endian", "ctypes/util",
+    "curses/__init__", "curses/ascii", "curses/textpad", "encodings/__init__",
+    "encodings/aliases", "encodings/utf_8", "enum", "fnmatch", "functools", "getopt",
+    "gettext", "keyword", "linecache", "locale", "logging/__init__", "operator", "os",
+    "platform", "random", "re/__init__", "re/_casefix", "re/_compiler", "re/_constants",
+    "re/_parser", "reprlib", "selectors", "shutil", "signal", "string", "struct",
+    "subprocess", "tempfile", "textwrap", "threading", "token", "tokenize", "traceback",
+    "types", "warnings", "weakref",
+)  # fmt: skip
+# pvgrub2 for PV and PVH guests, at the paths an xl config names them by.
+GRUB_XEN = ("usr/lib/grub-xen/grub-x86_64-xen.bin", "usr/lib/grub-xen/grub-i386-xen_pvh.bin")
 XENSTORE_TOOLS = ("read", "write", "list", "exists", "rm", "chmod", "ls", "watch")
 # Loaded in this order by dom0-init.sh (xenfs needs privcmd); their
 # dependencies come first, from the kernel's modules.dep.
@@ -87,9 +118,26 @@ def module_order(moddir: Path) -> list[str]:
     return order
 
 
+def stage_bootloaders(tree: Path, root: Path) -> None:
+    debs.install(tree, PYGRUB, root)
+    (root / "usr/bin/python3").symlink_to("python3.11")  # pygrub's #! line
+    for module in PYGRUB_STDLIB:
+        (root / PYTHON / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tree / PYTHON / f"{module}.py", root / PYTHON / f"{module}.py")
+    shutil.copytree(tree / XEN_LIB / "python/grub", root / XEN_LIB / "python/grub",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    # libxl runs the bootloader with TERM=vt100, for pygrub's curses menu.
+    (root / "lib/terminfo/v").mkdir(parents=True)
+    shutil.copyfile(tree / "lib/terminfo/v/vt100", root / "lib/terminfo/v/vt100")
+    for image in GRUB_XEN:
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tree / image, root / image)
+
+
 def stage(root: Path, version: str) -> None:
     tree = debs.debian_root(default_cache())
     debs.install(tree, PROGRAMS, root)
+    stage_bootloaders(tree, root)
     for tool in XENSTORE_TOOLS:
         (root / f"usr/bin/xenstore-{tool}").symlink_to("xenstore")
     (root / "usr/sbin").mkdir(parents=True)

@@ -6,10 +6,20 @@ file on the dom0 changes (`used_config`): `kernel`, `ramdisk` and each disk
 (`/plan/files/N`) and each disk image as a virtio disk (`/dev/vda`,
 `/dev/vdb`, ... in the order they are first named). QEMU attaches every disk
 with `snapshot=on`: the images are never written.
+
+A domU that boots from its own disk (`bootloader = "pygrub"`, or pvgrub2 as
+`kernel = "/usr/lib/grub-xen/grub-x86_64-xen.bin"`, the path it has in the
+dom0 too) is given no kernel nor ramdisk, and its config is used as written
+but for the disk targets. Its `absent` files (the guest kernel and initrd) are
+what the dom0 must not hold when it creates it: the dom0 deletes its copies
+of them and says whether any is left (see dom0-init.sh). A copy deleted for
+one domU is gone for the domUs after it: those boot in name order, so name
+the ones booted from their own disk last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -22,23 +32,27 @@ from xenharness import dom0
 QEMU = "qemu-system-x86_64"
 # Memory for Xen, the dom0's 1 GiB and a domU of vsaimage's default 3 GiB.
 MACHINE_MEMORY = "4608"
-# -cpu max crashes the PV dom0 at its first instruction; qemu64 with SVM is
-# what Xen's own CI uses under QEMU. bootscrub=0: scrubbing 4.5 GiB of RAM
-# under TCG would cost tens of seconds for nothing.
+# bootscrub=0: scrubbing 4.5 GiB of RAM under TCG would cost tens of seconds
+# for nothing.
 XEN_ARGS = ("console=com1 console_timestamps=boot dom0_mem=1024M,max:1024M bootscrub=0 "
             "loglvl=all guest_loglvl=all")
 DOM0_ARGS = "console=hvc0"
+# -cpu max crashes the PV dom0 at its first instruction; qemu64 with SVM is
+# what Xen's own CI uses under QEMU. NPT gives Xen HAP, without which it
+# cannot run a PVH guest (Debian's Xen has no shadow paging).
+CPU = "qemu64,+svm,+npt,+rdrand"
 
 
 @dataclass(frozen=True)
 class DomU:
     name: str  # the plan's directory and the console's file: runs in name order
     config: str  # the xl config as vsaimage wrote it
-    kernel: Path  # the host files its kernel, ramdisk and disk targets name
-    ramdisk: Path
+    kernel: Path | None  # the host files its kernel, ramdisk and disk targets name
+    ramdisk: Path | None  # (no kernel nor ramdisk: it boots from its own disk)
     disks: tuple[Path, ...]
     wait_for: str  # shut the domU down once its console shows this...
     linger: int = 2  # ...and this many seconds more have passed
+    absent: tuple[Path, ...] = ()  # files the dom0 must hold no copy of when it creates it
 
 
 @dataclass
@@ -65,14 +79,22 @@ class Run:
         return self.text(self.consoles[name])
 
 
-def used_config(text: str, kernel: str, ramdisk: str, disks: dict[Path, str]) -> str:
-    """`text` with the kernel, the ramdisk and each disk target at their
-    dom0-side paths; every other byte unchanged."""
-    text = re.sub(r'^kernel = ".*"$', f'kernel = "{kernel}"', text, count=1, flags=re.M)
-    text = re.sub(r'^ramdisk = ".*"$', f'ramdisk = "{ramdisk}"', text, count=1, flags=re.M)
+def used_config(text: str, kernel: str | None, ramdisk: str | None, disks: dict[Path, str]) -> str:
+    """`text` with the kernel, the ramdisk (unless None: left as written) and
+    each disk target at their dom0-side paths; every other byte unchanged."""
+    if kernel is not None:
+        text = re.sub(r'^kernel = ".*"$', f'kernel = "{kernel}"', text, count=1, flags=re.M)
+    if ramdisk is not None:
+        text = re.sub(r'^ramdisk = ".*"$', f'ramdisk = "{ramdisk}"', text, count=1, flags=re.M)
     for host, device in disks.items():
         text = text.replace(f"target={host}'", f"target={device}'")
     return text
+
+
+def fingerprint(path: Path) -> str:
+    """`SIZE SHA256` of a file, the line by which the dom0 knows its copies."""
+    with path.open("rb") as f:
+        return f"{path.stat().st_size} {hashlib.file_digest(f, 'sha256').hexdigest()}\n"
 
 
 def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240,
@@ -97,21 +119,27 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
         for disk in domu.disks:
             devices.setdefault(disk, f"/dev/vd{chr(ord('a') + len(devices))}")
         for f in (domu.kernel, domu.ramdisk):
-            if f not in files:
+            if f is not None and f not in files:
                 files[f] = f"/plan/files/{len(files)}"
                 shutil.copyfile(f, work / "overlay" / files[f].lstrip("/"))
     (plan / "timeout").write_text(f"{silence} {prompt_cap}\n")
     for name, text in parse.items():
         (plan / "parse" / f"{name}.cfg").write_text(text)
     used: dict[str, str] = {}
+
+    def in_dom0(f: Path | None) -> str | None:
+        return None if f is None else files[f]
+
     for domu in domus:
         d = plan / "domu" / domu.name
         d.mkdir(parents=True)
-        used[domu.name] = used_config(domu.config, files[domu.kernel], files[domu.ramdisk],
+        used[domu.name] = used_config(domu.config, in_dom0(domu.kernel), in_dom0(domu.ramdisk),
                                       {h: devices[h] for h in domu.disks})
         (d / "cfg").write_text(used[domu.name])
         (d / "wait_for").write_text(domu.wait_for)
         (d / "linger").write_text(f"{domu.linger}\n")
+        if domu.absent:
+            (d / "absent").write_text("".join(fingerprint(f) for f in domu.absent))
     initramfs = work / "dom0+plan.cpio"
     dom0.write_cpio(work / "overlay", work / "plan.cpio")
     with initramfs.open("wb") as out:
@@ -120,7 +148,7 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
                 shutil.copyfileobj(src, out)
     result = Run(work, used, None, 0.0)
     cmd = [
-        QEMU, "-accel", "tcg", "-cpu", "qemu64,+svm,+rdrand", "-m", MACHINE_MEMORY, "-smp", "2",
+        QEMU, "-accel", "tcg", "-cpu", CPU, "-m", MACHINE_MEMORY, "-smp", "2",
         "-nodefaults", "-display", "none", "-no-reboot", "-serial", f"file:{result.serial}",
         "-kernel", str(xen), "-append", XEN_ARGS,
         "-initrd", f"/boot/vmlinuz-{version} {DOM0_ARGS},{initramfs}",
