@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_initrd --reps 3
 	$(BIN)/python -m bench.bench_background
 	$(BIN)/python -m bench.bench_inputs
+	$(BIN)/python -m bench.bench_boot
 	$(BIN)/python -m bench.bench_tests
 
 xen-test: setup

@@ -137,17 +137,40 @@ def symlinks_converted(debian_kernel: DebianKernel) -> Variant:
 def own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
     """--boot pygrub, then its output converted again with --boot pvgrub:
     both boot loaders read the same menu, so the second convert must find
-    /boot as the first left it."""
+    /boot as the first left it. A data disk each, as the boot test wants."""
     d = nobody_dir() / "own-kernel"
     d.mkdir()
     src = d / "vsa.img"
     subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
     src.chmod(0o444)
     before = fingerprint(src)
-    kernel = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
-              "--json")
-    pygrub = run_cli("convert", src, "-o", d / "vsa-pygrub.img", "--boot", "pygrub", *kernel)
+    data = d / "data.img"
+    with data.open("wb") as f:
+        f.truncate(64 * 2**20)
+    common = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
+              "--data-disk", data, "--json")
+    pygrub = run_cli("convert", src, "-o", d / "vsa-pygrub.img", "--boot", "pygrub", *common)
     assert pygrub.code == 0, pygrub.stderr
-    pvgrub = run_cli("convert", d / "vsa-pygrub.img", "-o", d / "vsa-pvgrub.img", "--boot", "pvgrub", *kernel)
+    pvgrub = run_cli("convert", d / "vsa-pygrub.img", "-o", d / "vsa-pvgrub.img", "--boot", "pvgrub", *common)
     assert pvgrub.code == 0, pvgrub.stderr
     return OwnKernel(src, before, d / "vsa-pygrub.img", d / "vsa-pvgrub.img", pygrub, pvgrub)
+
+
+@pytest.fixture(scope="session")
+def pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
+    """The example converted with --type pvh (a direct boot), a data disk
+    beside it, for the boot test; one vCPU (see tests/test_xen_boot.py)."""
+    d = nobody_dir() / "pvh"
+    d.mkdir()
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
+    src.chmod(0o444)
+    data = d / "data.img"
+    with data.open("wb") as f:
+        f.truncate(64 * 2**20)
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", out, "--type", "pvh", "--vcpus", "1", "--modules", "minimal", "--data-disk", data,
+                "--json")
+    assert r.code == 0, r.stderr
+    return Variant(src, fingerprint(src), out, d / "vsa-xen.initrd", r)

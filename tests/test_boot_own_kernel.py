@@ -5,10 +5,12 @@ dom0. (The boots themselves are in test_xen_boot.py.)"""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
+from xenharness import pygrub
 
 from support import Converted, DebianKernel, OwnKernel, fingerprint, nobody_dir, run_cli
 from vsaimage import bootmenu, xlcfg
@@ -73,6 +75,24 @@ def test_vsa_boot_files_untouched(pygrub_boot: dict[str, bytes | None], converte
     changes too (grub.conf's device names)."""
     direct = boot_partition(converted.out)
     assert {p: pygrub_boot[p] for p in VSA_BOOT_FILES} == {p: direct[p] for p in VSA_BOOT_FILES}
+
+
+@pytest.mark.parametrize("loader", ["pygrub", "pvgrub"])
+def test_pygrub_on_the_output_picks_our_entry(own_kernel: OwnKernel, debian_kernel: DebianKernel,
+                                              converted: Converted, loader: str) -> None:
+    """Debian's pygrub, run on the output file as libxl runs it (but on the
+    host, without Xen), boots entry 0 of the menu: our kernel and initrd,
+    with the direct config's command line."""
+    image = getattr(own_kernel, loader)
+    choice = pygrub.choose(image)
+    assert choice.config == "/grub/grub.cfg" and choice.index == 0
+    assert choice.chosen.title.startswith("Xen guest (vsaimage): Linux ")
+    assert (choice.chosen.kernel, choice.chosen.ramdisk) == ("/vsaimage/vmlinuz", "/vsaimage/initrd.img")
+    direct = parse_xl(converted.cfg.read_text())
+    assert choice.chosen.args == f"root={direct['root']} {direct['extra']}"
+    assert choice.kernel_sha256 == hashlib.sha256(debian_kernel.vmlinuz.read_bytes()).hexdigest()
+    assert choice.ramdisk_sha256 == hashlib.sha256(image.with_suffix(".initrd").read_bytes()).hexdigest()
+    assert [e.title for e in choice.entries[1:]] == ["SAN/iQ 9.5.00.1215 (2.6.18-vsa)"]
 
 
 @pytest.mark.parametrize("loader", ["pygrub", "pvgrub"])
