@@ -50,6 +50,7 @@ def test_missing_file_names_it_and_the_skip(workdir: Path, debian_kernel: Debian
     assert r.code == 0, r.stderr
     statuses = {s["step"]: s["status"] for s in r.doc["steps"]}
     assert statuses.pop("mobo-uuid") == "skipped"
+    assert statuses.pop("bootloader") == "skipped"  # --boot direct
     assert set(statuses.values()) == {"applied"}
 
 
@@ -69,7 +70,8 @@ def test_dry_run_writes_nothing(example_image: Path, debian_kernel: DebianKernel
     r = convert(example_image, tmp_path / "out.img", debian_kernel, "--dry-run", "--json")
     assert r.code == 0, r.stderr
     assert r.doc["dry_run"] is True
-    assert {s["status"] for s in r.doc["steps"]} == {"apply"}
+    assert {s["step"]: s["status"] for s in r.doc["steps"] if s["status"] != "apply"} == {
+        "bootloader": "skipped"}  # --boot direct
     assert list(tmp_path.iterdir()) == []
 
 

@@ -614,18 +614,17 @@ def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     tarball = payload.result().tarball.stat().st_size if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
-    uploads = {c.path: opts.kernel if c.source == "kernel" else None
-               for c in plan.changes if isinstance(c, UploadFile)}
-    unchanged: list[str] = []
+    uploads = [c for c in plan.changes if isinstance(c, UploadFile)]
+    sources: dict[str, Path] = {}
     if uploads:
         # the initrd the guest's menu boots is the repacked one: wait for it
         # (a second or two more than a direct boot) so that the boot
         # partition's room is known before anything is written
         with rep.phase("initrd repack (wait)"):
             repacked = repack.result()[0]
-        uploads = {path: source or repacked for path, source in uploads.items()}
-        written += sum(os.path.getsize(source) for source in uploads.values() if source)
-        _check_boot_room(g, uploads, planned.layout)
+        sources = {c.path: opts.kernel if c.source == "kernel" else repacked for c in uploads}
+        written += sum(os.path.getsize(source) for source in sources.values())
+        _check_boot_room(g, sources, planned.layout)
     # the filesystem inside the image needs room for metadata and its journal
     ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
     if repack.done():  # a failed repack stops the convert before anything is written
@@ -635,18 +634,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
-    if uploads:
-        total = sum(os.path.getsize(source) for source in uploads.values() if source)
-        with rep.phase("boot files", total=total, nbytes=True) as ph:
-            sent = 0
-            for path, source in uploads.items():
-                assert source is not None
-                if not g.upload(source, path):
-                    unchanged.append(path)
-                sent += os.path.getsize(source)
-                ph.update(sent, total)
-            ph.detail = f"({len(uploads)} files, {total / 2**20:.0f} MiB" + (
-                f", {len(unchanged)} already there)" if unchanged else ")")
+    unchanged = _upload(g, sources, rep) if sources else []
     if install is not None:
         assert payload is not None, "modules step planned although skipped"
         p = payload.result()
@@ -664,11 +652,28 @@ def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
     return unchanged
 
 
-def _check_boot_room(g: guest.Guest, uploads: dict[str, Path | None], layout: Layout) -> None:
+def _upload(g: guest.Guest, sources: dict[str, Path], rep: Reporter) -> list[str]:
+    """Copy each host file of `sources` to its guest path; returns the guest
+    paths that already held those bytes (not sent again)."""
+    total = sum(os.path.getsize(source) for source in sources.values())
+    unchanged = []
+    with rep.phase("boot files", total=total, nbytes=True) as ph:
+        sent = 0
+        for path, source in sources.items():
+            if not g.upload(source, path):
+                unchanged.append(path)
+            sent += os.path.getsize(source)
+            ph.update(sent, total)
+        ph.detail = f"({len(sources)} files, {total / 2**20:.0f} MiB" + (
+            f", {len(unchanged)} already there)" if unchanged else ")")
+    return unchanged
+
+
+def _check_boot_room(g: guest.Guest, sources: dict[str, Path], layout: Layout) -> None:
     """The kernel and initrd fit on the filesystem holding /boot (the files
     they replace counted as free)."""
-    need = sum(os.path.getsize(s) for s in uploads.values() if s is not None)
-    free = g.free_bytes(bootmenu.OWN_DIR) + sum(g.file_size(p) for p in uploads)
+    need = sum(os.path.getsize(s) for s in sources.values())
+    free = g.free_bytes(bootmenu.OWN_DIR) + sum(g.file_size(p) for p in sources)
     # a little room for the menu, the directory and the filesystem's blocks
     if need + 2**20 > free:
         holder = layout.boot or layout.root
