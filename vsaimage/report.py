@@ -28,6 +28,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from vsaimage import bootmenu
+
 
 class _BytesColumn(DownloadColumn):
     """Sizes only for phases that count bytes; nothing for the others."""
@@ -412,9 +414,9 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
 
 
 def _boot(xl: Mapping[str, Any]) -> str:
+    own = f"boots the disk's own copies ({bootmenu.OWN_DIR}) from {bootmenu.GRUB_CFG}"
     how = {"direct": "the xl config names the kernel and initrd above, on this host",
-           "pygrub": "pygrub boots the disk's own copies (/boot/vsaimage) from /boot/grub/grub.cfg",
-           "pvgrub": "pvgrub2 boots the disk's own copies (/boot/vsaimage) from /boot/grub/grub.cfg"}
+           "pygrub": f"pygrub {own}", "pvgrub": f"pvgrub2 {own}"}
     return f"{xl['type'].upper()}, {xl['boot']}: {how[xl['boot']]}"
 
 
