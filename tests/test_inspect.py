@@ -110,6 +110,9 @@ def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
     doc = run_cli("inspect", example_image, "--json").doc
     tty1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
     assert doc["findings"]["console"]["tty1"] == tty1
+    # PLATFORM_DIR is assigned before brand.init sources lhn_functions, which may assign it again
+    [note] = doc["findings"]["platform"]["notes"]
+    assert "`ln -sf platform.xml.$platform $PLATFORM_DIR/platform.xml`" in note and "`$PLATFORM_DIR`" in note
     assert [(r["file"], r["line"]) for r in doc["findings"]["fstab"]["rewritten"]] == [
         *(("/etc/fstab", n) for n in (1, 2, 3, 8)), ("/boot/grub/grub.conf", 15)]
     assert doc["recorded_macs"] == [

@@ -1,11 +1,13 @@
-"""Just enough of a POSIX shell lexer to find a function and the statements in
-its body without being fooled by comments, quotes, `${...}`, command
-substitutions or here-documents.
+"""Just enough of a POSIX shell lexer to read the LeftHand init scripts
+without being fooled by comments, quotes, `${...}`, command substitutions or
+here-documents.
 
 The LeftHand init scripts are plain sh, but they are not ours: a regex on lines
 would happily patch a commented-out copy of a function or a string that looks
 like one. Tokens carry their offsets so edits can insert text at exact places
-and leave every other byte alone.
+and leave every other byte alone. The text of a command substitution is part
+of the word holding it; where it starts and ends is recorded so that
+shelltree.py can read it as a script of its own.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from vsaimage.errors import EditError
-
 TokenKind = Literal["word", "op", "newline"]
 
-# After these a word is in command position, where `{`, `}` and a function
-# name are reserved words / definitions rather than arguments.
-_CMD_OPS = frozenset({"\n", ";", ";;", "&", "&&", "||", "|", "(", ")"})
-_CMD_WORDS = frozenset({"{", "}", "then", "do", "else", "elif", "if", "while", "until", "!"})
+# Operators made of two characters or more, longest first: `2>&1`, `>|`,
+# bash's `&>` and here-strings must not read as `>` then `&`, `|` or `<<`.
+_LONG_OPS = ("<<<", "&>>", "<<-", ";;", "&&", "||", "<<", ">>", ">&", "<&", ">|", "<>", "&>")
 
 
 @dataclass(frozen=True)
@@ -29,19 +28,37 @@ class Token:
     text: str
     start: int
     end: int
-    depth: int  # 0 at script level; +1 inside ( ) and $( )
+
+
+@dataclass(frozen=True)
+class Lexed:
+    """The tokens of a text, and the command substitutions inside its words
+    as (start, end) of the text between `$(` and `)` or between backticks
+    (only the outermost ones: each is lexed again on its own)."""
+
+    tokens: list[Token]
+    substitutions: list[tuple[int, int]]
 
 
 class _Lexer:
     def __init__(self, text: str) -> None:
         self.s = text
         self.out: list[Token] = []
+        self.subs: list[tuple[int, int]] = []
         self.heredocs: list[tuple[str, bool]] = []  # (delimiter, strip tabs)
+        self.silent = 0  # > 0 inside a command substitution: its tokens are not ours
 
-    def emit(self, kind: TokenKind, start: int, end: int, depth: int) -> None:
-        self.out.append(Token(kind, self.s[start:end], start, end, depth))
+    def emit(self, kind: TokenKind, start: int, end: int) -> None:
+        if not self.silent:
+            self.out.append(Token(kind, self.s[start:end], start, end))
 
-    def code(self, i: int, depth: int, closer: str | None, emit_closer: bool = False) -> int:
+    def substitution(self, start: int, end: int) -> None:
+        if not self.silent:
+            self.subs.append((start, end))
+
+    def code(self, i: int, closer: str | None) -> int:
+        """Lex from `i` up to `closer` (`)` ending a subshell or a `$(`);
+        returns the offset after it."""
         s, n = self.s, len(self.s)
         word = -1  # start of the word being read, -1 when between words
         heredoc_next = False  # the next word is a here-document delimiter
@@ -49,7 +66,7 @@ class _Lexer:
         def flush(end: int) -> None:
             nonlocal word, heredoc_next
             if word >= 0:
-                self.emit("word", word, end, depth)
+                self.emit("word", word, end)
                 if heredoc_next:
                     self.heredocs[-1] = (_unquote(s[word:end]), self.heredocs[-1][1])
                     heredoc_next = False
@@ -66,7 +83,7 @@ class _Lexer:
                 i += 2
             elif c == "\n":
                 flush(i)
-                self.emit("newline", i, i + 1, depth)
+                self.emit("newline", i, i + 1)
                 i = self.skip_heredocs(i + 1)
             elif c in " \t\r":
                 flush(i)
@@ -80,38 +97,40 @@ class _Lexer:
                 i = n if end < 0 else end + 1
             elif c == '"':
                 word = i if word < 0 else word
-                i = self.double(i + 1, depth)
+                i = self.double(i + 1)
             elif c == "`":
                 word = i if word < 0 else word
                 i = self.backtick(i + 1)
             elif c == "$" and s.startswith("{", i + 1):
                 word = i if word < 0 else word
-                i = self.param(i + 2, depth)
+                i = self.param(i + 2)
             elif c == "$" and s.startswith("(", i + 1):
                 word = i if word < 0 else word
-                i = self.code(i + 2, depth + 1, ")")
+                i = self.command_substitution(i + 2)
             elif c == ")" and closer == ")":
                 flush(i)
-                if emit_closer:
-                    self.emit("op", i, i + 1, depth - 1)
+                self.emit("op", i, i + 1)
                 return i + 1
             elif c in ";&|()<>":
                 flush(i)
-                end = i + 1
-                if c in ";&|<>" and s.startswith(c, end):
-                    end += 1  # ;; && || << >>
-                if s[i:end] == "<<":
-                    strip = s.startswith("-", end)
-                    end += 1 if strip else 0
-                    self.heredocs.append(("", strip))
+                op = next((o for o in _LONG_OPS if s.startswith(o, i)), c)
+                if op in ("<<", "<<-"):
+                    self.heredocs.append(("", op == "<<-"))
                     heredoc_next = True
-                self.emit("op", i, end, depth)
-                i = self.code(end, depth + 1, ")", emit_closer=True) if c == "(" else end
+                self.emit("op", i, i + len(op))
+                i = self.code(i + 1, ")") if op == "(" else i + len(op)
             else:
                 word = i if word < 0 else word
                 i += 1
         flush(n)
         return n
+
+    def command_substitution(self, i: int) -> int:
+        self.silent += 1
+        end = self.code(i, ")")
+        self.silent -= 1
+        self.substitution(i, end - 1)
+        return end
 
     def skip_heredocs(self, i: int) -> int:
         """Skip the bodies of here-documents opened on the line just ended."""
@@ -127,7 +146,7 @@ class _Lexer:
         self.heredocs.clear()
         return min(i, len(s))
 
-    def double(self, i: int, depth: int) -> int:
+    def double(self, i: int) -> int:
         s = self.s
         while i < len(s):
             c = s[i]
@@ -138,25 +157,27 @@ class _Lexer:
             elif c == "`":
                 i = self.backtick(i + 1)
             elif s.startswith("$(", i):
-                i = self.code(i + 2, depth + 1, ")")
+                i = self.command_substitution(i + 2)
             elif s.startswith("${", i):
-                i = self.param(i + 2, depth)
+                i = self.param(i + 2)
             else:
                 i += 1
         return len(s)
 
     def backtick(self, i: int) -> int:
-        s = self.s
+        s, start = self.s, i
         while i < len(s):
             if s[i] == "\\":
                 i += 2
             elif s[i] == "`":
+                self.substitution(start, i)
                 return i + 1
             else:
                 i += 1
+        self.substitution(start, len(s))
         return len(s)
 
-    def param(self, i: int, depth: int) -> int:
+    def param(self, i: int) -> int:
         s = self.s
         while i < len(s):
             c = s[i]
@@ -165,14 +186,16 @@ class _Lexer:
             elif c == "}":
                 return i + 1
             elif c == '"':
-                i = self.double(i + 1, depth)
+                i = self.double(i + 1)
             elif c == "'":
                 end = s.find("'", i + 1)
                 i = len(s) if end < 0 else end + 1
             elif s.startswith("${", i):
-                i = self.param(i + 2, depth)
+                i = self.param(i + 2)
             elif s.startswith("$(", i):
-                i = self.code(i + 2, depth + 1, ")")
+                i = self.command_substitution(i + 2)
+            elif c == "`":
+                i = self.backtick(i + 1)
             else:
                 i += 1
         return len(s)
@@ -182,101 +205,28 @@ def _unquote(word: str) -> str:
     return word.replace('"', "").replace("'", "").replace("\\", "")
 
 
-def tokenize(text: str) -> list[Token]:
-    """Words, operators and newlines of `text` in order of position; nothing
-    from comments, quoted strings or here-document bodies is a token of its own."""
+def lex(text: str, start: int = 0, end: int | None = None) -> Lexed:
+    """Words, operators and newlines of text[start:end] in order of position
+    (offsets into `text`); nothing from comments, quoted strings, command
+    substitutions or here-document bodies is a token of its own."""
+    stop = len(text) if end is None else end
+    lexer = _Lexer(text[:stop])
+    lexer.code(start, None)
+    return Lexed(sorted(lexer.out, key=lambda t: t.start), sorted(lexer.subs))
+
+
+def closing(text: str, i: int) -> int:
+    """The offset just past the quoted string or expansion that starts at
+    text[i] (`'`, `"`, a backtick, `${` or `$(`), as the lexer reads it."""
     lexer = _Lexer(text)
-    lexer.code(0, 0, None)
-    return sorted(lexer.out, key=lambda t: t.start)
-
-
-def top_level(text: str) -> list[Token]:
-    """The script-level tokens (outside any ( ), $( ) or quotes)."""
-    return [t for t in tokenize(text) if t.depth == 0]
-
-
-def in_command_position(tokens: list[Token], index: int) -> bool:
-    if index == 0:
-        return True
-    prev = tokens[index - 1]
-    return prev.text in _CMD_OPS if prev.kind != "word" else prev.text in _CMD_WORDS
-
-
-@dataclass(frozen=True)
-class FunctionSpan:
-    """Where a function sits: `open` is the `{` token, `close` the matching
-    `}`; `first`/`last` index the tokens of the body in `tokens`."""
-
-    tokens: list[Token]
-    open: Token
-    close: Token
-    first: int
-    last: int
-
-    def body(self) -> list[Token]:
-        return self.tokens[self.first : self.last]
-
-
-def find_function(text: str, name: str, path: str) -> FunctionSpan:
-    """The one definition of function `name` in `text` (`f()`, `f ()`,
-    `function f`, `function f()`; brace on the same or the next line).
-    EditError naming `path` when it is absent, defined twice or not a { } body."""
-    tokens = top_level(text)
-    found: list[FunctionSpan] = []
-    for i, tok in enumerate(tokens):
-        if tok.kind != "word" or not in_command_position(tokens, i):
-            continue
-        j = _after_header(tokens, i, name)
-        if j is None:
-            continue
-        while j < len(tokens) and tokens[j].kind == "newline":
-            j += 1
-        if j >= len(tokens) or tokens[j].text != "{":
-            raise EditError(f"{path}: function {name} has no {{ }} body we can edit")
-        found.append(_match_brace(tokens, j, name, path))
-    if not found:
-        raise EditError(f"{path}: function {name} not found")
-    if len(found) > 1:
-        raise EditError(f"{path}: function {name} is defined {len(found)} times")
-    return found[0]
-
-
-def _after_header(tokens: list[Token], i: int, name: str) -> int | None:
-    """Index just past a function header starting at tokens[i], or None."""
-
-    def text_at(k: int) -> str | None:
-        return tokens[k].text if k < len(tokens) else None
-
-    if tokens[i].text == "function" and text_at(i + 1) == name:
-        k = i + 2
-        if text_at(k) == "(" and text_at(k + 1) == ")":
-            k += 2
-        return k
-    if tokens[i].text == name and text_at(i + 1) == "(" and text_at(i + 2) == ")":
-        return i + 3
-    return None
-
-
-def _match_brace(tokens: list[Token], open_index: int, name: str, path: str) -> FunctionSpan:
-    level = 1  # the opening brace follows the header, not a command separator
-    for k in range(open_index + 1, len(tokens)):
-        tok = tokens[k]
-        if tok.kind != "word" or not in_command_position(tokens, k):
-            continue
-        if tok.text == "{":
-            level += 1
-        elif tok.text == "}":
-            level -= 1
-            if level == 0:
-                return FunctionSpan(tokens, tokens[open_index], tok, open_index + 1, k)
-    raise EditError(f"{path}: function {name} has no closing brace")
-
-
-def statement_end(tokens: list[Token], index: int) -> Token | None:
-    """The newline ending the statement that holds tokens[index] (a newline
-    after `|`, `&&` or `||` continues the statement)."""
-    for k in range(index + 1, len(tokens)):
-        tok = tokens[k]
-        if tok.kind == "newline" and tokens[k - 1].text not in ("|", "&&", "||"):
-            return tok
-    return None
+    lexer.silent = 1
+    if text.startswith("${", i):
+        return lexer.param(i + 2)
+    if text.startswith("$(", i):
+        return lexer.command_substitution(i + 2)
+    if text[i] == '"':
+        return lexer.double(i + 1)
+    if text[i] == "`":
+        return lexer.backtick(i + 1)
+    end = text.find("'", i + 1)
+    return len(text) if end < 0 else end + 1
