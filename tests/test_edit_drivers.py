@@ -68,11 +68,55 @@ def test_no_command_and_no_final_newline() -> None:
     assert patch("") == block("\n")
 
 
-def test_old_block_is_brought_up_to_date() -> None:
-    old = "#!/bin/sh\n" + BEGIN + "\nmodprobe xen_blkfront\n" + END + "\nset -e\n"
-    assert patch(old) == "#!/bin/sh\n" + block("\n") + "set -e\n"
-    with pytest.raises(EditError, match="without"):
-        patch("#!/bin/sh\n" + BEGIN + "\nset -e\n")
+# --- the stop rule: a block of ours cut short --------------------------------
+# What it compares: a line that is our BEGIN marker, before the script's
+# first command, and our END marker after it. Refused: BEGIN without END
+# (where our block ends is unknown: replacing it could take the script).
+
+OLD = "#!/bin/sh\n" + BEGIN + "\nmodprobe xen_blkfront\n" + END + "\nset -e\n"
+BLOCK_CONVERTS = {  # shape -> (rc.drivers, rc.drivers converted)
+    "up-to-date": ("#!/bin/sh\n" + block("\n") + "set -e\n", "#!/bin/sh\n" + block("\n") + "set -e\n"),
+    "old-block": (OLD, "#!/bin/sh\n" + block("\n") + "set -e\n"),
+    "crlf-old-block": (OLD.replace("\n", "\r\n"), "#!/bin/sh\r\n" + block("\r\n") + "set -e\r\n"),
+    "indented-markers": ("#!/bin/sh\n  " + BEGIN + "\nmodprobe md\n  " + END + "\nset -e\n",
+                         "#!/bin/sh\n" + block("\n") + "set -e\n"),
+    "marker-text-in-a-string": ("#!/bin/sh\necho '" + BEGIN + "'\n",
+                                "#!/bin/sh\n" + block("\n") + "echo '" + BEGIN + "'\n"),
+    "marker-with-more-text": ("#!/bin/sh\n" + BEGIN + " (old)\nset -e\n",
+                              "#!/bin/sh\n" + BEGIN + " (old)\n" + block("\n") + "set -e\n"),
+    "stray-end-marker": ("#!/bin/sh\n" + END + "\nset -e\n",
+                         "#!/bin/sh\n" + END + "\n" + block("\n") + "set -e\n"),
+    "begin-after-the-first-command": ("#!/bin/sh\nset -e\n" + BEGIN + "\n",
+                                      "#!/bin/sh\n" + block("\n") + "set -e\n" + BEGIN + "\n"),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BLOCK_CONVERTS))
+def test_block_converts(shape: str) -> None:
+    text, expected = BLOCK_CONVERTS[shape]
+    assert patch(text) == expected and patch(expected) == expected
+
+
+BLOCK_REFUSED = {
+    "begin-without-end": ("#!/bin/sh\n" + BEGIN + "\nset -e\n", 2),
+    "end-misspelled": ("#!/bin/sh\n" + BEGIN + "\nmodprobe md\n# vsaimage: end of Xen drivers\nset -e\n",
+                       2),
+    "end-before-begin": ("# " + END + "\n" + BEGIN + "\nset -e\n", 2),
+    "begin-last-line-without-newline": ("#!/bin/sh\n# rc.drivers\n" + BEGIN, 3),
+    "crlf-begin-without-end": ("#!/bin/sh\r\n" + BEGIN + "\r\nset -e\r\n", 2),
+    "begin-among-the-leading-comments": ("#!/bin/sh\n# rc.drivers\n" + BEGIN + "\n# drivers\nset -e\n", 3),
+    "two-begins-without-end": ("#!/bin/sh\n" + BEGIN + "\n" + BEGIN + "\nset -e\n", 2),
+    "begin-with-trailing-blanks": ("#!/bin/sh\n" + BEGIN + "  \t\nmodprobe md\n", 2),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BLOCK_REFUSED))
+def test_block_refused_naming_file_line_and_skip(shape: str) -> None:
+    text, line = BLOCK_REFUSED[shape]
+    with pytest.raises(EditError) as err:
+        Drivers().plan(snapshot({PATH: text}), CTX)
+    assert err.value.message.startswith(f"{PATH}:{line}: '{BEGIN}' without '{END}'")
+    assert "--skip drivers" in (err.value.hint or "") and err.value.exit_code == 2
 
 
 def test_plan_check_missing() -> None:

@@ -64,9 +64,54 @@ def test_fake_file_with_wrong_mode_is_rewritten() -> None:
     assert plan.status == "apply"
 
 
+# --- the stop rule of --pci-hack binary --------------------------------------
+# What it compares: each of the four programs in the guest holds the list's
+# path (patched), holds neither it nor /proc/bus/pci (it names no PCI path:
+# a note), or names /proc/bus/pci without the list's path (it builds its
+# paths there: refused). Refused too: none of them there, or none patched.
+
+PATCHED = patch_binary(ELF)[0]
+NO_PATH = b"\x7fELF no pci path here"
+BINARY_ONLY_CONVERTS: dict[str, tuple[dict[str, bytes], list[str]]] = {  # -> (files, those noted)
+    "all-four": ({p: ELF for p in BINARIES}, []),
+    "one-absent": ({p: ELF for p in BINARIES[:3]}, []),
+    "three-absent": ({BINARIES[3]: ELF}, []),
+    "one-names-no-pci-path": ({BINARIES[0]: ELF, BINARIES[3]: NO_PATH}, [BINARIES[3]]),
+    "a-library-names-no-pci-path": ({**{p: ELF for p in BINARIES}, BINARIES[1]: NO_PATH}, [BINARIES[1]]),
+    "already-patched": ({p: PATCHED for p in BINARIES}, []),
+    "patched-and-not": ({BINARIES[0]: PATCHED, BINARIES[2]: ELF}, []),
+    "patched-and-one-without": ({BINARIES[0]: PATCHED, BINARIES[2]: NO_PATH}, [BINARIES[2]]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BINARY_ONLY_CONVERTS))
+def test_binary_only_converts(shape: str) -> None:
+    files, noted = BINARY_ONLY_CONVERTS[shape]
+    ctx = EditContext(pci_hack=PciHack.BINARY)
+    guest = {p: GuestFile(p, d, 0o755) for p, d in files.items()}
+    plan = Pci().plan(Snapshot(guest), ctx)
+    notes = plan.details.get("notes", [])
+    assert isinstance(notes, list) and [n.split(" ", 1)[0] for n in notes] == noted
+    written = {c.path: GuestFile(c.path, c.data, c.mode) for c in plan.changes if isinstance(c, WriteFile)}
+    done = Snapshot({**guest, **written})
+    assert Pci().check(done, ctx) and Pci().plan(done, ctx).status == "already applied"
+
+
 BINARY_ONLY_REFUSED = {
     "no-binaries": ({}, "none of .* is in the guest"),
-    "one-without-the-path": ({BINARIES[0]: ELF, BINARIES[3]: b"no path here"}, f"{BINARIES[3]} holds no "),
+    "names-the-directory-only": ({BINARIES[0]: ELF, BINARIES[3]: b"\x7fELF /proc/bus/pci\0%02x/%02x.%x"},
+                                 f"{BINARIES[3]} names /proc/bus/pci but not "),
+    "builds-the-path-with-a-format": ({BINARIES[0]: ELF, BINARIES[2]: b"\x7fELF /proc/bus/pci/%s\0devices"},
+                                      f"{BINARIES[2]} names /proc/bus/pci but not "),
+    "reads-device-config-space": ({BINARIES[1]: b"\x7fELF /proc/bus/pci/00/00.0"}, f"{BINARIES[1]} names "),
+    "none-holds-the-path": ({BINARIES[0]: NO_PATH, BINARIES[3]: NO_PATH},
+                            "none of .* holds /proc/bus/pci/devices"),
+    "the-only-one-holds-no-path": ({BINARIES[3]: NO_PATH}, "none of .* holds /proc/bus/pci/devices"),
+    "joins-the-directory-and-the-name": ({**{p: ELF for p in BINARIES[:3]},
+                                          BINARIES[3]: b"\x7fELF /proc/bus/pci\0/devices\0"},
+                                         f"{BINARIES[3]} names /proc/bus/pci but not "),
+    "one-patched-one-naming-the-directory": ({BINARIES[0]: PATCHED, BINARIES[1]: b"\x7fELF /proc/bus/pci\0"},
+                                             f"{BINARIES[1]} names /proc/bus/pci but not "),
 }
 
 
@@ -82,7 +127,8 @@ def test_binary_only_with_a_program_it_cannot_patch_is_an_error(shape: str) -> N
     assert not Pci().check(Snapshot({**patched, FAKE_PATH: GuestFile(FAKE_PATH, FAKE_DEVICES.encode())}), ctx)
     # the bind mount fakes the list for every program: only reported there
     both = Pci().plan(Snapshot(guest), EditContext())
-    assert both.details.get("without_the_path", []) == [p for p, d in files.items() if d == b"no path here"]
+    assert both.details.get("without_the_path", []) == [
+        p for p, d in files.items() if b"/proc/bus/pci/devices" not in d and FAKE_PATH.encode() not in d]
 
 
 def test_binary_only_on_a_converted_image_is_already_applied() -> None:

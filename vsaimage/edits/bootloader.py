@@ -24,6 +24,12 @@ def _legacy(snap: Snapshot) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _holds_commands(text: str) -> bool:
+    """A grub.cfg of nothing but blank and comment lines is no menu: writing
+    ours over it loses nothing."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+
 class BootLoader:
     name = "bootloader"
     title = "Own kernel and GRUB 2 menu in /boot (--boot pvgrub|pygrub)"
@@ -40,7 +46,7 @@ class BootLoader:
             return StepPlan(self.name, "skipped", details={"boot": "direct: the xl config names the "
                                                                   "dom0's kernel and initrd"})
         existing = snap.text(bootmenu.GRUB_CFG)
-        if existing is not None and not bootmenu.written_by_us(existing):
+        if existing is not None and not bootmenu.written_by_us(existing) and _holds_commands(existing):
             raise EditError(f"{bootmenu.GRUB_CFG} exists and was not written by vsaimage: this VSA "
                             "boots with GRUB 2, whose menu vsaimage does not edit",
                             hint="convert with --boot direct")

@@ -43,7 +43,8 @@ def patch(text: str) -> str:
         if line == BEGIN:
             stop = text.find(END, pos)
             if stop < 0:
-                raise EditError(f"{PATH}: '{BEGIN}' without '{END}'; restore the file")
+                raise EditError(f"{PATH}:{text.count(chr(10), 0, pos) + 1}: '{BEGIN}' without '{END}'; "
+                                "restore the file", hint="--skip drivers converts without this edit")
             stop = line_end(text, stop)
             return text[:pos] + block(newline_of(text[pos:stop])) + text[stop:]
         if line and not line.startswith("#"):

@@ -17,6 +17,7 @@ from vsaimage.errors import EditError
 
 FAKE_PATH = "/hack/bus/pci/devices"
 REAL_PATH = "/proc/bus/pci/devices"
+REAL_DIR = "/proc/bus/pci"  # a program naming it alone builds its paths there: no rewrite reaches them
 # Bus/devfn 0000, vendor:device 5853:0001, then IRQ, 7 BARs, ROM, 7 sizes: all 0.
 FAKE_DEVICES = "\t".join(["0000", "58530001"] + ["0"] * 15) + "\n"
 BINARIES = (
@@ -77,7 +78,11 @@ class Pci:
             if without:
                 details["without_the_path"] = without
             if ctx.pci_hack is PciHack.BINARY:
-                _require_patchable(counts, without)
+                _require_patchable(snap, counts, without)
+                notes = [f"{p} names no {REAL_DIR}: not patched; if it reads the PCI list some other way, "
+                         "it reads the real, empty one" for p in without]
+                if notes:
+                    details["notes"] = notes
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
@@ -89,22 +94,31 @@ class Pci:
             return False
         if ctx.pci_hack is not PciHack.BINARY:
             return True
-        # binary alone is in place only where every program there reads the fake list
+        # binary alone is in place where a program reads the fake list and
+        # none names the real one
         present = [p for p in BINARIES if snap.get(p).data is not None]
-        return bool(present) and all(_patched(snap, p) for p in present)
+        return any(_patched(snap, p) for p in present) and not any(
+            REAL_DIR.encode() in (snap.get(p).data or b"") for p in present)
 
 
 def _patched(snap: Snapshot, path: str) -> bool:
     return FAKE_PATH.encode() in (snap.get(path).data or b"")
 
 
-def _require_patchable(counts: dict[str, int], without: list[str]) -> None:
-    """--pci-hack binary fakes the list only for the programs it patches: one
-    it cannot patch would still read the real, empty list."""
+def _require_patchable(snap: Snapshot, counts: dict[str, int], without: list[str]) -> None:
+    """--pci-hack binary fakes the list only for the programs it patches:
+    one that names /proc/bus/pci but not the list's path builds its paths
+    there and would still read the real, empty list; with nothing patched,
+    no program would read the fake one. A program naming no PCI path at all
+    may not read the list: a note (Pci.plan)."""
     hint = "--pci-hack bind (or both) shows the fake list at /proc/bus/pci by a bind mount from the initrd"
-    if without:
-        raise EditError(f"--pci-hack binary: {without[0]} holds no {REAL_PATH} to patch "
-                        "(this release reads the PCI list some other way)", hint=hint)
+    composed = [p for p in without if REAL_DIR.encode() in (snap.get(p).data or b"")]
+    if composed:
+        raise EditError(f"--pci-hack binary: {composed[0]} names {REAL_DIR} but not {REAL_PATH}: it reads "
+                        "the PCI list by paths this edit cannot rewrite", hint=hint)
     if not counts:
         raise EditError(f"--pci-hack binary: none of {', '.join(BINARIES)} is in the guest; "
+                        "nothing would read the fake list", hint=hint)
+    if len(without) == len(counts):
+        raise EditError(f"--pci-hack binary: none of {', '.join(counts)} holds {REAL_PATH}; "
                         "nothing would read the fake list", hint=hint)
