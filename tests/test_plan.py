@@ -60,3 +60,16 @@ def test_result_table_says_what_the_initrd_lacked_and_got() -> None:
     text = out.getvalue()
     assert "drivers: added xen_blkfront," in text  # in the steps table (wrapped)
     assert "initrd drivers    neither in the initrd nor built in\n" in text
+
+
+def test_notes_have_lines_of_their_own_under_the_table() -> None:
+    """A note (an edit applied, but a statement it could not judge may undo
+    it) is shown whole, naming its step, in a dry run and in the result."""
+    note = ("/etc/lefthand/brand/brand.init:28 `rm -f $LHN_RUN/platform.xml` may replace the link to the "
+            "VMware description; could not resolve `$LHN_RUN`")
+    write = WriteFile("/etc/lefthand/brand/brand.init", b"x", 0o755)
+    plan = Plan((), (StepPlan("platform", "apply", (write,), {"notes": [note]}),), ())
+    out = io.StringIO()
+    show_convert(Reporter(stdout=out, stderr=io.StringIO()), {"dry_run": True, "steps": plan.as_dicts()})
+    assert f"note  platform: {note}\n" in out.getvalue()
+    assert "notes:" not in out.getvalue()  # not in the table's details column

@@ -258,9 +258,11 @@ def _change(change: Mapping[str, Any]) -> str:
     return str(change.get("write") or change.get("output"))
 
 
-# Details that the step's title already says, or that only the JSON needs.
+# Details that the step's title already says, or that only the JSON needs
+# (notes get lines of their own under the table).
 _QUIET_KEYS = {"file", "dir", "rules", "script", "devices", "version", "input_bytes", "output_bytes",
-               "module_versions", "input_compression", "already_applied", "entries", "early_segments"}
+               "module_versions", "input_compression", "already_applied", "entries", "early_segments",
+               "notes"}
 
 
 def _details(details: Mapping[str, Any]) -> str:
@@ -283,6 +285,16 @@ def _details(details: Mapping[str, Any]) -> str:
             v = v.rsplit("/", 1)[-1]
         parts.append(f"{k}: {v}")
     return "; ".join(parts)
+
+
+def _notes(details: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, object]]:
+    """A statement an edit applied anyway but could not judge, which may
+    undo it (`file:line`, why): one line each, for the user to check."""
+    return [("note", f"{step}: {n}") for step, d in details.items() for n in d.get("notes") or []]
+
+
+def _step_details(steps: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {s["step"]: s.get("details") or {} for s in steps}
 
 
 def _drivers(d: Mapping[str, Any]) -> str:
@@ -371,7 +383,7 @@ def _findings(found: Mapping[str, Any]) -> list[tuple[str, object]]:
     lines.append(("names to rewrite", "; ".join(rewritten) or "none"))
     lines += [("warning", w) for w in fstab.get("warnings") or []]
     lines += [(f"{step} stops", f["error"]) for step, f in found.items() if "error" in f]
-    return lines
+    return lines + _notes(found)
 
 
 def _glibc(doc: Mapping[str, Any]) -> str:
@@ -393,7 +405,10 @@ def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:
 def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
     title = "Plan (dry run: nothing written)" if doc.get("dry_run") else "What changed"
     show_steps(rep, title, doc["steps"])
+    notes = _notes(_step_details(doc["steps"]))
     if doc.get("dry_run"):
+        if notes:
+            rep.facts(notes)
         return
     out = doc["outputs"]
     rep.facts([
@@ -410,6 +425,7 @@ def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
         ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
                              f"{doc['motherboard_uuid_fallback']})"),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items())),
+        *notes,
     ])
 
 
