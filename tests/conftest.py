@@ -93,10 +93,7 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     src.chmod(0o444)
     before = fingerprint(src)
     out = d / "vsa-xen.img"
-    # A data disk (xvdc), so that the Xen boot test sees one in the guest.
-    data = d / "data.img"
-    with data.open("wb") as f:
-        f.truncate(64 * 2**20)
+    data = data_disk(d)
     args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
             "-o", out, "--data-disk", data, "--json")
     minimal = run_cli(*args, "--modules", "minimal")
@@ -114,23 +111,47 @@ def readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
     return read_back(converted.out, doc["root_partition"], doc["boot_partition"], debian_kernel.version)
 
 
+def data_disk(directory: Path) -> Path:
+    """An empty 64 MiB data disk (xvdc in the guest), so that the Xen boot
+    test sees one."""
+    data = directory / "data.img"
+    with data.open("wb") as f:
+        f.truncate(64 * 2**20)
+    return data
+
+
+def convert_variant(layout: str, debian_kernel: DebianKernel, *, data: bool = False) -> Variant:
+    """A fixture variant converted as a user would (`--modules minimal`),
+    with a data disk beside it when `data`."""
+    from fixtures.build_image import cached_image
+
+    d = nobody_dir() / layout
+    d.mkdir()
+    src = d / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(cached_image(layout)), str(src)], check=True)
+    src.chmod(0o444)
+    before = fingerprint(src)
+    out = d / "vsa-xen.img"
+    disks = ("--data-disk", data_disk(d)) if data else ()
+    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", out, "--modules", "minimal", *disks, "--json")
+    assert r.code == 0, r.stderr
+    return Variant(src, before, out, d / "vsa-xen.initrd", r)
+
+
 @pytest.fixture(scope="session")
 def symlinks_converted(debian_kernel: DebianKernel) -> Variant:
     """The `symlinks` variant (the edited files reached through symlinks)
     converted once, for its own tests and the boot test."""
-    from fixtures.build_image import cached_image
+    return convert_variant("symlinks", debian_kernel)
 
-    d = nobody_dir() / "symlinks"
-    d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(cached_image("symlinks")), str(src)], check=True)
-    src.chmod(0o444)
-    before = fingerprint(src)
-    out = d / "vsa-xen.img"
-    r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
-                "-o", out, "--modules", "minimal", "--json")
-    assert r.code == 0, r.stderr
-    return Variant(src, before, out, d / "vsa-xen.initrd", r)
+
+@pytest.fixture(scope="session")
+def runtime_platform_converted(debian_kernel: DebianKernel) -> Variant:
+    """The `runtime-platform` variant (base_init keeps a run-time link to
+    the platform file in another directory) converted once, for its own
+    tests and the boot test (with a data disk: every console check applies)."""
+    return convert_variant("runtime-platform", debian_kernel, data=True)
 
 
 @pytest.fixture(scope="session")
@@ -144,9 +165,7 @@ def own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
     subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
     src.chmod(0o444)
     before = fingerprint(src)
-    data = d / "data.img"
-    with data.open("wb") as f:
-        f.truncate(64 * 2**20)
+    data = data_disk(d)
     common = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
               "--data-disk", data, "--json")
     pygrub = run_cli("convert", src, "-o", d / "vsa-pygrub.img", "--boot", "pygrub", *common)
@@ -165,9 +184,7 @@ def pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
     src = d / "vsa.img"
     subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
     src.chmod(0o444)
-    data = d / "data.img"
-    with data.open("wb") as f:
-        f.truncate(64 * 2**20)
+    data = data_disk(d)
     out = d / "vsa-xen.img"
     r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
                 "-o", out, "--type", "pvh", "--vcpus", "1", "--modules", "minimal", "--data-disk", data,

@@ -271,6 +271,29 @@ def test_seed_targets_look_as_the_edits_expect(images: dict[str, Path], name: st
     assert "tty1" in securetty and "ttyS0" in securetty and "hvc0" not in securetty
 
 
+@pytest.mark.parametrize("name", PLAIN_LAYOUTS)
+def test_edited_files(images: dict[str, Path], name: str) -> None:
+    """The runtime-platform variant's brand.init keeps a run-time link to
+    the brand's platform.xml in $LHN_RUN, which its consumer reads; every
+    other layout's is the tree's."""
+    lay, image = bi.LAYOUTS[name], images[name]
+    text = cat(image, lay.root, bi.BRAND_INIT).decode()
+    tree = (bi.ROOT_TREE / bi.BRAND_INIT.lstrip("/")).read_text()
+    if name != "runtime-platform":
+        assert lay.edited == () and text == tree
+        return
+    assert lay.edited == (bi.BRAND_INIT,)
+    base_init = text.split("\nbase_init() {\n", 1)[1].split("\n}\n", 1)[0]
+    assert base_init.endswith(
+        "    rm -f $LHN_RUN/platform.xml\n"
+        "    if [ -f $PLATFORM_DIR/platform.xml ]; then\n"
+        "        ln -s $PLATFORM_DIR/platform.xml $LHN_RUN/platform.xml\n"
+        "    fi\n"
+        "    return 0")
+    assert "\nLHN_RUN=/etc/lefthand/run\n" in text and "fst -c $LHN_RUN/platform.xml" in text
+    assert "platform.xml.$platform" not in text
+
+
 def _resolve(spec: str, image: Path, lay: bi.Layout) -> int:
     """The partition number an fstab device spec names, from the superblocks."""
     if spec.startswith("/dev/sda"):

@@ -13,6 +13,9 @@ One QEMU run (tests/xenharness): Debian's Xen 4.17, a dom0, and in it
   fail the checks that depend on the conversion;
 - the converted `symlinks` variant (the files the edits change reached
   through symlinks, as on a Red Hat-style root), with its own config;
+- the converted `runtime-platform` variant, whose base_init links a
+  run-time copy of the platform file in /etc/lefthand/run to the brand's
+  platform.xml (issue 23): the copy must lead to the VMware description;
 - the converted disk again, as it was left by its first boot (QEMU keeps
   the run's writes in its snapshot): the motherboard UUID the VSA recorded
   then must not look changed;
@@ -42,7 +45,7 @@ from pathlib import Path
 import pytest
 from xenharness import run as harness
 
-from fixtures.build_image import LAYOUTS
+from fixtures.build_image import LAYOUTS, PLATFORM_DIR, ROOT_TREE
 from support import Converted, DebianKernel, OwnKernel, Readback, Variant
 from vsaimage import xlcfg
 from xl_reader import Value, parse_spec
@@ -52,8 +55,10 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 KEPT_LOGS = REPO / "build" / "xen-logs"
-CONVERTED, UNCONVERTED, SYMLINKS, AGAIN = "1-converted", "2-unconverted", "3-symlinks", "4-converted-again"
-PVGRUB, PYGRUB, PVH = "5-pvgrub", "6-pygrub", "pvh"
+# The harness creates the domUs in name order: the own-kernel ones last, as
+# the dom0 removes its copy of the guest kernel before creating them.
+CONVERTED, UNCONVERTED, SYMLINKS, RUNTIME = "1-converted", "2-unconverted", "3-symlinks", "4-runtime-platform"
+AGAIN, PVGRUB, PYGRUB, PVH = "5-converted-again", "6-pvgrub", "7-pygrub", "pvh"
 OWN_KERNEL = (PVGRUB, PYGRUB)
 LHN_LOG = "/var/log/lefthand/lhn_init.log"
 REPORT_END = "boot-report: end"
@@ -61,6 +66,9 @@ REPORT_END = "boot-report: end"
 PROMPTS = {"agetty": " login: ", "getty": " login: ", "mingetty": " login: "}
 FAKE_PCI_LINE = "0000\t58530001" + "\t0" * 15
 PCIHACK_BOUND = "pcihack: bind-mounted /root/hack/bus/pci on /proc/bus/pci"
+PLATFORM_LINK = f"{PLATFORM_DIR}/platform.xml"  # what the platform edit links to platform.xml.vmw
+RUN_PLATFORM = "/etc/lefthand/run/platform.xml"  # the runtime-platform variant's run-time copy
+VMW_DESCRIPTION = (ROOT_TREE / PLATFORM_DIR.lstrip("/") / "platform.xml.vmw").read_text()
 
 
 def hvc0_program(inittab: str) -> str | None:
@@ -177,7 +185,7 @@ def boot_all(domus: list[harness.DomU], parse: dict[str, str], work: Path, gener
 
 @pytest.fixture(scope="module")
 def xen(converted: Converted, symlinks_converted: Variant, own_kernel: OwnKernel, pvh_converted: Variant,
-        debian_kernel: DebianKernel, hvc0: tuple[str | None, str],
+        runtime_platform_converted: Variant, debian_kernel: DebianKernel, hvc0: tuple[str | None, str],
         tmp_path_factory: pytest.TempPathFactory) -> XenRun:
     generated = converted.cfg.read_text()
     disks = list(targets(generated))
@@ -198,6 +206,9 @@ def xen(converted: Converted, symlinks_converted: Variant, own_kernel: OwnKernel
         harness.DomU(SYMLINKS, symlinks_converted.out.with_suffix(".cfg").read_text(),
                      debian_kernel.vmlinuz, same_file(symlinks_converted.initrd, converted.initrd),
                      (symlinks_converted.out,), prompt),
+        harness.DomU(RUNTIME, runtime_platform_converted.out.with_suffix(".cfg").read_text(),
+                     debian_kernel.vmlinuz, same_file(runtime_platform_converted.initrd, converted.initrd),
+                     targets(runtime_platform_converted.out.with_suffix(".cfg").read_text()), prompt),
         harness.DomU(AGAIN, generated, debian_kernel.vmlinuz, converted.initrd, tuple(disks), prompt),
     ]
     for name, image in ((PVGRUB, own_kernel.pvgrub), (PYGRUB, own_kernel.pygrub)):
@@ -273,6 +284,26 @@ def pcihack_and_the_xen_platform(boot: Boot) -> None:
         "/proc/bus/pci is not a bind of the root's /hack/bus/pci"
     devices = boot.section("/proc/bus/pci/devices")
     assert devices == FAKE_PCI_LINE + "\n", f"/proc/bus/pci/devices is {devices!r}"
+
+
+def platform_links(boot: Boot) -> dict[str, str]:
+    """Where each platform.xml boot-report looked at leads ('' when nowhere)."""
+    return {f[0]: (f[1:] or [""])[0] for f in map(str.split, boot.section("platform.xml links").splitlines())}
+
+
+def platform_is_the_vmware_description(boot: Boot) -> None:
+    """The link base_init makes first leads to platform.xml.vmw (through
+    the guest's own symlinks, in the symlinks variant)."""
+    target = platform_links(boot).get(PLATFORM_LINK, "")
+    assert target.endswith("/platform.xml.vmw"), f"{PLATFORM_LINK} leads to {target!r}"
+
+
+def runtime_platform_is_the_vmware_description(boot: Boot) -> None:
+    """The run-time copy the runtime-platform variant's base_init links
+    leads to the VMware description, and reads as it."""
+    target = platform_links(boot).get(RUN_PLATFORM, "")
+    assert target == f"{PLATFORM_DIR}/platform.xml.vmw", f"{RUN_PLATFORM} leads to {target!r}"
+    assert boot.section(RUN_PLATFORM) == VMW_DESCRIPTION
 
 
 def rc_drivers_loaded(boot: Boot) -> None:
@@ -370,7 +401,7 @@ def test_config_used_as_written(xen: XenRun) -> None:
 @pytest.mark.parametrize("check", [
     root_through_blkfront, pcihack_and_the_xen_platform, rc_drivers_loaded,
     motherboard_uuid_is_the_config_uuid, scsi_names, eth0_mac, old_glibc_survives,
-    every_fstab_mount, clean_halt,
+    every_fstab_mount, platform_is_the_vmware_description, clean_halt,
 ], ids=lambda c: c.__name__)
 def test_converted(xen: XenRun, check: Callable[[Boot], None]) -> None:
     with xen.logs_kept():
@@ -406,7 +437,8 @@ def test_converted_keeps_its_motherboard_uuid_across_reboots(xen: XenRun) -> Non
 
 @pytest.mark.parametrize("check", [
     root_through_blkfront, pcihack_and_the_xen_platform, rc_drivers_loaded,
-    motherboard_uuid_is_the_config_uuid, eth0_mac, old_glibc_survives, every_fstab_mount, clean_halt,
+    motherboard_uuid_is_the_config_uuid, eth0_mac, old_glibc_survives, every_fstab_mount,
+    platform_is_the_vmware_description, clean_halt,
 ], ids=lambda c: c.__name__)
 def test_symlinks_variant(xen: XenRun, check: Callable[[Boot], None]) -> None:
     with xen.logs_kept():
@@ -423,7 +455,7 @@ def test_symlinks_variant_hvc0_prompt(xen: XenRun) -> None:
 
 @pytest.mark.parametrize("check", [
     pcihack_and_the_xen_platform, rc_drivers_loaded, motherboard_uuid_is_the_config_uuid,
-    scsi_names, old_glibc_survives, every_fstab_mount,
+    scsi_names, old_glibc_survives, every_fstab_mount, platform_is_the_vmware_description,
 ], ids=lambda c: c.__name__)
 def test_unconverted_fails(xen: XenRun, check: Callable[[Boot], None]) -> None:
     with xen.logs_kept():
@@ -454,7 +486,7 @@ def test_without_vsyscall_emulate_old_glibc_dies(xen: XenRun) -> None:
 CONSOLE_CHECKS = [
     root_through_blkfront, pcihack_and_the_xen_platform, rc_drivers_loaded,
     motherboard_uuid_is_the_config_uuid, scsi_names, eth0_mac, old_glibc_survives,
-    every_fstab_mount, clean_halt,
+    every_fstab_mount, platform_is_the_vmware_description, clean_halt,
 ]
 
 
@@ -506,3 +538,18 @@ def test_own_kernel_with_no_guest_kernel_in_the_dom0(xen: XenRun, name: str,
         # GRUB 2 may put BOOT_IMAGE= first: not part of the menu's line
         words = [w for w in boot.section("/proc/cmdline").split() if not w.startswith("BOOT_IMAGE=")]
         assert words == f"root={boot.root} {extra}".split()
+
+
+# --- the runtime-platform variant: base_init's run-time copy of the platform
+# file leads to the VMware description ----------------------------------------
+
+@pytest.mark.parametrize("check", [*CONSOLE_CHECKS, runtime_platform_is_the_vmware_description],
+                         ids=lambda c: c.__name__)
+def test_runtime_platform_variant(xen: XenRun, check: Callable[[Boot], None]) -> None:
+    with xen.logs_kept():
+        check(xen.boots[RUNTIME])
+
+
+def test_runtime_platform_variant_hvc0_prompt(xen: XenRun) -> None:
+    with xen.logs_kept():
+        hvc0_prompt(xen.prompt)(xen.boots[RUNTIME])
