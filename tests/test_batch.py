@@ -18,8 +18,8 @@ from test_initrd_modules import REMOVED, initrd_without
 
 from fixtures.build_image import build_image
 from support import REPO, DebianKernel, Run, fingerprint, head, nobody_dir, run_cli
-from vsaimage.cli import _batch_exit
-from vsaimage.report import Reporter, show_batch, show_convert, show_verify
+from vsaimage.cli.main import _batch_exit
+from vsaimage.cli.report import Reporter, show_batch, show_convert, show_verify
 from xl_reader import parse as parse_xl
 
 IFCFG = "/etc/sysconfig/network-scripts/ifcfg-eth0"

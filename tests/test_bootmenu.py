@@ -12,10 +12,10 @@ from types import ModuleType
 import pytest
 
 from fixtures.build_image import default_cache
-from vsaimage import bootmenu
 from vsaimage.edits import EditContext, GuestFile, Snapshot, UploadFile, WriteFile
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.errors import EditError
+from vsaimage.xen import bootmenu
 
 REPO = Path(__file__).resolve().parent.parent
 LEGACY = (REPO / "fixtures/vsa-boot/grub/grub.conf").read_text()

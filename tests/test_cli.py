@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO, run_cli
-from vsaimage.cli import _parser
+from vsaimage.cli.main import _parser
 
 COMMANDS = ("inspect", "convert", "verify", "initrd")
 

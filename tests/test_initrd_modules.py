@@ -17,8 +17,10 @@ import pytest
 
 import initrd_reader as rd
 from support import DebianKernel, finish_bytes, prepare_bytes, repack_bytes
-from vsaimage import initrd, initrd_modules, survey
+from vsaimage.commands import survey
 from vsaimage.errors import InitrdError
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd import repack as initrd
 
 V = "6.1.0-99-amd64"
 M = f"usr/lib/modules/{V}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vsaimage.errors import OutputError
-from vsaimage.output import OutputPaths, Staging, check_destination, clean_stale, sparse_copy
+from vsaimage.outputs.files import OutputPaths, Staging, check_destination, clean_stale, sparse_copy
 
 
 def test_sparse_copy_writes_only_data(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
+from vsaimage.cli.report import Reporter, show_convert
 from vsaimage.edits import InstallModules, StepPlan, WriteFile
 from vsaimage.plan import HostItem, Plan
-from vsaimage.report import Reporter, show_convert
 
 PLAN = Plan(
     (HostItem("copy", "The converted disk", "/out/x.img"),),

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from vsaimage import iscsi, output
 from vsaimage.errors import ImageError
-from vsaimage.source import Drive, ImageSource, parse_image
+from vsaimage.inputs import iscsi
+from vsaimage.inputs.source import Drive, ImageSource, parse_image
+from vsaimage.outputs import files as output
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
 
@@ -187,7 +188,7 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     img = _disk(tmp_path / "secret.img")
     img.chmod(0)
     if os.geteuid() == 0:  # root reads anything: make access() answer as for a user
-        monkeypatch.setattr("vsaimage.source.os.access", lambda *_a, **_k: False)
+        monkeypatch.setattr("vsaimage.inputs.source.os.access", lambda *_a, **_k: False)
     with pytest.raises(ImageError, match="permission denied"):
         parse_image(str(img))
 

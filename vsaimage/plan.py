@@ -28,7 +28,7 @@ from vsaimage.edits import (
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
 from vsaimage.errors import BadInput
-from vsaimage.guestpath import GuestPathError
+from vsaimage.guest.paths import GuestPathError
 
 TITLES = {e.name: e.title for e in ALL_EDITS}
 

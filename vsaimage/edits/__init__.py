@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:  # bootmenu reads grub configs with grubconf, which imports this module
-    from vsaimage.bootmenu import BootFiles
+    from vsaimage.xen.bootmenu import BootFiles
 
 
 class PciHack(StrEnum):

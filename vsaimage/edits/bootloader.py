@@ -7,10 +7,10 @@ Xen host with its disk alone. With --boot direct the step is not used.
 
 from __future__ import annotations
 
-from vsaimage import bootmenu
 from vsaimage.edits import EditContext, Snapshot, StepPlan, UploadFile, decide, text_write
 from vsaimage.edits.fstab import GRUB_CONFIGS, patch_grub
 from vsaimage.errors import EditError
+from vsaimage.xen import bootmenu
 
 
 def _legacy(snap: Snapshot) -> tuple[str | None, str | None]:

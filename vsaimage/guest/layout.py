@@ -14,14 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from vsaimage import grubconf
 from vsaimage.edits import EditContext, GuestFile, PartitionFacts, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import ImageError
-from vsaimage.guestpath import GuestPathError
+from vsaimage.guest.paths import GuestPathError
+from vsaimage.vsa import grubconf
 
 if TYPE_CHECKING:  # guest.py imports guestfs; only convert and survey load it
-    from vsaimage.guest import Guest, Partition, Probe
+    from vsaimage.guest.appliance import Guest, Partition, Probe
 
 # Filesystems a VSA root or boot partition can be; others are never mounted.
 _MOUNTABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "vfat")

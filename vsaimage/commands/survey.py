@@ -9,12 +9,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__, batch, bundle, glibc, guest, identity, initrd, initrd_modules, unpack
+from vsaimage import __version__
+from vsaimage.cli.report import Reporter
+from vsaimage.commands import batch, bundle
+from vsaimage.commands.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
-from vsaimage.inspect import (
+from vsaimage.guest import appliance as guest
+from vsaimage.guest.layout import (
     VERSION_FILE,
     Layout,
     find_layout,
@@ -23,10 +27,13 @@ from vsaimage.inspect import (
     read_snapshot,
     vsa_version,
 )
-from vsaimage.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd import repack as initrd
+from vsaimage.inputs import unpack
+from vsaimage.inputs.source import Drive, ImageSource, open_input
 from vsaimage.plan import TITLES, plan_step, postconditions
-from vsaimage.report import Reporter
-from vsaimage.source import Drive, ImageSource, open_input
+from vsaimage.vsa import glibc
+from vsaimage.xen import identity
 
 
 def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,

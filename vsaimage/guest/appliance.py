@@ -25,11 +25,12 @@ from typing import Any
 
 import guestfs
 
-from vsaimage import cancel, guestpath
+from vsaimage import cancel
 from vsaimage.edits import GuestFile
 from vsaimage.errors import ApplianceError
-from vsaimage.guestpath import Entry, GuestPathError, Resolved, kind_of_mode
-from vsaimage.source import Drive
+from vsaimage.guest import paths as guestpath
+from vsaimage.guest.paths import Entry, GuestPathError, Resolved, kind_of_mode
+from vsaimage.inputs.source import Drive
 
 # read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
 # larger files go through download/upload with a private temporary file.

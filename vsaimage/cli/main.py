@@ -15,12 +15,8 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from vsaimage import __version__
-from vsaimage.bootmenu import BOOT_MODES
-from vsaimage.cpio import COMPRESSIONS
-from vsaimage.diskformat import FORMATS
-from vsaimage.edits import PciHack
-from vsaimage.errors import BadInput, Failure, ImageError
-from vsaimage.options import (
+from vsaimage.cli.report import Reporter
+from vsaimage.commands.options import (
     BatchOptions,
     ConvertOptions,
     InitrdOptions,
@@ -31,10 +27,14 @@ from vsaimage.options import (
     VerifyOptions,
     XlOptions,
 )
-from vsaimage.output import OutputPaths
-from vsaimage.report import Reporter
-from vsaimage.source import ImageSource, parse_image
-from vsaimage.xlcfg import DISK_FORMATS, GUEST_TYPES, validate_mac, validate_uuid
+from vsaimage.edits import PciHack
+from vsaimage.errors import BadInput, Failure, ImageError
+from vsaimage.initrd.cpio import COMPRESSIONS
+from vsaimage.inputs.diskformat import FORMATS
+from vsaimage.inputs.source import ImageSource, parse_image
+from vsaimage.outputs.files import OutputPaths
+from vsaimage.xen.bootmenu import BOOT_MODES
+from vsaimage.xen.xlcfg import DISK_FORMATS, GUEST_TYPES, validate_mac, validate_uuid
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -197,7 +197,8 @@ def _roles(a: argparse.Namespace) -> Roles:
 
 def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     # Imported here so that `--help` and usage errors stay instant.
-    from vsaimage import convert, initrd_command, survey
+    from vsaimage.commands import convert, survey
+    from vsaimage.commands import initrd as initrd_command
     from vsaimage.plan import check_skips
 
     if a.command == "initrd":
@@ -289,7 +290,7 @@ def _check_names(images: Sequence[ConvertOptions]) -> None:
 
 
 def _show(a: argparse.Namespace, doc: dict[str, Any], rep: Reporter) -> None:
-    from vsaimage import report
+    from vsaimage.cli import report
 
     if a.json:
         rep.json(doc)

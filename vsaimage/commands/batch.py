@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vsaimage import cancel
+from vsaimage.cli.report import Reporter
 from vsaimage.errors import Failure
-from vsaimage.report import Reporter
 
 
 @dataclass

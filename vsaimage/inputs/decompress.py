@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vsaimage import cancel
 from vsaimage.errors import ImageError
-from vsaimage.output import write_error
+from vsaimage.outputs.files import write_error
 
 _TOOLS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}
 _CHUNK = 4 * 2**20

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vsaimage import grubconf
+from vsaimage.vsa import grubconf
 
 LOADERS = ("pvgrub", "pygrub")
 BOOT_MODES = ("direct", *LOADERS)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vsaimage import decompress, diskformat, ova
+from vsaimage.cli.report import Reporter
 from vsaimage.errors import ImageError
-from vsaimage.report import Reporter
-from vsaimage.source import Drive, ImageSource, check_partition_table
+from vsaimage.inputs import decompress, diskformat, ova
+from vsaimage.inputs.source import Drive, ImageSource, check_partition_table
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage.errors import BadInput, VsaError
-from vsaimage.module_selection import SUFFIXES, select, wanted
+from vsaimage.kmod.selection import SUFFIXES, select, wanted
 
 # What depmod reads besides the modules (the order, and the list of built-in
 # modules so that modprobe of one of those succeeds); it writes every other

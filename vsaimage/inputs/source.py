@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vsaimage import diskformat, iscsi
 from vsaimage.errors import BadInput, ImageError
-from vsaimage.ova import Ova, read_ova
+from vsaimage.inputs import diskformat, iscsi
+from vsaimage.inputs.ova import Ova, read_ova
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from vsaimage import bootmenu
+from vsaimage.xen import bootmenu
 
 
 class _BytesColumn(DownloadColumn):

@@ -24,9 +24,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
-from vsaimage import archive, cpio, initrd_modules
-from vsaimage.archive import S_IFDIR, S_IFREG, Header, Segment
-from vsaimage.cpio import COMPRESSIONS
 from vsaimage.edits.pcihack import (
     ORDER_PATH,
     PCIHACK_PATH,
@@ -36,7 +33,11 @@ from vsaimage.edits.pcihack import (
     order_without_pcihack,
 )
 from vsaimage.errors import InitrdError
-from vsaimage.members import Members
+from vsaimage.initrd import archive, cpio
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd.archive import S_IFDIR, S_IFREG, Header, Segment
+from vsaimage.initrd.cpio import COMPRESSIONS
+from vsaimage.initrd.members import Members
 
 _MODULES_RE = re.compile(rb"^(?:usr/)?lib/modules/([^/]+)(?:/|$)")
 

@@ -16,7 +16,7 @@ from libarchive.exception import ArchiveError
 
 from vsaimage import cancel
 from vsaimage.errors import ImageError
-from vsaimage.output import write_error
+from vsaimage.outputs.files import write_error
 
 _OVF = "http://schemas.dmtf.org/ovf/envelope/1"
 _RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"

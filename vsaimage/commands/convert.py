@@ -25,22 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from vsaimage import (
-    __version__,
-    batch,
-    bootmenu,
-    cpio,
-    glibc,
-    guest,
-    identity,
-    initrd,
-    initrd_modules,
-    kernel,
-    module_payload,
-    unpack,
-    xlcfg,
-)
-from vsaimage.diskformat import COMPRESSED, qemu_name
+from vsaimage import __version__
+from vsaimage.cli.report import Reporter
+from vsaimage.commands import batch
+from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.edits import (
     EditContext,
     InstallModules,
@@ -53,10 +41,18 @@ from vsaimage.edits import (
 )
 from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import BadInput, Failure, ImageError, InitrdError, KernelError, VerifyError
-from vsaimage.inspect import Layout, find_layout, partition_facts, read_snapshot
-from vsaimage.module_payload import ModulePayload
-from vsaimage.options import BatchOptions, ConvertOptions, Refused
-from vsaimage.output import (
+from vsaimage.guest import appliance as guest
+from vsaimage.guest.layout import Layout, find_layout, partition_facts, read_snapshot
+from vsaimage.initrd import cpio
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd import repack as initrd
+from vsaimage.inputs import unpack
+from vsaimage.inputs.diskformat import COMPRESSED, qemu_name
+from vsaimage.inputs.source import Drive, open_input
+from vsaimage.kmod import kernel
+from vsaimage.kmod import payload as module_payload
+from vsaimage.kmod.payload import ModulePayload
+from vsaimage.outputs.files import (
     OutputPaths,
     Staging,
     check_destination,
@@ -69,8 +65,8 @@ from vsaimage.output import (
     write_error,
 )
 from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
-from vsaimage.report import Reporter
-from vsaimage.source import Drive, open_input
+from vsaimage.vsa import glibc
+from vsaimage.xen import bootmenu, identity, xlcfg
 
 T = TypeVar("T")
 

@@ -27,11 +27,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsaimage import initrd_drivers, module_selection
-from vsaimage.archive import S_IFDIR, S_IFREG, Header
 from vsaimage.errors import BadInput, InitrdError
-from vsaimage.initrd_drivers import DriverCheck
-from vsaimage.members import Members
+from vsaimage.initrd import drivers as initrd_drivers
+from vsaimage.initrd.archive import S_IFDIR, S_IFREG, Header
+from vsaimage.initrd.drivers import DriverCheck
+from vsaimage.initrd.members import Members
+from vsaimage.kmod import selection as module_selection
 
 CONF_MODULES = "conf/modules"
 # What depmod reads besides the modules; mkinitramfs copies them from the tree.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from vsaimage.edits import Snapshot
 from vsaimage.errors import BadInput
-from vsaimage.xlcfg import derive_identity, validate_mac
+from vsaimage.xen.xlcfg import derive_identity, validate_mac
 
 IFCFG = "/etc/sysconfig/network-scripts/ifcfg-eth0"
 # udev's generator (CentOS 6 and later), and Debian's older name for it.

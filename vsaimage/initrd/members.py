@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from vsaimage.archive import S_IFDIR, S_IFMT, Header, Segment, Writer
 from vsaimage.errors import InitrdError
+from vsaimage.initrd.archive import S_IFDIR, S_IFMT, Header, Segment, Writer
 
 
 class Members:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vsaimage.edits import DEFAULT_PCI_HACK, PciHack
 from vsaimage.errors import BadInput
-from vsaimage.source import ImageSource
+from vsaimage.inputs.source import ImageSource
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass
 
 from vsaimage import __version__
-from vsaimage.bootmenu import BOOT_MODES, GRUB_CFG, KERNEL
 from vsaimage.errors import BadInput
+from vsaimage.xen.bootmenu import BOOT_MODES, GRUB_CFG, KERNEL
 
 # Data disks are attached where the VMware VSA had its SCSI host1 disks; the
 # udev edit maps xvdc..xvdg onto those /dev/scsi names and no further.

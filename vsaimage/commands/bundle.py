@@ -21,11 +21,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from vsaimage.edits import GuestFile, Snapshot, console, drivers, mobo_uuid, pci, platform
-from vsaimage.inspect import VERSION_FILE
-from vsaimage.output import Staging, check_destination, write_bytes
+from vsaimage.guest.layout import VERSION_FILE
+from vsaimage.outputs.files import Staging, check_destination, write_bytes
 
 if TYPE_CHECKING:
-    from vsaimage.guest import Guest, Partition
+    from vsaimage.guest.appliance import Guest, Partition
 
 FORMAT = 1
 UDEV_RULES = "/etc/udev/rules.d"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsaimage import __version__, initrd
+from vsaimage import __version__
+from vsaimage.cli.report import Reporter
+from vsaimage.commands.options import InitrdOptions
 from vsaimage.errors import InitrdError
-from vsaimage.options import InitrdOptions
-from vsaimage.output import Staging, check_destination, open_output
-from vsaimage.report import Reporter
-from vsaimage.source import open_input
+from vsaimage.initrd import repack as initrd
+from vsaimage.inputs.source import open_input
+from vsaimage.outputs.files import Staging, check_destination, open_output
 
 
 def run(opts: InitrdOptions, rep: Reporter) -> dict[str, Any]:
