@@ -16,10 +16,9 @@ from pathlib import Path
 
 from vsaimage.edits import EditContext, InstallModules, WriteFile
 from vsaimage.edits.pcihack import PCIHACK_SCRIPT
-from vsaimage.guest.layout import read_snapshot
-from vsaimage.guest.paths import HostTree
+from vsaimage.guest.hosttree import HostTree
 from vsaimage.kmod import payload as module_payload
-from vsaimage.plan import build
+from vsaimage.plan import build, read_snapshot
 
 # The files bench/peer.sh uploads, by the name it gives them in PREP.
 PEER_FILES = {

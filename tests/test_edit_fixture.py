@@ -24,8 +24,8 @@ from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL
 from vsaimage.edits.mobo_uuid import BEGIN
 from vsaimage.edits.pci import BINARIES
-from vsaimage.guest.paths import HostTree
-from vsaimage.xen.bootmenu import BootFiles
+from vsaimage.guest.hosttree import HostTree
+from vsaimage.model import BootFiles
 
 ROOT = REPO / "fixtures" / "vsa-root"
 VERSION = "6.1.0-18-amd64"

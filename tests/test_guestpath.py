@@ -11,7 +11,8 @@ import pytest
 from vsaimage.edits import EditContext, GuestFile, Snapshot
 from vsaimage.edits.console import INITTAB
 from vsaimage.edits.pci import BINARIES
-from vsaimage.guest.paths import GuestPathError, HostTree
+from vsaimage.errors import GuestPathError
+from vsaimage.guest.hosttree import HostTree
 from vsaimage.plan import build
 
 

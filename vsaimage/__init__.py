@@ -1,3 +1,30 @@
-"""vsaimage: turn a dd'd LeftHand / StoreVirtual VSA system disk into a Xen PV domU disk."""
+"""vsaimage: turn a dd'd LeftHand / StoreVirtual VSA system disk into a Xen PV domU disk.
+
+The package is layered; a module imports only from its own layer's package
+and from the layers below it (`make lint` checks this with import-linter,
+TYPE_CHECKING imports included, and that no import cycle exists):
+
+    cli/        argv and the option table's parser, the live console (the
+                only importer of rich), the renderers of the result documents
+    commands/   convert, inspect, verify, initrd: named steps over the layers
+                below; the option table and the result documents
+    guest/ outputs/ plan
+                guest/: the libguestfs adapter (the only importer of
+                guestfs), guest paths as the VSA resolves them, partition
+                roles; it knows no edit. outputs/: staging, copies, the
+                commit. plan: facts + options -> every change as data; it
+                knows no adapter. None of the three imports another.
+    initrd/     the initrd repack: cpio segments, libarchive, drivers to add
+    edits/      one module per edit: a pure transform and its postcondition
+    kmod/ xen/  kmod/: the kernel's version, module names and selection, the
+                modules payload, depmod. xen/: the xl config, the guest's
+                boot menu, its identity (MAC and UUID)
+    vsa/        pure knowledge of the VSA: its grub config, glibc, release
+    inputs/     what the user holds: formats by content, archives, iSCSI
+    cancel errors model progress
+                leaves: they import nothing of vsaimage
+
+The core reports through the `progress` protocol and never draws anything.
+"""
 
 __version__ = "0.1.0"

@@ -4,7 +4,9 @@ the class to an exit code and prints no traceback unless --debug."""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class VsaError(Exception):
@@ -56,6 +58,13 @@ class MissingFile(EditError):
     kind = "missing-file"
 
 
+class GuestPathError(EditError):
+    """A guest path the edits need leads somewhere they must not go (a
+    dangling symlink, a loop, /proc, another filesystem)."""
+
+    kind = "guest-path"
+
+
 class OutputError(BadInput):
     """The output path is unusable (exists, is the input, no such directory)."""
 
@@ -78,6 +87,14 @@ class VerifyError(VsaError):
     """A postcondition does not hold after the edits."""
 
     kind = "verify"
+
+
+def write_error(label: Path, e: OSError) -> VsaError:
+    """The one-line error for a failed write of the output `label`."""
+    if e.errno == errno.ENOSPC:
+        return WriteError(f"{label}: no space left on device while writing",
+                          hint="free some space or choose another output directory")
+    return WriteError(f"{label}: cannot write: {e.strerror or e}")
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ The same catalogue of postconditions serves inspect and verify.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from vsaimage.edits import (
     Change,
     Edit,
     EditContext,
+    GuestFile,
     InstallModules,
     Snapshot,
     Status,
@@ -27,8 +28,7 @@ from vsaimage.edits import (
 )
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
-from vsaimage.errors import BadInput
-from vsaimage.guest.paths import GuestPathError
+from vsaimage.errors import BadInput, GuestPathError
 
 TITLES = {e.name: e.title for e in ALL_EDITS}
 
@@ -140,3 +140,28 @@ def plan_step(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
 def postconditions(snap: Snapshot, ctx: EditContext, skip: frozenset[str] = frozenset()) -> dict[str, bool]:
     """Which edits are in place (skipped ones are left out)."""
     return {e.name: e.check(snap, ctx) for e in ALL_EDITS if e.name not in skip}
+
+
+class GuestReader(Protocol):
+    """What reading a snapshot needs: the appliance's Guest, or a host tree
+    standing in for the guest root."""
+
+    def read(self, path: str) -> GuestFile: ...
+
+    def list(self, directory: str) -> set[str]: ...
+
+
+def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] = frozenset(),
+                  extra: Sequence[str] = ()) -> Snapshot:
+    """Read every file and listing the edits (those not skipped) need, with
+    guest paths resolved as in the running VSA."""
+    reads: list[str] = list(extra)
+    lists: list[str] = []
+    for edit in ALL_EDITS:
+        if edit.name not in skip:
+            reads.extend(edit.reads(ctx))
+            lists.extend(edit.lists(ctx))
+    paths: set[str] = set()
+    for d in dict.fromkeys(lists):
+        paths |= guest.list(d)
+    return Snapshot({p: guest.read(p) for p in dict.fromkeys(reads)}, frozenset(paths))

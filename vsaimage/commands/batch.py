@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vsaimage import cancel
-from vsaimage.cli.report import Reporter
 from vsaimage.errors import Failure
+from vsaimage.progress import Progress
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Item:
     warnings go to, and its failure once it has failed."""
 
     text: str
-    rep: Reporter
+    rep: Progress
     failure: Failure | None = None
 
     @property

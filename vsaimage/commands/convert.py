@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from vsaimage import __version__
-from vsaimage.cli.report import Reporter
 from vsaimage.commands import batch
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.edits import (
@@ -40,18 +39,27 @@ from vsaimage.edits import (
     pcihack,
 )
 from vsaimage.edits.mobo_uuid import fallback_uuid
-from vsaimage.errors import BadInput, Failure, ImageError, InitrdError, KernelError, VerifyError
+from vsaimage.errors import (
+    BadInput,
+    Failure,
+    ImageError,
+    InitrdError,
+    KernelError,
+    VerifyError,
+    write_error,
+)
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import Layout, find_layout, partition_facts, read_snapshot
+from vsaimage.guest.layout import Layout, find_layout, partition_facts
 from vsaimage.initrd import cpio
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
 from vsaimage.inputs.diskformat import COMPRESSED, qemu_name
-from vsaimage.inputs.source import Drive, open_input
+from vsaimage.inputs.source import open_input
 from vsaimage.kmod import kernel
 from vsaimage.kmod import payload as module_payload
 from vsaimage.kmod.payload import ModulePayload
+from vsaimage.model import BootFiles, Drive
 from vsaimage.outputs.files import (
     OutputPaths,
     Staging,
@@ -62,9 +70,9 @@ from vsaimage.outputs.files import (
     source_size,
     sparse_copy,
     write_bytes,
-    write_error,
 )
-from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions
+from vsaimage.plan import HostItem, Plan, build, guest_modules_dir, postconditions, read_snapshot
+from vsaimage.progress import Progress
 from vsaimage.vsa import glibc
 from vsaimage.xen import bootmenu, identity, xlcfg
 
@@ -144,7 +152,7 @@ class Planned:
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
 
-    def warn(self, rep: Reporter) -> None:
+    def warn(self, rep: Progress) -> None:
         """Warnings in the plan's details (an fstab entry naming a disk Xen
         will not have, a MAC the guest's network set-up does not expect)
         become the run's warnings."""
@@ -189,11 +197,11 @@ def _plan(g: guest.Guest, opts: ConvertOptions, ctx: EditContext, outputs: Outpu
     return Planned(layout, ctx, plan, cfg, who, libc, drivers)
 
 
-def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> bootmenu.BootFiles:
+def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
     """What the guest's own menu boots: the kernel and initrd of a direct
     boot, with its command line, from the filesystem holding /boot."""
     holder = layout.boot or layout.root
-    return bootmenu.BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
                               holder.partition.uuid, "" if layout.boot else "/boot")
 
 
@@ -268,7 +276,7 @@ def _shared(opts: ConvertOptions) -> Iterator[_Shared]:
         yield _Shared(version, initrd_in, _modules_dir(opts, version), _edit_context(opts, version))
 
 
-def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
     image = _Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
     with _shared(opts) as shared:
@@ -278,7 +286,7 @@ def convert(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             "timings": dict(rep.timings), "warnings": list(rep.warnings)}
 
 
-def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
+def dry_run(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     image = _Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
     with _shared(opts) as shared:
         _dry_run([image], opts, shared, rep, alone=True)
@@ -286,7 +294,7 @@ def dry_run(opts: ConvertOptions, rep: Reporter) -> dict[str, Any]:
             "kernel_version": shared.version, **image.doc}
 
 
-def convert_batch(opts: BatchOptions, rep: Reporter) -> dict[str, Any]:
+def convert_batch(opts: BatchOptions, rep: Progress) -> dict[str, Any]:
     """Convert several images in one appliance launch, sharing the modules
     payload and the initrd repack; each image has its own outputs, identity
     and commit, and one failing does not stop the others."""
@@ -326,7 +334,7 @@ def _first(opts: BatchOptions) -> ConvertOptions:
     return found
 
 
-def _warn_shared_identity(images: Sequence[_Image], rep: Reporter) -> None:
+def _warn_shared_identity(images: Sequence[_Image], rep: Progress) -> None:
     """Two nodes with one MAC are one node to their management group (the
     VSA takes its serial id from it), and the motherboard UUID the VSA
     computes comes from the domain UUID: say so when a batch holds clones
@@ -346,7 +354,7 @@ def _kernel_doc(opts: ConvertOptions, version: str) -> dict[str, str]:
     return {"path": str(opts.kernel.absolute()), "version": version}
 
 
-def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Reporter, *,
+def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Progress, *,
              alone: bool) -> int:
     """Plan each image in one read-only launch; returns the launches made."""
     live = [i for i in images if i.ok]
@@ -381,7 +389,7 @@ def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared
     return guest.launch_count - launches_before
 
 
-def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Reporter, *,
+def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, rep: Progress, *,
          alone: bool) -> int:
     """Copy, edit, verify and commit each image, all in one appliance
     launch; fills each image's document. Returns the launches made."""
@@ -556,13 +564,13 @@ def _initrd_drivers(opts: ConvertOptions, version: str, prepared: initrd.Prepare
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
 
 
-def _timed(rep: Reporter, name: str, fn: Callable[[], T]) -> T:
+def _timed(rep: Progress, name: str, fn: Callable[[], T]) -> T:
     with rep.phase(name):
         return fn()
 
 
 def _stage_image(opts: ConvertOptions, img: Path, label: Path, staging: Staging,
-                 rep: Reporter) -> tuple[str, dict[str, Any]]:
+                 rep: Progress) -> tuple[str, dict[str, Any]]:
     """Put a copy of the input at the staging name `img`; returns its format
     and the input's facts. A raw file or block device is copied sparsely by
     Python; every other case goes through qemu-img, which skips zeros too,
@@ -602,7 +610,7 @@ def _stage_image(opts: ConvertOptions, img: Path, label: Path, staging: Staging,
 def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
           payload: concurrent.futures.Future[ModulePayload] | None,
           repack: concurrent.futures.Future[tuple[Path, initrd.RepackResult]],
-          rep: Reporter, label: Path, *, reserve: int) -> list[str]:
+          rep: Progress, label: Path, *, reserve: int) -> list[str]:
     """Apply and verify the plan's guest edits on the mounted output; returns
     the guest files an upload found already there. `reserve`: bytes the
     output directory must also keep free for files written after."""
@@ -648,7 +656,7 @@ def _edit(g: guest.Guest, opts: ConvertOptions, planned: Planned,
     return unchanged
 
 
-def _upload(g: guest.Guest, sources: dict[str, Path], rep: Reporter) -> list[str]:
+def _upload(g: guest.Guest, sources: dict[str, Path], rep: Progress) -> list[str]:
     """Copy each host file of `sources` to its guest path; returns the guest
     paths that already held those bytes (not sent again)."""
     total = sum(os.path.getsize(source) for source in sources.values())

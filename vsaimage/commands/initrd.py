@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from vsaimage import __version__
-from vsaimage.cli.report import Reporter
 from vsaimage.commands.options import InitrdOptions
 from vsaimage.errors import InitrdError
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs.source import open_input
 from vsaimage.outputs.files import Staging, check_destination, open_output
+from vsaimage.progress import Progress
 
 
-def run(opts: InitrdOptions, rep: Reporter) -> dict[str, Any]:
+def run(opts: InitrdOptions, rep: Progress) -> dict[str, Any]:
     with open_input(opts.input, InitrdError, "an initrd") as src:
         check_destination([opts.output], force=opts.force, inputs=[opts.input])
         with Staging([opts.output]) as staging:

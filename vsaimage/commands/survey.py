@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from vsaimage import __version__
-from vsaimage.cli.report import Reporter
 from vsaimage.commands import batch, bundle
 from vsaimage.commands.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
 from vsaimage.edits import EditContext, Snapshot, pcihack
@@ -18,25 +17,20 @@ from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import (
-    VERSION_FILE,
-    Layout,
-    find_layout,
-    module_versions,
-    partition_facts,
-    read_snapshot,
-    vsa_version,
-)
+from vsaimage.guest.layout import Layout, find_layout, partition_facts
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
-from vsaimage.inputs.source import Drive, ImageSource, open_input
-from vsaimage.plan import TITLES, plan_step, postconditions
+from vsaimage.inputs.source import ImageSource, open_input
+from vsaimage.model import Drive
+from vsaimage.plan import TITLES, plan_step, postconditions, read_snapshot
+from vsaimage.progress import Progress
 from vsaimage.vsa import glibc
+from vsaimage.vsa.release import VERSION_FILE, module_versions, vsa_version
 from vsaimage.xen import identity
 
 
-def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Reporter, *,
+def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
              skip: frozenset[str] = frozenset(),
              also: Callable[[guest.Guest, Snapshot], None] | None = None,
              ) -> tuple[Layout, Snapshot, dict[str, Any]]:
@@ -83,7 +77,7 @@ def _status_rows(status: dict[str, bool], snap: Snapshot) -> list[dict[str, Any]
     return [{"step": name, "title": TITLES[name], "status": said(name, ok)} for name, ok in status.items()]
 
 
-def inspect(opts: InspectOptions, rep: Reporter) -> dict[str, Any]:
+def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     if opts.bundle is not None:  # bad output paths fail before the launch
         bundle.check_output(opts.bundle, force=opts.force,
                             inputs=[opts.image.path] if opts.image.path else [])
@@ -157,7 +151,7 @@ def _verify_ctx(opts: VerifyOptions) -> EditContext:
     return EditContext(pci_hack=opts.pci_hack, kernel_version=opts.kernel_version)
 
 
-def verify(opts: VerifyOptions, rep: Reporter) -> dict[str, Any]:
+def verify(opts: VerifyOptions, rep: Progress) -> dict[str, Any]:
     check = _InitrdCheck.of(opts)
     layout, snap, facts = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
     doc = _verify_doc(opts, check, layout, snap, facts)
@@ -183,7 +177,7 @@ class _Checked(batch.Item):
     doc: dict[str, Any] = field(default_factory=dict)
 
 
-def verify_batch(opts: VerifyBatch, rep: Reporter) -> dict[str, Any]:
+def verify_batch(opts: VerifyBatch, rep: Progress) -> dict[str, Any]:
     """verify several images in one read-only launch; an image that cannot
     be read fails alone."""
     items: list[_Checked] = []

@@ -2,9 +2,9 @@
 and its postcondition side by side.
 
 Nothing here touches a disk: an edit looks at a `Snapshot` (the guest files it
-asked for, read beforehand through guest.py with paths resolved as in the
+asked for, read beforehand through the guest adapter with paths resolved as in the
 running VSA) and returns a `StepPlan` holding the
-changes to make. convert.py writes those changes through libguestfs; verify
+changes to make. The convert command writes those changes through libguestfs; verify
 re-reads the files and calls `check`. Text is handled as latin-1 so that every
 byte the edit does not target is preserved exactly.
 """
@@ -14,10 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:  # bootmenu reads grub configs with grubconf, which imports this module
-    from vsaimage.xen.bootmenu import BootFiles
+from vsaimage.model import BootFiles
+
+# The types an edit looks at come from model; they are named here too, so that
+# an edit imports everything it uses of the edits' interface from this package.
+from vsaimage.model import GuestFile as GuestFile
+from vsaimage.model import PartitionFacts as PartitionFacts
+from vsaimage.model import Snapshot as Snapshot
+from vsaimage.model import Status as Status
 
 
 class PciHack(StrEnum):
@@ -28,45 +34,6 @@ class PciHack(StrEnum):
 
 # --pci-hack's default, for convert and verify alike
 DEFAULT_PCI_HACK = PciHack.BOTH
-
-
-@dataclass(frozen=True)
-class GuestFile:
-    """One path of the guest root as read before planning, symlinks followed
-    inside the guest."""
-
-    path: str
-    data: bytes | None  # None: missing, or not a regular file
-    mode: int | None = None  # permission bits, e.g. 0o755
-    real: str | None = None  # where the path leads, when a symlink took it elsewhere
-    error: str | None = None  # why it leads nowhere usable (dangling symlink, loop, /proc ...)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What edits may look at: the files they listed in `reads`, and every path
-    found under the directories they listed in `lists`."""
-
-    files: Mapping[str, GuestFile]
-    paths: frozenset[str] = frozenset()
-
-    def get(self, path: str) -> GuestFile:
-        return self.files.get(path) or GuestFile(path, None)
-
-    def text(self, path: str) -> str | None:
-        data = self.get(path).data
-        return None if data is None else data.decode("latin-1")
-
-
-@dataclass(frozen=True)
-class PartitionFacts:
-    """What inspection found on one partition of the system disk: edits that
-    rewrite device names use the filesystem's UUID and label."""
-
-    number: int
-    fstype: str = ""
-    label: str = ""
-    uuid: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,10 +78,6 @@ class UploadFile:
 
 
 Change = WriteFile | InstallModules | UploadFile
-
-# "apply" in a plan; "applied" once convert carried it out.
-Status = Literal["apply", "applied", "already applied", "skipped"]
-
 
 @dataclass(frozen=True)
 class StepPlan:

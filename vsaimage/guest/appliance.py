@@ -26,11 +26,10 @@ from typing import Any
 import guestfs
 
 from vsaimage import cancel
-from vsaimage.edits import GuestFile
-from vsaimage.errors import ApplianceError
+from vsaimage.errors import ApplianceError, GuestPathError
 from vsaimage.guest import paths as guestpath
-from vsaimage.guest.paths import Entry, GuestPathError, Resolved, kind_of_mode
-from vsaimage.inputs.source import Drive
+from vsaimage.guest.paths import Entry, Resolved, kind_of_mode
+from vsaimage.model import Drive, GuestFile
 
 # read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
 # larger files go through download/upload with a private temporary file.

@@ -12,12 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from vsaimage.edits import EditContext, GuestFile, PartitionFacts, Snapshot
-from vsaimage.edits.catalog import ALL as ALL_EDITS
-from vsaimage.errors import ImageError
-from vsaimage.guest.paths import GuestPathError
+from vsaimage.errors import GuestPathError, ImageError
+from vsaimage.model import PartitionFacts
 from vsaimage.vsa import grubconf
 
 if TYPE_CHECKING:  # guest.py imports guestfs; only convert and survey load it
@@ -191,40 +189,3 @@ def _find_boot(parts: Sequence[Partition], probe: Probe, root: Partition,
     with_kernel = {n for pattern in _KERNELS for n in probe.hits[pattern]}
     first = next((p for p in parts if p != root and p.number in with_kernel), None)
     return Role(first, "first partition with a kernel at its top") if first else None
-
-
-class GuestReader(Protocol):
-    """What reading a snapshot needs: guest.Guest, or a host tree standing in."""
-
-    def read(self, path: str) -> GuestFile: ...
-
-    def list(self, directory: str) -> set[str]: ...
-
-
-def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] = frozenset(),
-                  extra: Sequence[str] = ()) -> Snapshot:
-    """Read every file and listing the edits (those not skipped) need, with
-    guest paths resolved as in the running VSA."""
-    reads: list[str] = list(extra)
-    lists: list[str] = []
-    for edit in ALL_EDITS:
-        if edit.name not in skip:
-            reads.extend(edit.reads(ctx))
-            lists.extend(edit.lists(ctx))
-    paths: set[str] = set()
-    for d in dict.fromkeys(lists):
-        paths |= guest.list(d)
-    return Snapshot({p: guest.read(p) for p in dict.fromkeys(reads)}, frozenset(paths))
-
-
-def vsa_version(snap: Snapshot) -> str | None:
-    text = snap.text(VERSION_FILE)
-    return text.strip() or None if text is not None else None
-
-
-def module_versions(snap: Snapshot) -> list[str]:
-    """The directories under /lib/modules (one per kernel version)."""
-    return sorted({p.split("/")[3] for p in snap.paths if p.startswith("/lib/modules/")})
-
-
-VERSION_FILE = "/etc/lefthand/.version"

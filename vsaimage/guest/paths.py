@@ -2,7 +2,7 @@
 time, with symlinks (relative or absolute) followed inside the guest.
 
 Pure: the caller supplies `lookup`, an lstat of a path that has no symlink in
-it (guest.py asks libguestfs; tests and the bench ask a host directory
+it (the appliance asks libguestfs; hosttree.py asks a host directory
 standing in for the guest root). What the edits must never touch is refused
 here with the path named: a dangling symlink, a loop, a component that is not
 a directory, and a place that is not the root filesystem of the disk (/proc,
@@ -11,16 +11,14 @@ a directory, and a place that is not the root filesystem of the disk (/proc,
 
 from __future__ import annotations
 
-import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from vsaimage.edits import GuestFile
-from vsaimage.errors import EditError
+from vsaimage.errors import GuestPathError
+from vsaimage.model import GuestFile
 
 Kind = Literal["dir", "file", "link", "other"]
 
@@ -41,12 +39,6 @@ class Entry:
 
 
 Lookup = Callable[[str], "Entry | None"]
-
-
-class GuestPathError(EditError):
-    """A guest path the edits need leads somewhere they must not go."""
-
-    kind = "guest-path"
 
 
 @dataclass(frozen=True)
@@ -158,40 +150,6 @@ def read(path: str, resolver: Callable[[str], Resolved], fetch: Callable[[str], 
     if r.entry.kind != "file":
         return GuestFile(path, None, r.entry.mode, real=real)
     return GuestFile(path, fetch(r.real), r.entry.mode, real=real)
-
-
-class HostTree:
-    """A host directory standing in for the guest root (the bench and the
-    tests read the fixture tree through it). Links are read, never followed
-    by the host: the resolver follows them below `top`."""
-
-    def __init__(self, top: Path) -> None:
-        self.top = top
-
-    def _host(self, path: str) -> Path:
-        return self.top / path.lstrip("/")
-
-    def lookup(self, path: str) -> Entry | None:
-        try:
-            st = self._host(path).lstat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        kind = kind_of_mode(st.st_mode)
-        target = os.readlink(self._host(path)) if kind == "link" else None
-        return Entry(kind, st.st_mode & 0o7777, st.st_size, target)
-
-    def resolve(self, path: str) -> Resolved:
-        return resolve(path, self.lookup)
-
-    def read(self, path: str) -> GuestFile:
-        return read(path, self.resolve, lambda real: self._host(real).read_bytes())
-
-    def list(self, directory: str) -> set[str]:
-        def find(real: str) -> list[str]:
-            top = self._host(real)
-            return [str(p.relative_to(top)) for p in sorted(top.rglob("*"))]
-
-        return tree(directory, self.lookup, find, lambda paths: [self.lookup(p) for p in paths])
 
 
 def tree(directory: str, lookup: Lookup, find: Callable[[str], list[str]],

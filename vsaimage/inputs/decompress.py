@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vsaimage import cancel
-from vsaimage.errors import ImageError
-from vsaimage.outputs.files import write_error
+from vsaimage.errors import ImageError, write_error
 
 _TOOLS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}
 _CHUNK = 4 * 2**20

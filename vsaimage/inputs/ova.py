@@ -15,8 +15,7 @@ import libarchive
 from libarchive.exception import ArchiveError
 
 from vsaimage import cancel
-from vsaimage.errors import ImageError
-from vsaimage.outputs.files import write_error
+from vsaimage.errors import ImageError, write_error
 
 _OVF = "http://schemas.dmtf.org/ovf/envelope/1"
 _RASD = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"

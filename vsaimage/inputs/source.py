@@ -16,26 +16,7 @@ from typing import Any, BinaryIO
 from vsaimage.errors import BadInput, ImageError
 from vsaimage.inputs import diskformat, iscsi
 from vsaimage.inputs.ova import Ova, read_ova
-
-
-@dataclass(frozen=True)
-class Drive:
-    """A disk to attach to the appliance: a host path, or a network target
-    with its protocol (guest.py hands `options()` to libguestfs)."""
-
-    path: str
-    readonly: bool
-    format: str = "raw"
-    protocol: str | None = None  # e.g. "iscsi"
-    server: tuple[str, ...] = ()
-
-    def options(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"readonly": self.readonly, "format": self.format}
-        if self.protocol:
-            kwargs["protocol"] = self.protocol
-            kwargs["server"] = list(self.server)
-        return kwargs
-
+from vsaimage.model import Drive
 
 _ISCSI_RE = re.compile(r"iscsi://(?P<host>\[[^\]/]+\]|[^/:\[\]]+)(?::(?P<port>[^/]*))?"
                        r"/(?P<iqn>[^/]+)/(?P<lun>[^/]+)/?")

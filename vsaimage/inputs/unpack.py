@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vsaimage.cli.report import Reporter
 from vsaimage.errors import ImageError
 from vsaimage.inputs import decompress, diskformat, ova
-from vsaimage.inputs.source import Drive, ImageSource, check_partition_table
+from vsaimage.inputs.source import ImageSource, check_partition_table
+from vsaimage.model import Drive
+from vsaimage.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Unpacked:
     virtual_size: int
 
 
-def unpack(image: ImageSource, dst: Path, *, label: Path, rep: Reporter) -> Unpacked:
+def unpack(image: ImageSource, dst: Path, *, label: Path, rep: Progress) -> Unpacked:
     """Write the disk of the packed `image` to `dst`; `label` names the
     output in write errors."""
     assert image.path is not None and image.packed
@@ -54,7 +55,7 @@ def unpack(image: ImageSource, dst: Path, *, label: Path, rep: Reporter) -> Unpa
 
 
 @contextlib.contextmanager
-def readable(image: ImageSource, rep: Reporter) -> Iterator[tuple[Drive, dict[str, Any]]]:
+def readable(image: ImageSource, rep: Progress) -> Iterator[tuple[Drive, dict[str, Any]]]:
     """A read-only drive of `image`, unpacked under TMPDIR when it must be,
     and the input's facts (its format, virtual size, OVA disks)."""
     if not image.packed:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vsaimage import cancel
-from vsaimage.errors import OutputError, VsaError, WriteError
+from vsaimage.errors import OutputError, WriteError, write_error
 
 _CHUNK = 8 * 2**20
 
@@ -153,14 +153,6 @@ def open_output(path: Path, *, label: Path) -> Iterator[BinaryIO]:
             yield f
     except OSError as e:
         raise write_error(label, e) from e
-
-
-def write_error(label: Path, e: OSError) -> VsaError:
-    """The one-line error for a failed write of the output `label`."""
-    if e.errno == errno.ENOSPC:
-        return WriteError(f"{label}: no space left on device while writing",
-                          hint="free some space or choose another output directory")
-    return WriteError(f"{label}: cannot write: {e.strerror or e}")
 
 
 def ensure_space(directory: Path, needed: int, *, label: Path) -> None:

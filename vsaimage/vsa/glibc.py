@@ -14,7 +14,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from vsaimage.edits import Snapshot
+from vsaimage.model import Snapshot
 
 LIBC_DIRS = ("/lib64", "/lib")
 # libc.so.6 is a symlink to libc-X.Y.so up to glibc 2.33 and the library

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from vsaimage.edits import PartitionFacts
+from vsaimage.model import PartitionFacts
 
 _DEVICE = re.compile(r"/dev/(?:[sh]d|xvd|vd)[a-z](\d+)")
 

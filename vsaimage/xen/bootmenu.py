@@ -11,8 +11,7 @@ ours, not default, so the menu still shows them. Pure: text in, text out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vsaimage.model import BootFiles
 from vsaimage.vsa import grubconf
 
 LOADERS = ("pvgrub", "pygrub")
@@ -30,25 +29,6 @@ ENTRY_ID = "vsaimage-xen"
 # The VSA's grub.conf waits 5 s behind a hidden menu; so does this one
 # (pygrub shows it on `xl create -c`).
 TIMEOUT = 5
-
-
-@dataclass(frozen=True)
-class BootFiles:
-    """What the menu's default entry boots."""
-
-    loader: str  # one of LOADERS
-    kernel_version: str
-    cmdline: str  # root= and the rest, as the direct xl config passes them
-    fs_uuid: str  # of the filesystem holding /boot ("" when unknown)
-    fs_prefix: str  # "" when /boot is a partition of its own, else "/boot"
-
-    @property
-    def title(self) -> str:
-        return f"Xen guest (vsaimage): Linux {self.kernel_version}"
-
-    def in_fs(self, guest_path: str) -> str:
-        """`guest_path` as the boot loader names it inside its filesystem."""
-        return self.fs_prefix + guest_path.removeprefix("/boot")
 
 
 def _quote(title: str) -> str:

@@ -16,8 +16,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from vsaimage.edits import Snapshot
 from vsaimage.errors import BadInput
+from vsaimage.model import Snapshot
 from vsaimage.xen.xlcfg import derive_identity, validate_mac
 
 IFCFG = "/etc/sysconfig/network-scripts/ifcfg-eth0"
