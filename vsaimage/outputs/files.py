@@ -90,8 +90,10 @@ def clean_stale(final: Path) -> list[Path]:
 
 
 class Staging:
-    """Temporaries for a set of final paths. Use as a context manager and call
-    commit() at the end of the work; leaving without commit removes them."""
+    """Temporaries for a set of final paths, the main one first (scratch
+    files are named after it, and it is renamed into place last). Use as a
+    context manager and call commit() at the end of the work; leaving
+    without commit removes them."""
 
     def __init__(self, finals: Sequence[Path]) -> None:
         self.finals = list(finals)
@@ -128,9 +130,10 @@ class Staging:
                 t.unlink()
 
     def commit(self) -> None:
-        """Rename every temporary into place; the image last, so that a final
-        image never exists without its initrd and config."""
-        for f in self.finals:
+        """Rename every temporary into place, the first final (the disk of a
+        convert) last: a crash between two renames leaves no final disk
+        without its initrd and config."""
+        for f in [*self.finals[1:], *self.finals[:1]]:
             t = self.temps[f]
             if t.exists():
                 os.replace(t, f)
