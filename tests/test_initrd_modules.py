@@ -205,6 +205,22 @@ def test_a_second_repack_adds_nothing(tree: Path) -> None:
     assert plan.why() == "each is in the initrd or built into the kernel"
 
 
+def test_finish_leaves_what_it_is_given_as_read(tree: Path) -> None:
+    """A batch plans every image from one read of the initrd: a repack that
+    adds drivers for one image must not add them to that read (once it did,
+    and the next image's plan found nothing missing)."""
+    data = gz(small())
+    prepared = prepare_bytes(data)
+    files, done = prepared.module_files, (prepared.done.added[:], prepared.done.changed[:])
+    found = initrd_modules.check(files, tree, "ext3")
+    addition = initrd_modules.plan(found, tree, V, prepared.module_root(V)).addition
+    assert addition is not None
+    finish_bytes(prepared, drivers=addition)
+    assert prepared.module_files == files
+    assert (prepared.done.added, prepared.done.changed) == done
+    assert initrd_modules.check(prepared.module_files, tree, "ext3").missing == found.missing
+
+
 def test_present_drivers_leave_the_initrd_as_a_plain_repack(tree: Path) -> None:
     have = ("kernel/drivers/block/xen-blkfront.ko", "kernel/fs/ext4/ext4.ko.xz", "kernel/lib/crc16.ko")
     data = gz(small(have))

@@ -442,9 +442,9 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
         def repack_for(image: _Image) -> concurrent.futures.Future[tuple[Path, initrd.RepackResult]]:
             """One repack per set of drivers to add (the same for images
             whose roots need the same driver), into a scratch file each image
-            copies. finish() adds the drivers into what it is given, and the
-            plans of the images after this one still read the initrd as
-            read: a repack that adds drivers starts from a read of its own."""
+            copies. A repack that adds drivers reads the initrd through a
+            file of its own: repacks run at once in threads, and two cannot
+            stream from one file offset."""
             assert image.planned is not None
             addition = image.planned.drivers.addition
             if addition not in repacks:

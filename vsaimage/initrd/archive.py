@@ -112,6 +112,9 @@ class Header:
         _entry_set_size(ptr, 0)
         return cls(ptr)
 
+    def clone(self) -> Header:
+        return Header(_entry_clone(self.ptr))
+
     @property
     def key(self) -> bytes:
         """The name without a leading `./` or `/`, for lookups."""

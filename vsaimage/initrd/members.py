@@ -12,6 +12,7 @@ their contents, and hardlink groups keep their data on the link that had it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -61,6 +62,18 @@ class Members:
             return None
         newest = max(h.mtime for h in headers.values())
         return cls(segment, headers, texts, count, epoch if epoch is not None else newest)
+
+    def copy(self) -> Members:
+        """An index of the same segment whose changes are its own (headers
+        cloned): a repack that adds drivers for one image edits a copy, and
+        the read every image plans from stays as read."""
+        twin = copy.copy(self)
+        twin._index = {key: h.clone() for key, h in self._index.items()}
+        twin._texts, twin._removed = dict(self._texts), set(self._removed)
+        twin._new = {parent: list(keys) for parent, keys in self._new.items()}
+        twin._added, twin._changed = set(self._added), set(self._changed)
+        twin.first = twin._index.get(self.first.key, self.first)
+        return twin
 
     def get(self, key: bytes) -> Header | None:
         return self._index.get(key)

@@ -172,8 +172,9 @@ _READ = (ORDER_PATH.encode(), PCIHACK_PATH.encode(), initrd_modules.CONF_MODULES
 @dataclass
 class Prepared:
     """An initrd read, with pcihack applied: the first half of a repack.
-    finish() edits its members, so each is finished once. The input file
-    stays open until then: finish() reads it again."""
+    finish() leaves it as it is (drivers are added to a copy), so one read
+    serves every image of a batch. The input file stays open until then:
+    finish() reads it again."""
 
     source: BinaryIO
     split: cpio.Split
@@ -246,9 +247,9 @@ def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
         raise InitrdError(f"zstd thread count must be 1 or more, not {threads}")
     done, split, members = prepared.done, prepared.split, prepared.members
     if drivers is not None:
+        members = members.copy()
         added, changed = initrd_modules.add(members, drivers)
-        done.added += added
-        done.changed += changed
+        done = _Changes([*done.added, *added], [*done.changed, *changed], list(done.removed))
     out_compression = compression or split.compression
     applied = done.none
     start = out.tell()
