@@ -3,12 +3,14 @@ parse (every flag they use exists)."""
 
 from __future__ import annotations
 
+import gzip
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 
+import initrd_reader as rd
 from support import REPO, run_cli
 from vsaimage.cli.main import _parser
 
@@ -57,6 +59,19 @@ def test_bad_identity_refused_before_any_work(flag: str, value: str, tmp_path: P
     assert r.code == 2, r.stderr
     assert r.stderr.startswith("vsaimage: error: ") and value in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == [disk]
+
+
+def test_verbose_shows_what_the_repack_did(tmp_path: Path) -> None:
+    """-v adds detail lines on stderr; without it they are not there."""
+    m = rd.member
+    src = tmp_path / "in.img"
+    src.write_bytes(gzip.compress(rd.write_newc([m(".", 0o040755, ino=1), m("scripts", 0o040755, ino=2)])))
+    lines = ("input compression: gzip", "added: ('scripts/init-bottom', 'scripts/init-bottom/pcihack')")
+    verbose = run_cli("initrd", src, "-o", tmp_path / "v.img", "-v")
+    assert verbose.code == 0, verbose.stderr
+    assert all(line in verbose.stderr for line in lines), verbose.stderr
+    plain = run_cli("initrd", src, "-o", tmp_path / "p.img")
+    assert plain.code == 0 and not any(line in plain.stderr for line in lines), plain.stderr
 
 
 def test_cli_does_not_load_libguestfs() -> None:

@@ -36,6 +36,16 @@ def test_every_step_applied_in_one_launch(converted: Converted) -> None:
     assert doc["root_partition"] == 5 and doc["boot_partition"] == 1
 
 
+def test_verbose_says_where_each_change_goes(converted: Converted) -> None:
+    """-v: the roles found and why, the appliance's drive, every file
+    written with its size and mode, and the renames; none of it without."""
+    verbose, plain = converted.minimal_run.stderr, converted.run.stderr
+    for line in ("root: partition 5 (holds /etc/lefthand and /etc/inittab)", "appliance: TCG",
+                 "write /etc/fstab (", "install the modules into /lib/modules/", "renamed into place: "):
+        assert line in verbose, verbose
+        assert line not in plain, plain
+
+
 def test_input_untouched_and_nothing_partial(converted: Converted) -> None:
     assert fingerprint(converted.input) == converted.input_sha_before
     assert not list(converted.out.parent.glob("*.partial")) and not list(

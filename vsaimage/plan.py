@@ -94,6 +94,15 @@ class Plan:
         return Plan(tuple(map(carried_out, self.before)), tuple(map(carried_out, self.steps)),
                     tuple(map(carried_out, self.after)))
 
+    def lines(self) -> list[str]:
+        """One line per item and its status, then one per file it writes:
+        what -v shows."""
+        found = []
+        for d in self.as_dicts():
+            found.append(f"{d['step']}: {d['status']} ({d['title']})")
+            found += [f"  {_change_line(c)}" for c in d["changes"]]  # type: ignore[attr-defined]
+        return found
+
     def as_dicts(self) -> list[dict[str, object]]:
         return [*map(_host_dict, self.before), *map(step_dict, self.steps), *map(_host_dict, self.after)]
 
@@ -105,6 +114,16 @@ def guest_modules_dir(version: str) -> str:
 def _host_dict(h: HostItem) -> dict[str, object]:
     return {"step": h.step, "title": h.title, "status": h.status, "details": dict(h.details),
             "changes": [{"output": h.output}]}
+
+
+def _change_line(change: Mapping[str, object]) -> str:
+    if "write" in change:
+        return f"write {change['write']} ({change['bytes']} bytes, mode {change['mode']})"
+    if "upload" in change:
+        return f"upload the {change['from']} to {change['upload']}"
+    if "install_modules" in change:
+        return f"install the modules into {change['install_modules']}"
+    return f"write {change['output']}"
 
 
 def step_dict(s: StepPlan) -> dict[str, object]:

@@ -49,7 +49,7 @@ from vsaimage.errors import (
     write_error,
 )
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import Layout, find_layout, partition_facts
+from vsaimage.guest.layout import Layout, find_layout, layout_lines, partition_facts
 from vsaimage.initrd import cpio
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
@@ -152,10 +152,13 @@ class Planned:
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
 
-    def warn(self, rep: Progress) -> None:
+    def tell(self, rep: Progress) -> None:
         """Warnings in the plan's details (an fstab entry naming a disk Xen
         will not have, a MAC the guest's network set-up does not expect)
-        become the run's warnings."""
+        become the run's warnings; with -v, the roles and every change are
+        detail lines."""
+        for line in [*layout_lines(self.layout), *self.plan.lines()]:
+            rep.debug(line)
         items: list[HostItem | StepPlan] = [*self.plan.before, *self.plan.steps, *self.plan.after]
         for item in items:
             warnings = item.details.get("warnings")
@@ -372,14 +375,14 @@ def _dry_run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared
         if not live:
             return 0
         with rep.phase("appliance launch"):
-            g = guest.launch(drives, warn=rep.warn)
+            g = guest.launch(drives, rep)
         with g:
             for n, image in enumerate(live):
                 with batch.attempt(image, alone=alone), image.rep.phase("plan"):
                     # a dry run writes no initrd: every image may read the same one
                     image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
                                           lambda: prepared, writable=False, drive=n)
-                    image.planned.warn(image.rep)
+                    image.planned.tell(image.rep)
                     image.doc = {"success": True, "input": image.text, "input_facts": image.input_facts,
                                  **image.planned.doc()}
                     if not alone:
@@ -478,7 +481,7 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
         # the thread that made the handle), while the work above proceeds.
         with rep.phase("appliance launch"):
             g = guest.launch([Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
-                              for i in live if i.staging is not None], warn=rep.warn)
+                              for i in live if i.staging is not None], rep)
         size = os.fstat(shared.initrd_in.fileno()).st_size
         reserve = size + size // 4
         with g:
@@ -487,7 +490,7 @@ def _run(images: Sequence[_Image], settings: ConvertOptions, shared: _Shared, re
                     with image.rep.phase("plan"):
                         image.planned = _plan(g, image.opts, shared.ctx, image.outputs, shared.modules_dir,
                                               prepared.result, writable=True, drive=n)
-                    image.planned.warn(image.rep)
+                    image.planned.tell(image.rep)
                     image.repack = repack_for(image)
                     image.unchanged = _edit(g, image.opts, image.planned, payload, image.repack,
                                             image.rep, image.outputs.image, reserve=reserve)
@@ -516,6 +519,7 @@ def _finish(image: _Image, shared: _Shared, payload: concurrent.futures.Future[M
     cfg = planned.cfg
     write_bytes(image.staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
     image.staging.commit()
+    rep.debug(f"renamed into place: {', '.join(str(p) for p in outputs.all())}")
 
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):

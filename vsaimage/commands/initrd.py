@@ -22,5 +22,8 @@ def run(opts: InitrdOptions, rep: Progress) -> dict[str, Any]:
                                                          label=opts.output) as out:
                 result = initrd.repack(src, out, compression=opts.compression)
             staging.commit()
+    for key in ("input_compression", "compression", "early_segments", "entries", "added", "changed",
+                "removed"):
+        rep.debug(f"{key.replace('_', ' ')}: {getattr(result, key)}")
     return {"success": True, "command": "initrd", "tool_version": __version__,
             "input": str(opts.input), "output": str(opts.output), **result.as_dict()}

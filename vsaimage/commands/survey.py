@@ -17,7 +17,7 @@ from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import Layout, find_layout, partition_facts
+from vsaimage.guest.layout import Layout, find_layout, layout_lines, partition_facts
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
@@ -38,18 +38,20 @@ def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, 
     Returns the input's facts (format, virtual size) too."""
     with unpack.readable(image, rep) as (drive, facts):
         with rep.phase("appliance launch"):
-            g = guest.launch([drive], warn=rep.warn)
+            g = guest.launch([drive], rep)
         with g, rep.phase("read image"):
-            layout, snap = _read(g, image, roles, ctx, skip=skip, also=also)
+            layout, snap = _read(g, image, roles, ctx, rep, skip=skip, also=also)
     return layout, snap, facts
 
 
-def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, *,
+def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
           skip: frozenset[str] = frozenset(),
           also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
           ) -> tuple[Layout, Snapshot]:
     """The layout and snapshot of the appliance's `drive`-th disk."""
     layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
+    for line in layout_lines(layout):
+        rep.debug(line)
     snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
     if also is not None:
         also(g, snap)
@@ -201,11 +203,12 @@ def verify_batch(opts: VerifyBatch, rep: Progress) -> dict[str, Any]:
                 readable.append((item, o, drive, facts))
         if readable:
             with rep.phase("appliance launch"):
-                g = guest.launch([drive for _, _, drive, _ in readable], warn=rep.warn)
+                g = guest.launch([drive for _, _, drive, _ in readable], rep)
             with g:
                 for n, (item, o, _, facts) in enumerate(readable):
                     with batch.attempt(item, alone=False), item.rep.phase("read image"):
-                        layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), skip=o.skip, drive=n)
+                        layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), item.rep, skip=o.skip,
+                                             drive=n)
                         item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap, facts)}
                     g.unmount_all()
     docs = [{**i.doc, "timings": dict(i.rep.timings), "warnings": list(i.rep.warnings)} if i.ok

@@ -30,6 +30,7 @@ from vsaimage.errors import ApplianceError, GuestPathError
 from vsaimage.guest import paths as guestpath
 from vsaimage.guest.paths import Entry, Resolved, kind_of_mode
 from vsaimage.model import Drive, GuestFile
+from vsaimage.progress import Progress
 
 # read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
 # larger files go through download/upload with a private temporary file.
@@ -122,10 +123,18 @@ def _launch(g: Any, *, watch: bool) -> None:
         g.delete_event_callback(handle)
 
 
-def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
+def launch(drives: Sequence[Drive], progress: Progress) -> Guest:
     """Start the appliance with `drives` attached. Uses KVM when it works and
     falls back to TCG (software emulation) when a KVM launch fails or hangs."""
     tcg = _tcg_forced() or not os.access("/dev/kvm", os.R_OK | os.W_OK)
+    for d in drives:
+        access = "read-only" if d.readonly else "read-write"
+        progress.debug(f"appliance drive: {d.path} ({d.format}, {access})")
+    if tcg:
+        why = "LIBGUESTFS_BACKEND_SETTINGS asks for it" if _tcg_forced() else "no usable /dev/kvm"
+        progress.debug(f"appliance: TCG, software emulation ({why})")
+    else:
+        progress.debug(f"appliance: KVM, TCG if its launch fails or is silent for {KVM_SILENCE:.0f} s")
     g = _new_handle(drives, tcg)
     try:
         _launch(g, watch=not tcg)
@@ -134,7 +143,7 @@ def launch(drives: Sequence[Drive], *, warn: Callable[[str], None]) -> Guest:
         if tcg:
             raise ApplianceError(f"appliance launch failed: {_first_line(e)}",
                                  hint="run with LIBGUESTFS_DEBUG=1 to see the appliance's log") from e
-        warn(f"KVM appliance launch failed ({_first_line(e)}); retrying with TCG")
+        progress.warn(f"KVM appliance launch failed ({_first_line(e)}); retrying with TCG")
         g = _new_handle(drives, True)
         try:
             g.launch()

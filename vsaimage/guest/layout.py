@@ -97,6 +97,13 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     return Layout(device, tuple(parts), root, boot, kernels)
 
 
+def layout_lines(layout: Layout) -> list[str]:
+    """The roles found and why, as -v shows them."""
+    boot = layout.boot
+    return [f"root: partition {layout.root.partition.number} ({layout.root.reason})",
+            f"boot: partition {boot.partition.number} ({boot.reason})" if boot else "boot: none found"]
+
+
 def facts(p: Partition) -> PartitionFacts:
     return PartitionFacts(p.number, p.fstype, p.label, p.uuid)
 
