@@ -10,6 +10,7 @@ import pytest
 
 from fixtures.build_image import LAYOUTS
 from support import NOBODY, Converted, DebianKernel, Readback, fingerprint, nobody_dir, run_cli
+from vsaimage.edits.console import AUTOLOGIN_WARNING
 from xl_reader import parse as parse_xl
 
 pytestmark = pytest.mark.integration
@@ -251,3 +252,17 @@ def test_dry_run_lists_what_the_real_run_changed(converted: Converted, readback:
     modules = f"/lib/modules/{debian_kernel.version}"
     assert set(r.doc["guest_paths"]) == readback.changed | {modules}
     assert r.doc["guest_paths"] == converted.run.doc["guest_paths"]
+
+
+def test_console_autologin_is_one_warning_in_the_edits_words(example_image: Path, debian_kernel: DebianKernel,
+                                                            tmp_path: Path) -> None:
+    """The warning the console step plans is the run's warning, once; the
+    command line no longer says it again in other words."""
+    r = run_cli("convert", example_image, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", tmp_path / "x.img", "--dry-run", "--json", "--console-autologin")
+    assert r.code == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "warning:" in line and "autologin" in line]
+    assert len(said) == 1 and said[0].endswith(AUTOLOGIN_WARNING), said
+    console = next(s for s in r.doc["steps"] if s["step"] == "console")
+    assert console["details"]["warnings"] == [AUTOLOGIN_WARNING]
+    assert r.doc["warnings"] == [AUTOLOGIN_WARNING]

@@ -49,6 +49,7 @@ class HostItem:
     output: str  # the file's final name
     status: Status = "apply"
     details: Mapping[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 _Item = TypeVar("_Item", StepPlan, HostItem)
@@ -70,6 +71,12 @@ class Plan:
     @property
     def outputs(self) -> list[str]:
         return [h.output for h in (*self.before, *self.after)]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What every item says the user must be told, in plan order."""
+        items: list[HostItem | StepPlan] = [*self.before, *self.steps, *self.after]
+        return [w for item in items for w in item.warnings]
 
     @property
     def guest_paths(self) -> list[str]:
@@ -111,8 +118,13 @@ def guest_modules_dir(version: str) -> str:
     return f"/lib/modules/{version}"
 
 
+def details_doc(item: StepPlan | HostItem) -> dict[str, object]:
+    """An item's details as the JSON has them, its warnings among them."""
+    return {**item.details, **({"warnings": list(item.warnings)} if item.warnings else {})}
+
+
 def _host_dict(h: HostItem) -> dict[str, object]:
-    return {"step": h.step, "title": h.title, "status": h.status, "details": dict(h.details),
+    return {"step": h.step, "title": h.title, "status": h.status, "details": details_doc(h),
             "changes": [{"output": h.output}]}
 
 
@@ -136,7 +148,7 @@ def step_dict(s: StepPlan) -> dict[str, object]:
         else:
             changes.append({"install_modules": guest_modules_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
-            "details": dict(s.details), "changes": changes}
+            "details": details_doc(s), "changes": changes}
 
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:

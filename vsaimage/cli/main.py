@@ -241,8 +241,6 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
             kernel_version=a.kernel_version, modules_dir=a.modules_dir,
             modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression, xl=xl)
 
-    if a.console_autologin:
-        rep.warn("--console-autologin: hvc0 gives a root shell to anyone on the Xen console")
     if several:
         images = _each_image(a.image, parse, convert_options)
         _check_names([o for o in images if isinstance(o, ConvertOptions)])

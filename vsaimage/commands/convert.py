@@ -33,7 +33,6 @@ from vsaimage.edits import (
     InstallModules,
     Snapshot,
     Status,
-    StepPlan,
     UploadFile,
     WriteFile,
     pcihack,
@@ -159,11 +158,8 @@ class Planned:
         detail lines."""
         for line in [*layout_lines(self.layout), *self.plan.lines()]:
             rep.debug(line)
-        items: list[HostItem | StepPlan] = [*self.plan.before, *self.plan.steps, *self.plan.after]
-        for item in items:
-            warnings = item.details.get("warnings")
-            for w in warnings if isinstance(warnings, list) else ():
-                rep.warn(str(w))
+        for warning in self.plan.warnings:
+            rep.warn(warning)
 
     def doc(self, plan: Plan | None = None) -> dict[str, Any]:
         """The result document's part that the plan (or, when given, the
@@ -223,18 +219,15 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     initrd_details: dict[str, object] = {
         "input": str(opts.initrd), "pcihack": action,
         "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict()}
-    if drivers.unavailable:
-        initrd_details["warnings"] = drivers.warnings(opts.initrd)
     initrd_item = HostItem("initrd", title, str(outputs.initrd),
                            _initrd_status(action, prepared.done_nothing and add is None, done=False),
-                           initrd_details)
+                           initrd_details, tuple(drivers.warnings(opts.initrd)))
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
         "type": cfg.guest_type}
-    if who.warning:
-        xl_details["warnings"] = [who.warning]
-    xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details)
+    xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
+                  warnings=(who.warning,) if who.warning else ())
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 

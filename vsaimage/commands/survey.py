@@ -12,7 +12,7 @@ from typing import Any
 from vsaimage import __version__
 from vsaimage.commands import batch, bundle
 from vsaimage.commands.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
-from vsaimage.edits import EditContext, Snapshot, pcihack
+from vsaimage.edits import EditContext, Snapshot, Status, pcihack
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
@@ -23,7 +23,7 @@ from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource, open_input
 from vsaimage.model import Drive
-from vsaimage.plan import TITLES, plan_step, postconditions, read_snapshot
+from vsaimage.plan import TITLES, details_doc, plan_step, postconditions, read_snapshot
 from vsaimage.progress import Progress
 from vsaimage.vsa import glibc
 from vsaimage.vsa.release import VERSION_FILE, module_versions, vsa_version
@@ -71,7 +71,7 @@ def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> di
 def _status_rows(status: dict[str, bool], snap: Snapshot) -> list[dict[str, Any]]:
     """One row per edit; the bootloader step is "not used" on a disk that
     boots directly (no menu of vsaimage's in /boot)."""
-    def said(name: str, ok: bool) -> str:
+    def said(name: str, ok: bool) -> Status:
         if name == BootLoader.name and not BootLoader.in_use(snap):
             return "not used"
         return "applied" if ok else "not applied"
@@ -121,7 +121,7 @@ def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:
         if edit.name == "modules":
             continue
         try:
-            found[edit.name] = dict(plan_step(edit, snap, ctx).details)
+            found[edit.name] = details_doc(plan_step(edit, snap, ctx))
         except VsaError as e:
             found[edit.name] = {"error": e.message, "hint": e.hint}
     return found

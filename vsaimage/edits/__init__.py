@@ -86,11 +86,15 @@ class StepPlan:
     changes: tuple[Change, ...] = ()
     # JSON-able facts for the report: replacement counts, computed UUID, ...
     details: Mapping[str, object] = field(default_factory=dict)
+    # What the user must be told before the step runs; they become the
+    # run's warnings (and the JSON's details["warnings"]).
+    warnings: tuple[str, ...] = ()
 
 
-def decide(step: str, changes: list[Change], details: Mapping[str, object] | None = None) -> StepPlan:
+def decide(step: str, changes: list[Change], details: Mapping[str, object] | None = None, *,
+           warnings: tuple[str, ...] = ()) -> StepPlan:
     """A StepPlan that applies `changes`, or is 'already applied' when there are none."""
-    return StepPlan(step, "apply" if changes else "already applied", tuple(changes), details or {})
+    return StepPlan(step, "apply" if changes else "already applied", tuple(changes), details or {}, warnings)
 
 
 def text_write(snap: Snapshot, path: str, new_text: str, default_mode: int = 0o644) -> list[Change]:
