@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from vsaimage.errors import OutputError
-from vsaimage.outputs.files import OutputPaths, Staging, check_destination, clean_stale, sparse_copy
+from vsaimage.outputs.copy import sparse_copy
+from vsaimage.outputs.staging import OutputPaths, Staging, check_destination, clean_stale
 
 
 def test_sparse_copy_writes_only_data(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_staging_commit_renames(tmp_path: Path) -> None:
 _KILLED_AFTER_FIRST_RENAME = """
 import os, signal, sys
 from pathlib import Path
-from vsaimage.outputs.files import OutputPaths, Staging
+from vsaimage.outputs.staging import OutputPaths, Staging
 
 paths = OutputPaths.from_option(Path(sys.argv[1]))
 renamed = os.replace

@@ -14,7 +14,7 @@ import pytest
 from vsaimage.errors import ImageError
 from vsaimage.inputs import iscsi
 from vsaimage.inputs.source import Drive, ImageSource, parse_image
-from vsaimage.outputs import files as output
+from vsaimage.outputs import copy as output
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
 

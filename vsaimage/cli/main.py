@@ -32,7 +32,7 @@ from vsaimage.errors import BadInput, Failure, ImageError
 from vsaimage.initrd.cpio import COMPRESSIONS
 from vsaimage.inputs.diskformat import FORMATS
 from vsaimage.inputs.source import ImageSource, parse_image
-from vsaimage.outputs.files import OutputPaths
+from vsaimage.outputs.staging import OutputPaths
 from vsaimage.xen.bootmenu import BOOT_MODES
 from vsaimage.xen.xlcfg import DISK_FORMATS, GUEST_TYPES, validate_mac, validate_uuid
 

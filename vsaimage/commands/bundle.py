@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from vsaimage.edits import GuestFile, Snapshot, console, drivers, mobo_uuid, pci, platform
-from vsaimage.outputs.files import Staging, check_destination, write_bytes
+from vsaimage.outputs.staging import Staging, check_destination, write_bytes
 from vsaimage.vsa.release import VERSION_FILE
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from vsaimage.commands.options import InitrdOptions
 from vsaimage.errors import InitrdError
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs.source import open_input
-from vsaimage.outputs.files import Staging, check_destination, open_output
+from vsaimage.outputs.staging import Staging, check_destination, open_output
 from vsaimage.progress import Progress
 
 

@@ -10,20 +10,13 @@ whose process is gone.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import re
-import stat
-import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vsaimage import cancel
 from vsaimage.errors import OutputError, WriteError, write_error
-
-_CHUNK = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -168,105 +161,3 @@ def ensure_space(directory: Path, needed: int, *, label: Path) -> None:
         raise WriteError(f"{label}: no space left on device for the output: about "
                          f"{needed / 2**20:.0f} MiB more needed, {free / 2**20:.0f} MiB free",
                          hint="free some space, choose another output directory or use --modules minimal")
-
-
-def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of the data regions of a file, skipping holes."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # only a hole up to the end
-                return
-            raise
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        yield start, end - start
-        pos = end
-
-
-def _is_zero(buf: bytes) -> bool:
-    return not buf.strip(b"\0")
-
-
-def source_size(src: Path) -> int:
-    with open(src, "rb") as f:
-        return f.seek(0, os.SEEK_END)
-
-
-def allocated_bytes(src: Path) -> int:
-    st = src.stat()
-    if stat.S_ISBLK(st.st_mode):
-        return source_size(src)
-    return st.st_blocks * 512
-
-
-def sparse_copy(src: Path, dst: Path, *, label: Path,
-                progress: Callable[[int], None] | None = None) -> int:
-    """Copy `src` to a new `dst` of the same size writing only its data: holes
-    of a sparse file are skipped, and so are all-zero blocks (a block device or
-    a file copied without holes). Returns the bytes written."""
-    written = 0
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = fin.seek(0, os.SEEK_END)
-        try:
-            fout.truncate(size)
-            try:
-                extents = list(_data_extents(fin.fileno(), size))
-            except OSError:  # no SEEK_DATA (a block device): scan everything
-                extents = [(0, size)]
-            for start, length in extents:
-                fin.seek(start)
-                end = start + length
-                pos = start
-                while pos < end:
-                    cancel.check()
-                    buf = fin.read(min(_CHUNK, end - pos))
-                    if not buf:
-                        break
-                    if not _is_zero(buf):
-                        fout.seek(pos)
-                        fout.write(buf)
-                        written += len(buf)
-                    pos += len(buf)
-                    if progress:
-                        progress(len(buf))
-            fout.flush()
-            os.fsync(fout.fileno())
-        except OSError as e:
-            raise write_error(label, e) from e
-    return written
-
-
-def qemu_img_convert(src: str, dst: Path, out_format: str, in_format: str | None, *, label: Path,
-                     progress: Callable[[float], None] | None = None) -> None:
-    """Copy `src` (a file in `in_format`, or a URI qemu reads such as
-    iscsi://, with `in_format` None) to `dst` in `out_format`, skipping holes
-    and zeros; `progress` gets percentages."""
-    cmd = ["qemu-img", "convert", "-p", "-O", out_format, src, str(dst)]
-    if in_format is not None:
-        cmd[2:2] = ["-f", in_format]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
-    out, errs = proc.stdout, proc.stderr
-    assert out is not None and errs is not None
-    try:
-        # -p prints "    (12.34/100%)" updates ended by carriage returns,
-        # which text mode turns into newlines
-        pending = ""
-        while chunk := out.read(64):
-            *done, pending = (pending + chunk).split("\n")
-            for m in re.finditer(r"\((\d+(?:\.\d+)?)/100%\)", "".join(done)):
-                if progress:
-                    progress(float(m.group(1)))
-        err = errs.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    if proc.returncode != 0:
-        msg = (err.strip().splitlines() or ["qemu-img failed"])[-1]
-        if "No space left" in msg:
-            raise WriteError(f"{label}: no space left on device while writing",
-                             hint="free some space or choose another output directory")
-        raise WriteError(f"{label}: qemu-img convert from {src} failed: {msg}")
