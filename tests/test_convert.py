@@ -252,6 +252,11 @@ def test_dry_run_lists_what_the_real_run_changed(converted: Converted, readback:
     modules = f"/lib/modules/{debian_kernel.version}"
     assert set(r.doc["guest_paths"]) == readback.changed | {modules}
     assert r.doc["guest_paths"] == converted.run.doc["guest_paths"]
+    # the same document as a convert's: same keys, the same kernel and outputs
+    assert set(r.doc) == set(converted.run.doc), set(r.doc) ^ set(converted.run.doc)
+    assert r.doc["dry_run"] and not converted.run.doc["dry_run"]
+    for key in ("kernel", "outputs", "xl", "motherboard_uuid", "root_partition"):
+        assert r.doc[key] == converted.run.doc[key], key
 
 
 def test_console_autologin_is_one_warning_in_the_edits_words(example_image: Path, debian_kernel: DebianKernel,

@@ -246,7 +246,7 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
         _check_names([o for o in images if isinstance(o, ConvertOptions)])
         return convert.convert_batch(BatchOptions(images), rep)
     opts = convert_options(parse(a.image[0]))
-    return (convert.dry_run if opts.dry_run else convert.convert)(opts, rep)
+    return convert.convert(opts, rep)
 
 
 _Options = TypeVar("_Options", ConvertOptions, VerifyOptions)

@@ -9,9 +9,8 @@ With a single image nothing is caught: its error propagates as it always has
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from vsaimage import cancel
 from vsaimage.errors import Failure
@@ -53,20 +52,3 @@ def fail(item: Item, failure: Failure) -> None:
     item.failure = failure
     named = failure.message if failure.message.startswith(item.text) else f"{item.text}: {failure.message}"
     item.rep.error(named, failure.hint)
-
-
-def result(command: str, items: Sequence[Item], docs: Sequence[dict[str, Any]],
-           shared: dict[str, Any]) -> dict[str, Any]:
-    """The document of a batch: every image's own document (its `success`,
-    and its `error` when it failed) in the order given, the inputs that
-    failed, and `shared`: what all images have in common."""
-    failed = [i.text for i, d in zip(items, docs, strict=True) if not d.get("success")]
-    return {"success": not failed, "command": command, "batch": True, **shared,
-            "images": list(docs), "failed": failed}
-
-
-def failed_doc(item: Item) -> dict[str, Any]:
-    assert item.failure is not None
-    return {"success": False, "input": item.text, "error": item.failure.as_dict(),
-            "timings": dict(item.rep.timings), "warnings": list(item.rep.warnings)}
-

@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__
-from vsaimage.commands import apply, batch
+from vsaimage.commands import apply, batch, results
 from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.commands.planning import Planned, initrd_status, plan_image
 from vsaimage.commands.shared import Shared, set_up
 from vsaimage.edits import InstallModules, Status, UploadFile, pcihack
-from vsaimage.edits.mobo_uuid import fallback_uuid
 from vsaimage.errors import Failure, InitrdError, write_error
 from vsaimage.guest import appliance as guest
 from vsaimage.initrd import modules as initrd_modules
@@ -107,18 +105,8 @@ def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
-        _convert(run)
-    return {"success": True, "command": "convert", "tool_version": __version__, **image.doc,
-            "kernel": _kernel_doc(opts, shared.version), "appliance_launches": run.launches,
-            "timings": dict(rep.timings), "warnings": list(rep.warnings)}
-
-
-def dry_run(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
-    image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
-    with set_up(opts) as shared, contextlib.ExitStack() as stack:
-        _dry_run(Run(opts, shared, [image], rep, True, stack))
-    return {"success": True, "command": "convert", "dry_run": True, "tool_version": __version__,
-            "kernel_version": shared.version, **image.doc}
+        (_dry_run if opts.dry_run else _convert)(run)
+    return results.single("convert", _shared_doc(run), image.doc)
 
 
 def convert_batch(opts: BatchOptions, rep: Progress) -> dict[str, Any]:
@@ -140,13 +128,8 @@ def convert_batch(opts: BatchOptions, rep: Progress) -> dict[str, Any]:
         run = Run(settings, shared, images, rep, False, stack)
         (_dry_run if settings.dry_run else _convert)(run)
     _warn_shared_identity(images, rep)
-    docs = [i.doc if isinstance(i, Image) and i.ok else batch.failed_doc(i) for i in items]
-    common: dict[str, Any] = {"tool_version": __version__, "kernel": _kernel_doc(settings, shared.version),
-                              "appliance_launches": run.launches, "timings": dict(rep.timings),
-                              "warnings": list(rep.warnings)}
-    if settings.dry_run:
-        common["dry_run"] = True
-    return batch.result("convert", items, docs, common)
+    docs = [i.doc if isinstance(i, Image) and i.ok else results.failed_image(i) for i in items]
+    return results.batch("convert", items, docs, _shared_doc(run))
 
 
 # --- the steps, in the order they run ---------------------------------------------
@@ -195,10 +178,10 @@ def _dry_run(run: Run) -> None:
             with batch.attempt(image, alone=run.alone):
                 _plan(run, image, g, n, writable=False)
                 assert image.planned is not None
-                image.doc = {"success": True, "input": image.text, "input_facts": image.input_facts,
-                             **_planned_doc(image.planned, image.planned.plan)}
+                image.doc = results.convert_image(image.text, image.input_facts, image.outputs,
+                                                  image.opts.format, image.planned, image.planned.plan)
                 if not run.alone:
-                    image.doc |= {"timings": dict(image.rep.timings), "warnings": list(image.rep.warnings)}
+                    image.doc |= results.record(image.rep)
             g.unmount_all()
 
 
@@ -301,20 +284,10 @@ def _commit(run: Run, image: Image) -> None:
     write_bytes(image.staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
     image.staging.commit()
     rep.debug(f"renamed into place: {', '.join(str(p) for p in outputs.all())}")
-    image.doc = {
-        "success": True,
-        "input": image.text,
-        "input_facts": image.input_facts,
-        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
-                    "format": image.fmt},
-        **_planned_doc(planned, _executed(run, image, initrd_result)),
-        # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
-        # and falls back to a value built from the pinned MAC otherwise.
-        "motherboard_uuid": cfg.uuid,
-        "motherboard_uuid_fallback": fallback_uuid(cfg.mac),
-    }
+    image.doc = results.convert_image(image.text, image.input_facts, outputs, image.fmt, planned,
+                                      _executed(run, image, initrd_result))
     if not run.alone:
-        image.doc |= {"timings": dict(rep.timings), "warnings": list(rep.warnings)}
+        image.doc |= results.record(rep)
 
 
 # --- what the steps share ------------------------------------------------------
@@ -375,19 +348,6 @@ def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Pla
     return planned.plan.executed(facts, statuses)
 
 
-def _planned_doc(planned: Planned, done: Plan) -> dict[str, Any]:
-    """The result document's part that the plan (as planned, or as carried
-    out) decides."""
-    return {
-        "root_partition": planned.layout.root.partition.number,
-        "boot_partition": planned.layout.boot.partition.number if planned.layout.boot else None,
-        "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
-        "xl": {"name": planned.cfg.name, **planned.who.as_dict(), "boot": planned.cfg.boot,
-               "type": planned.cfg.guest_type},
-        "glibc": planned.libc.as_dict(),
-    }
-
-
 def _first(opts: BatchOptions) -> ConvertOptions:
     """The settings every image shares: those of the first image that has
     options (the command line gave them all the same)."""
@@ -414,5 +374,7 @@ def _warn_shared_identity(images: Sequence[Image], rep: Progress) -> None:
             seen.setdefault(what, i.text)
 
 
-def _kernel_doc(opts: ConvertOptions, version: str) -> dict[str, str]:
-    return {"path": str(opts.kernel.absolute()), "version": version}
+def _shared_doc(run: Run) -> dict[str, Any]:
+    return results.convert_shared(kernel_path=str(run.settings.kernel.absolute()),
+                                  kernel_version=run.shared.version, dry_run=run.settings.dry_run,
+                                  launches=run.launches, rep=run.rep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsaimage import __version__
+from vsaimage.commands import results
 from vsaimage.commands.options import InitrdOptions
 from vsaimage.errors import InitrdError
 from vsaimage.initrd import repack as initrd
@@ -25,5 +25,5 @@ def run(opts: InitrdOptions, rep: Progress) -> dict[str, Any]:
     for key in ("input_compression", "compression", "early_segments", "entries", "added", "changed",
                 "removed"):
         rep.debug(f"{key.replace('_', ' ')}: {getattr(result, key)}")
-    return {"success": True, "command": "initrd", "tool_version": __version__,
-            "input": str(opts.input), "output": str(opts.output), **result.as_dict()}
+    return results.single("initrd", results.common(), {
+        "success": True, "input": str(opts.input), "output": str(opts.output), **result.as_dict()})

@@ -9,11 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vsaimage import __version__
-from vsaimage.commands import batch, bundle
+from vsaimage.commands import batch, bundle, results
 from vsaimage.commands.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
-from vsaimage.edits import EditContext, Snapshot, Status, pcihack
-from vsaimage.edits.bootloader import BootLoader
+from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.guest import appliance as guest
@@ -23,7 +21,7 @@ from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource, open_input
 from vsaimage.model import Drive
-from vsaimage.plan import TITLES, details_doc, plan_step, postconditions, read_snapshot
+from vsaimage.plan import details_doc, plan_step, postconditions, read_snapshot
 from vsaimage.progress import Progress
 from vsaimage.vsa import glibc
 from vsaimage.vsa.release import VERSION_FILE, module_versions, vsa_version
@@ -58,27 +56,6 @@ def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, re
     return layout, snap
 
 
-def _layout_doc(image: ImageSource, layout: Layout, facts: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "image": str(image),
-        "input_facts": facts,
-        "partitions": [p.as_dict() for p in layout.partitions],
-        "root": layout.root.as_dict(),
-        "boot": layout.boot.as_dict() if layout.boot else None,
-    }
-
-
-def _status_rows(status: dict[str, bool], snap: Snapshot) -> list[dict[str, Any]]:
-    """One row per edit; the bootloader step is "not used" on a disk that
-    boots directly (no menu of vsaimage's in /boot)."""
-    def said(name: str, ok: bool) -> Status:
-        if name == BootLoader.name and not BootLoader.in_use(snap):
-            return "not used"
-        return "applied" if ok else "not applied"
-
-    return [{"step": name, "title": TITLES[name], "status": said(name, ok)} for name, ok in status.items()]
-
-
 def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     if opts.bundle is not None:  # bad output paths fail before the launch
         bundle.check_output(opts.bundle, force=opts.force,
@@ -88,11 +65,9 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     layout, snap, facts = _examine(
         opts.image, opts.roles, ctx, rep,
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
-    doc = {
+    doc = results.single("inspect", results.common(), {
         "success": True,
-        "command": "inspect",
-        "tool_version": __version__,
-        **_layout_doc(opts.image, layout, facts),
+        **results.layout_doc(str(opts.image), layout, facts),
         "vsa_version": vsa_version(snap),
         "glibc": glibc.detect(snap).as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
@@ -101,9 +76,9 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
-        "edits": _status_rows(postconditions(snap, ctx), snap),
+        "edits": results.edit_rows(postconditions(snap, ctx), snap),
         "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
-    }
+    })
     if opts.bundle is not None:
         with rep.phase("write bundle"):
             name = opts.image.path.name if opts.image.path else str(opts.image)
@@ -156,21 +131,18 @@ def _verify_ctx(opts: VerifyOptions) -> EditContext:
 def verify(opts: VerifyOptions, rep: Progress) -> dict[str, Any]:
     check = _InitrdCheck.of(opts)
     layout, snap, facts = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
-    doc = _verify_doc(opts, check, layout, snap, facts)
-    return {"success": doc.pop("success"), "command": "verify", "tool_version": __version__, **doc}
+    return results.single("verify", results.common(), _verify_doc(opts, check, layout, snap, facts))
 
 
 def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: Snapshot,
                 facts: dict[str, Any]) -> dict[str, Any]:
-    rows = _status_rows(postconditions(snap, _verify_ctx(opts), opts.skip), snap)
+    rows = results.edit_rows(postconditions(snap, _verify_ctx(opts), opts.skip), snap)
     if check.ok is not None:
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[check.action]} ({opts.initrd})",
                      "status": "applied" if check.ok else "not applied"})
     if check.module_files is not None and opts.kernel_version is not None:
         rows += _initrd_drivers(check.module_files, Path("/lib/modules") / opts.kernel_version, layout)
-    missing = [r["step"] for r in rows if r["status"] == "not applied"]
-    return {"success": not missing, **_layout_doc(opts.image, layout, facts), "edits": rows,
-            "missing": missing}
+    return results.verify_image(results.layout_doc(str(opts.image), layout, facts), rows)
 
 
 @dataclass
@@ -211,14 +183,12 @@ def verify_batch(opts: VerifyBatch, rep: Progress) -> dict[str, Any]:
                                              drive=n)
                         item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap, facts)}
                     g.unmount_all()
-    docs = [{**i.doc, "timings": dict(i.rep.timings), "warnings": list(i.rep.warnings)} if i.ok
-            else batch.failed_doc(i) for i in items]
-    return batch.result("verify", items, docs, {
-        "tool_version": __version__, "appliance_launches": guest.launch_count - launches_before,
-        "timings": dict(rep.timings), "warnings": list(rep.warnings)})
+    docs = [{**i.doc, **results.record(i.rep)} if i.ok else results.failed_image(i) for i in items]
+    return results.batch("verify", items, docs,
+                         results.common(launches=guest.launch_count - launches_before, rep=rep))
 
 
-def _initrd_drivers(module_files: tuple[str, ...], tree: Path, layout: Layout) -> list[dict[str, Any]]:
+def _initrd_drivers(module_files: tuple[str, ...], tree: Path, layout: Layout) -> list[results.EditRow]:
     """The initrd holds xen_blkfront and the root filesystem's driver, or the
     kernel has them built in: checked only when the kernel's modules tree
     is on this machine (its modules.builtin says what is built in)."""
