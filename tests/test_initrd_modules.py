@@ -8,6 +8,7 @@ unmkinitramfs and checked with the machine's modprobe.
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import zlib
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 import initrd_reader as rd
 from support import DebianKernel, finish_bytes, prepare_bytes, repack_bytes
 from vsaimage.commands import survey
-from vsaimage.errors import InitrdError
+from vsaimage.errors import InitrdError, VsaError
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
+from vsaimage.kmod.payload import build_payload
 
 V = "6.1.0-99-amd64"
 M = f"usr/lib/modules/{V}"
@@ -334,11 +336,20 @@ def test_a_name_leading_out_of_the_modules_directory_is_refused(tree: Path, tmp_
     assert not escape.exists()
 
 
-def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(initrd_modules.shutil, "which", lambda *a, **k: None)
-    with pytest.raises(InitrdError, match="depmod is not installed") as exc:
+def test_a_missing_depmod_is_one_error_wherever_it_is_needed(tree: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding drivers to the initrd and building the minimal modules payload
+    both run depmod: its absence is the same error (the machine lacks a
+    program: exit 1) in both, not bad input in one and a failure in the
+    other."""
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    with pytest.raises(VsaError) as initrd_error:
         repack(gz(small()), tree)
-    assert exc.value.hint == "install kmod"
+    with pytest.raises(VsaError) as payload_error:
+        build_payload(tree, V, tmp_path / "modules.tar", minimal=True)
+    for e in (initrd_error.value, payload_error.value):
+        assert (e.exit_code, e.kind, e.message) == (1, "missing-tool", "depmod is not installed"), e
+        assert e.hint is not None and e.hint.startswith("install kmod")
 
 
 def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: Path) -> None:

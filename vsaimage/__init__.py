@@ -21,6 +21,7 @@ TYPE_CHECKING imports included, and that no import cycle exists):
                 boot menu, its identity (MAC and UUID)
     vsa/        pure knowledge of the VSA: its grub config, glibc, release
     inputs/     what the user holds: formats by content, archives, iSCSI
+    tools       the external programs: found in one way, failures said in one way
     cancel errors model progress
                 leaves: they import nothing of vsaimage
 

@@ -83,6 +83,13 @@ class ApplianceError(VsaError):
     kind = "appliance"
 
 
+class MissingTool(VsaError):
+    """A program vsaimage runs is not installed: the machine lacks it, not
+    the user's input (exit 1, wherever it was needed)."""
+
+    kind = "missing-tool"
+
+
 class VerifyError(VsaError):
     """A postcondition does not hold after the edits."""
 

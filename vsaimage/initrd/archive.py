@@ -25,6 +25,7 @@ from libarchive.exception import ArchiveError
 from libarchive.read import new_archive_read
 from libarchive.write import new_archive_write
 
+from vsaimage import tools
 from vsaimage.errors import InitrdError
 
 # Levels chosen for the repack time of a ~150 MB bookworm cpio on a slow
@@ -338,10 +339,7 @@ def writing(out: BinaryIO, compression: str, threads: int) -> Iterator[Writer]:
 @contextmanager
 def _lz4_legacy(out: BinaryIO) -> Iterator[IO[bytes]]:
     """The stdin of `lz4 -l`, whose output lands in `out` once it is closed."""
-    tool = shutil.which("lz4")
-    if tool is None:
-        raise InitrdError("cannot write an lz4 initrd: the lz4 command is not installed",
-                          hint="install lz4, or choose another --initrd-compression")
+    tool = tools.find("lz4", "lz4", otherwise="choose another --initrd-compression")
     with tempfile.TemporaryFile() as packed, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([tool, "-l", f"-{LEVELS['lz4']}", "-q", "-c"],
                                 stdin=subprocess.PIPE, stdout=packed, stderr=err)
@@ -353,7 +351,7 @@ def _lz4_legacy(out: BinaryIO) -> Iterator[IO[bytes]]:
             code = proc.wait()
         if code != 0:
             err.seek(0)
-            lines = err.read().decode(errors="replace").strip().splitlines()
-            raise InitrdError(f"lz4 -l failed: {lines[0] if lines else code}")
+            why = tools.reason(err.read().decode(errors="replace"), "lz4", default=f"exit status {code}")
+            raise InitrdError(f"lz4 -l failed: {why}")
         packed.seek(0)
         shutil.copyfileobj(packed, out, BUFFER)

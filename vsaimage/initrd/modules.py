@@ -19,9 +19,6 @@ initrd it is byte for byte what mkinitramfs wrote).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,11 +29,10 @@ from vsaimage.initrd import drivers as initrd_drivers
 from vsaimage.initrd.archive import S_IFDIR, S_IFREG, Header
 from vsaimage.initrd.drivers import DriverCheck
 from vsaimage.initrd.members import Members
+from vsaimage.kmod import depmod
 from vsaimage.kmod import selection as module_selection
 
 CONF_MODULES = "conf/modules"
-# What depmod reads besides the modules; mkinitramfs copies them from the tree.
-DEPMOD_INPUTS = ("modules.builtin", "modules.builtin.modinfo", "modules.order")
 
 
 def listed(text: str) -> tuple[str, ...]:
@@ -161,7 +157,7 @@ def add(members: Members, addition: Addition) -> tuple[list[str], list[str]]:
     regenerate depmod's files; returns the paths added and changed."""
     added: list[str] = []
     changed: list[str] = []
-    inputs = [name for name in DEPMOD_INPUTS if (addition.tree / name).is_file()
+    inputs = [name for name in depmod.INPUTS if (addition.tree / name).is_file()
               and members.get(f"{addition.root}/{name}".encode()) is None]
     for rel in (*inputs, *addition.files):
         key = f"{addition.root}/{rel}"
@@ -214,17 +210,8 @@ def _list_in_conf(members: Members, names: tuple[str, ...], added: list[str],
         changed.append(CONF_MODULES)
 
 
-def _depmod_command() -> str:
-    # depmod lives in /sbin, which an ordinary user's PATH may lack.
-    found = shutil.which("depmod", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if found is None:
-        raise InitrdError("cannot add modules to the initrd: depmod is not installed",
-                          hint="install kmod")
-    return found
-
-
 def _depmod(members: Members, root: str, version: str, added: list[str], changed: list[str]) -> None:
-    """Regenerate depmod's files in `root` from the modules and DEPMOD_INPUTS
+    """Regenerate depmod's files in `root` from the modules and depmod.INPUTS
     there. Only that directory's modules are written to disk (depmod reads
     them), not the initrd; depmod's own files are small and kept in memory."""
     with tempfile.TemporaryDirectory(prefix="vsaimage-depmod-") as tmp:
@@ -233,19 +220,16 @@ def _depmod(members: Members, root: str, version: str, added: list[str], changed
         config.mkdir()
         top.mkdir(parents=True)
         direct = members.extract(f"{root}/".encode(), top)
-        for name in DEPMOD_INPUTS:
+        for name in depmod.INPUTS:
             if name in direct:
                 (top / name).write_bytes(direct[name])
-        run = subprocess.run([_depmod_command(), "-a", "-b", tmp, "-C", str(config), version],
-                             capture_output=True, text=True, check=False)
-        if run.returncode != 0:
-            lines = run.stderr.strip().splitlines()
-            why = lines[-1] if lines else f"exit status {run.returncode}"
+        why = depmod.depmod(Path(tmp), version, config=config)
+        if why is not None:
             raise InitrdError(f"depmod failed on the initrd's modules: {why}")
         root_dir = members.get(root.encode())
         assert root_dir is not None, "the modules were added under it"
         for path in sorted(top.iterdir()):
-            if path.name in DEPMOD_INPUTS or not path.is_file():
+            if path.name in depmod.INPUTS or not path.is_file():
                 continue
             key = f"{root}/{path.name}"
             data = path.read_bytes()

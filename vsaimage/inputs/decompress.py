@@ -12,10 +12,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from vsaimage import cancel
+from vsaimage import cancel, tools
 from vsaimage.errors import ImageError, write_error
 
-_TOOLS = {"gzip": "gzip", "xz": "xz", "zstd": "zstd"}
+# format -> (program, the Debian package that has it)
+_TOOLS = {"gzip": ("gzip", "gzip"), "xz": ("xz", "xz-utils"), "zstd": ("zstd", "zstd")}
 _CHUNK = 4 * 2**20
 # Holes are made per filesystem block, as the raw fixture and `cp --sparse`
 # have them; a chunk of zeros only (most of an image) is skipped whole.
@@ -28,7 +29,8 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
                progress: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Decompress `src` into a new sparse `dst`; returns (size, bytes
     written). A truncated or corrupt stream is an ImageError naming `src`."""
-    proc = subprocess.Popen([_TOOLS[fmt], "-dc", "--", str(src)], stdout=subprocess.PIPE,
+    program, package = _TOOLS[fmt]
+    proc = subprocess.Popen([tools.find(program, package), "-dc", "--", str(src)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None and proc.stderr is not None
     pos = written = 0
@@ -60,8 +62,8 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
             proc.kill()
         proc.wait()
     if proc.returncode != 0:
-        why = (err.strip().splitlines() or [f"{fmt} exited with {proc.returncode}"])[-1]
-        raise ImageError(f"{src}: cannot decompress it ({fmt}): {why.split(': ')[-1]}",
+        why = tools.reason(err, program, names=[str(src)], default=f"{fmt} exited with {proc.returncode}")
+        raise ImageError(f"{src}: cannot decompress it ({fmt}): {why}",
                          hint="is the file complete? Compare its size or checksum with the original's")
     return pos, written
 

@@ -7,9 +7,9 @@ failed launch: a VMDK extent file that is missing, a truncated sparse file."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+from vsaimage import tools
 from vsaimage.errors import ImageError
 
 # The names --input-format takes; "vhd" is what qemu calls "vpc".
@@ -70,14 +70,9 @@ def virtual_size(path: Path, fmt: str) -> int:
 
 
 def _qemu_img(args: list[str], path: Path, step: str) -> str:
-    r = subprocess.run(["qemu-img", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    r = tools.run(["qemu-img", *args], "qemu-utils")
     if r.returncode != 0:
-        lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
-        # check lists every bad cluster and ends with a summary: the first
-        # error says what is wrong
-        why = next((ln for ln in lines if ln.startswith(("ERROR", "qemu-img:"))),
-                   lines[-1] if lines else "failed")
-        why = why.removeprefix("qemu-img: ").removeprefix("ERROR: ")
+        why = tools.reason(r.stderr + r.stdout, "qemu-img", names=[str(path)], default="failed")
         raise ImageError(f"{path}: qemu-img cannot {step} it as {args[args.index('-f') + 1]}: {why}",
                          hint="is the file complete (copied whole, every extent beside its descriptor)?")
     return r.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from vsaimage import tools
 from vsaimage.errors import ImageError
 
 # A LUN that does not answer (a firewall dropping packets) must not hang a CI job.
@@ -24,17 +25,15 @@ def lun_size(uri: str, *, image: str | None = None) -> int:
     """The size in bytes of the LUN at `uri` (iscsi://HOST:PORT/IQN/LUN);
     errors name `image`, the URI as the user wrote it."""
     image = image or uri
-    cmd = ["qemu-img", "info", "-f", "raw", "--output=json", uri]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT,
-                           stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise ImageError(f"{image}: qemu-img is not installed", hint="install Debian's qemu-utils") from None
+        r = tools.run(["qemu-img", "info", "-f", "raw", "--output=json", uri], "qemu-utils",
+                      timeout=QEMU_IMG_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise ImageError(f"{image}: no answer from the iSCSI target "
                          f"within {QEMU_IMG_TIMEOUT:.0f} s") from None
     if r.returncode != 0:
-        raise ImageError(f"{image}: cannot open the LUN: {_reason(r.stderr, uri)}",
+        why = tools.reason(r.stderr, "qemu-img", names=[uri], default="qemu-img info failed")
+        raise ImageError(f"{image}: cannot open the LUN: {why}",
                          hint=_NO_CLIENT if "Unknown protocol" in r.stderr else None)
     try:
         size = int(json.loads(r.stdout)["virtual-size"])
@@ -43,10 +42,3 @@ def lun_size(uri: str, *, image: str | None = None) -> int:
     if size <= 0:
         raise ImageError(f"{image}: the LUN is empty")
     return size
-
-
-def _reason(stderr: str, uri: str) -> str:
-    """qemu-img's last line without its `qemu-img: Could not open 'URI': ` prefix."""
-    lines = stderr.strip().splitlines() or ["qemu-img info failed"]
-    line = lines[-1].removeprefix("qemu-img: ").removeprefix(f"Could not open '{uri}': ")
-    return line.removeprefix("iSCSI: ")

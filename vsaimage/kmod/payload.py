@@ -23,7 +23,6 @@ import os
 import posixpath
 import shutil
 import stat
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -31,12 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsaimage.errors import BadInput, VsaError
+from vsaimage.kmod import depmod
 from vsaimage.kmod.selection import SUFFIXES, select, wanted
 
-# What depmod reads besides the modules (the order, and the list of built-in
-# modules so that modprobe of one of those succeeds); it writes every other
-# modules.* file.
-_DEPMOD_INPUTS = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
 _COPY_BUFSIZE = 1 << 20
 
 
@@ -130,14 +126,6 @@ def _check_tree(modules_dir: Path, version: str) -> None:
         )
 
 
-def _depmod() -> str:
-    # depmod lives in /sbin or /usr/sbin, often not on an ordinary user's PATH.
-    found = shutil.which("depmod") or shutil.which("depmod", path="/usr/sbin:/sbin")
-    if found is None:
-        raise VsaError("depmod not found", hint="install kmod, or use the full modules tree")
-    return found
-
-
 def _stage_minimal(modules_dir: Path, version: str, paths: set[str], staging: Path) -> Path:
     """A modules tree holding only `paths` and index files regenerated for
     them; returns its `lib/modules/<version>` directory."""
@@ -157,27 +145,22 @@ def _stage_minimal(modules_dir: Path, version: str, paths: set[str], staging: Pa
         while parent:
             dirs.add(parent)
             parent = posixpath.dirname(parent)
-    for entry in sorted(modules_dir.iterdir()):
-        wanted = entry.name == "modules.order" or entry.name.startswith("modules.builtin")
-        if wanted and entry.is_file() and not entry.is_symlink():
-            shutil.copy2(entry, tree / entry.name)
+    for name in depmod.INPUTS:
+        entry = modules_dir / name
+        if entry.is_file() and not entry.is_symlink():
+            shutil.copy2(entry, tree / name)
 
-    proc = subprocess.run(
-        [_depmod(), "-b", str(staging), version],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LC_ALL": "C"},
-        check=False,
-    )
-    if proc.returncode != 0 or not (tree / "modules.dep").is_file():
-        detail = (proc.stderr.strip().splitlines() or ["no modules.dep written"])[-1]
-        raise VsaError(f"depmod failed on the minimal modules tree: {detail}")
+    why = depmod.depmod(staging, version, otherwise="use the full modules tree")
+    if why is None and not (tree / "modules.dep").is_file():
+        why = "no modules.dep written"
+    if why is not None:
+        raise VsaError(f"depmod failed on the minimal modules tree: {why}")
 
     # Same inputs, same tarball: the files depmod wrote get the source index's
     # time, and directories the times and modes of their sources.
     index_time = (modules_dir / "modules.dep").stat().st_mtime
     for entry in tree.iterdir():
-        if entry.is_file() and entry.name not in _DEPMOD_INPUTS:
+        if entry.is_file() and entry.name not in depmod.INPUTS:
             os.utime(entry, (index_time, index_time))
     for rel in sorted(dirs, key=lambda d: -d.count("/")):
         shutil.copystat(modules_dir / rel, tree / rel)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vsaimage import cancel
+from vsaimage import cancel, tools
 from vsaimage.errors import WriteError, write_error
 from vsaimage.inputs import unpack
 from vsaimage.inputs.diskformat import COMPRESSED, qemu_name
@@ -128,7 +128,7 @@ def qemu_img_convert(src: str, dst: Path, out_format: str, in_format: str | None
     """Copy `src` (a file in `in_format`, or a URI qemu reads such as
     iscsi://, with `in_format` None) to `dst` in `out_format`, skipping holes
     and zeros; `progress` gets percentages."""
-    cmd = ["qemu-img", "convert", "-p", "-O", out_format, src, str(dst)]
+    cmd = [tools.find("qemu-img", "qemu-utils"), "convert", "-p", "-O", out_format, src, str(dst)]
     if in_format is not None:
         cmd[2:2] = ["-f", in_format]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -150,7 +150,7 @@ def qemu_img_convert(src: str, dst: Path, out_format: str, in_format: str | None
             proc.kill()
         proc.wait()
     if proc.returncode != 0:
-        msg = (err.strip().splitlines() or ["qemu-img failed"])[-1]
+        msg = tools.reason(err, "qemu-img", names=[src, str(dst)], default="qemu-img failed")
         if "No space left" in msg:
             raise WriteError(f"{label}: no space left on device while writing",
                              hint="free some space or choose another output directory")
