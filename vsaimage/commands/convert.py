@@ -29,7 +29,7 @@ from typing import Any
 from vsaimage.commands import apply, batch, results
 from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
-from vsaimage.commands.planning import Planned, initrd_status, plan_image
+from vsaimage.commands.planning import Planned, check_xl_settings, initrd_status, plan_image
 from vsaimage.commands.shared import Shared, set_up
 from vsaimage.edits import InstallModules, Status, UploadFile, pcihack
 from vsaimage.errors import Failure, InitrdError, write_error
@@ -103,6 +103,7 @@ class Run:
 def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
     image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    check_xl_settings(opts, image.outputs)
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
         (_dry_run if opts.dry_run else _convert)(run)
@@ -123,6 +124,9 @@ def convert_batch(opts: BatchOptions, rep: Progress) -> dict[str, Any]:
             items.append(Image(str(entry.image), rep.for_image(entry.image.name), opts=entry,
                                outputs=OutputPaths.from_option(entry.output)))
     images = [i for i in items if isinstance(i, Image)]
+    for image in images:
+        with batch.attempt(image, alone=False):
+            check_xl_settings(image.opts, image.outputs)
     settings = _first(opts)
     with set_up(settings) as shared, contextlib.ExitStack() as stack:
         run = Run(settings, shared, images, rep, False, stack)

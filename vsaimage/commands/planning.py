@@ -62,7 +62,8 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     libc, who = glibc.detect(snap), _identity(opts, layout, snap)
-    cfg = _xl_config(opts, layout, outputs, libc, who)
+    cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
+                    vsyscall_emulate=libc.vsyscall_emulate)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
@@ -131,23 +132,30 @@ def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.
     return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity)
 
 
-def _xl_config(opts: ConvertOptions, layout: Layout, outputs: OutputPaths, libc: glibc.Glibc,
-               who: identity.Identity) -> xlcfg.XlConfig:
+def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
+    """What the xl config takes from the options, refused before any work
+    when it cannot take it (the guest's own values do not matter here)."""
+    xlcfg.check_settings(xl_config(opts, outputs, root_part=1, uuid="", mac="", vsyscall_emulate=True))
+
+
+def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
+              vsyscall_emulate: bool) -> xlcfg.XlConfig:
+    """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
     return xlcfg.XlConfig(
         name=x.name or outputs.image.stem,
         kernel=str(opts.kernel.absolute()),
         ramdisk=str(outputs.initrd.absolute()),
-        root_part=layout.root.partition.number,
+        root_part=root_part,
         memory=x.memory,
         vcpus=x.vcpus,
-        uuid=who.uuid,
-        mac=who.mac,
+        uuid=uuid,
+        mac=mac,
         bridge=x.bridge,
         disk=str(outputs.image.absolute()),
         disk_format=opts.format,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
-        vsyscall_emulate=libc.vsyscall_emulate,
+        vsyscall_emulate=vsyscall_emulate,
         boot=x.boot,
         guest_type=x.guest_type,
     )

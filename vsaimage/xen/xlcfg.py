@@ -138,10 +138,14 @@ def _disk_spec(fmt: str, vdev: str, target: str) -> str:
     return f"format={fmt}, vdev={vdev}, access=rw, target={target}"
 
 
-def render(cfg: XlConfig) -> str:
-    """The text of the xl config for `cfg`."""
+def check_settings(cfg: XlConfig) -> None:
+    """Refuse what the command line put into `cfg` (not what the guest
+    did: root_part, uuid, mac, vsyscall_emulate) and the config cannot take.
+    Run before any work on the values a convert will use, so that a dry
+    run refuses what a real run would, and again by render()."""
     if not cfg.name:
         raise BadInput("the domain name is empty")
+    _quote(cfg.name, "the domain name")
     if len(cfg.data_disks) > len(DATA_VDEVS):
         raise BadInput(
             f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
@@ -153,11 +157,24 @@ def render(cfg: XlConfig) -> str:
             f"bad bridge name {cfg.bridge!r}",
             hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'",
         )
-    root_part = _positive(cfg.root_part, "the root partition number")
+    _positive(cfg.memory, "memory")
+    _positive(cfg.vcpus, "vcpus")
     if cfg.boot not in BOOT_MODES:
         raise BadInput(f"unknown boot mode {cfg.boot!r} ({', '.join(BOOT_MODES)})")
     if cfg.guest_type not in GUEST_TYPES:
         raise BadInput(f"unknown guest type {cfg.guest_type!r} ({', '.join(GUEST_TYPES)})")
+    paths = [(cfg.disk, "the output image"),
+             *((d, f"data disk {v}") for v, d in zip(DATA_VDEVS, cfg.data_disks, strict=False))]
+    if cfg.boot == "direct":  # the config names no dom0 file but the disks otherwise
+        paths += [(cfg.kernel, "the kernel"), (cfg.ramdisk, "the initrd")]
+    for value, what in paths:
+        _quote(_absolute(value, what), f"{what} path")
+
+
+def render(cfg: XlConfig) -> str:
+    """The text of the xl config for `cfg`."""
+    check_settings(cfg)
+    root_part = _positive(cfg.root_part, "the root partition number")
 
     disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
