@@ -12,7 +12,9 @@ import pytest
 
 import initrd_reader as rd
 from support import REPO, run_cli
-from vsaimage.cli.main import _parser
+from vsaimage.cli import docs
+from vsaimage.cli.argv import parser
+from vsaimage.commands.options import options_of
 
 COMMANDS = ("inspect", "convert", "verify", "initrd")
 
@@ -39,9 +41,30 @@ def readme_commands() -> list[list[str]]:
 def test_readme_examples_parse() -> None:
     commands = readme_commands()
     assert {c[0] for c in commands} >= set(COMMANDS)
-    parser = _parser()
+    p = parser()
     for argv in commands:
-        parser.parse_args(argv)  # SystemExit (usage error) fails the test
+        p.parse_args(argv)  # SystemExit (usage error) fails the test
+
+
+def test_readme_lists_the_options_of_the_option_table() -> None:
+    """The README's option table is the one the option table makes (the
+    argument parser reads the same table): regenerate it with
+    `python -m vsaimage.cli.docs` when an option changes."""
+    text = (REPO / "README.md").read_text()
+    assert docs.BEGIN in text and docs.END in text
+    found = text[text.index(docs.BEGIN):text.index(docs.END) + len(docs.END)]
+    assert found == docs.table()
+
+
+def test_every_option_of_the_table_is_parsed() -> None:
+    """Each option of the table is an option of each of its commands, and no
+    command takes an option twice."""
+    for command in COMMANDS:
+        actions = {a.dest: a for a in parser()._subparsers._group_actions[0].choices[command]._actions}
+        for option in options_of(command):
+            assert option.dest in actions, (command, option.flags)
+        flags = [f for o in options_of(command) for f in o.flags]
+        assert len(flags) == len(set(flags)), command
 
 
 def test_usage_error_is_exit_2(tmp_path: Path) -> None:

@@ -111,6 +111,20 @@ def validate_mac(s: str) -> str:
     return value
 
 
+def validate_bridge(s: str) -> str:
+    """A bridge name xl's vif syntax and Linux can take."""
+    if not _BRIDGE_RE.fullmatch(s):
+        raise BadInput(f"bad bridge name {s!r}",
+                       hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'")
+    return s
+
+
+def validate_name(s: str) -> str:
+    """A domain name the config can quote."""
+    _quote(s, "the domain name")
+    return s
+
+
 def _quote(value: str, what: str, quote: str = '"') -> str:
     """An xl string literal: backslash and the quote escaped; xl strings cannot
     span lines, and control characters would only be trouble in a config."""
@@ -126,7 +140,7 @@ def _absolute(value: str, what: str) -> str:
     return value
 
 
-def _positive(value: int, what: str) -> int:
+def positive(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadInput(f"{what} must be a positive integer, not {value!r}")
     return value
@@ -145,20 +159,16 @@ def check_settings(cfg: XlConfig) -> None:
     run refuses what a real run would, and again by render()."""
     if not cfg.name:
         raise BadInput("the domain name is empty")
-    _quote(cfg.name, "the domain name")
+    validate_name(cfg.name)
     if len(cfg.data_disks) > len(DATA_VDEVS):
         raise BadInput(
             f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
         )
     if cfg.disk_format not in DISK_FORMATS:
         raise BadInput(f"unknown disk format {cfg.disk_format!r} (raw or qcow2)")
-    if not _BRIDGE_RE.fullmatch(cfg.bridge):
-        raise BadInput(
-            f"bad bridge name {cfg.bridge!r}",
-            hint="an interface name of at most 15 letters, digits, '_', '.', ':' or '-'",
-        )
-    _positive(cfg.memory, "memory")
-    _positive(cfg.vcpus, "vcpus")
+    validate_bridge(cfg.bridge)
+    positive(cfg.memory, "memory")
+    positive(cfg.vcpus, "vcpus")
     if cfg.boot not in BOOT_MODES:
         raise BadInput(f"unknown boot mode {cfg.boot!r} ({', '.join(BOOT_MODES)})")
     if cfg.guest_type not in GUEST_TYPES:
@@ -174,7 +184,7 @@ def check_settings(cfg: XlConfig) -> None:
 def render(cfg: XlConfig) -> str:
     """The text of the xl config for `cfg`."""
     check_settings(cfg)
-    root_part = _positive(cfg.root_part, "the root partition number")
+    root_part = positive(cfg.root_part, "the root partition number")
 
     disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
@@ -188,8 +198,8 @@ def render(cfg: XlConfig) -> str:
         f'type = "{cfg.guest_type}"\n'
         f"name = {_quote(cfg.name, 'the domain name')}\n"
         f"{_boot_lines(cfg, root_part)}"
-        f"memory = {_positive(cfg.memory, 'memory')}\n"
-        f"vcpus = {_positive(cfg.vcpus, 'vcpus')}\n"
+        f"memory = {positive(cfg.memory, 'memory')}\n"
+        f"vcpus = {positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{cfg.uuid}"\n'
         f"disk = [\n{disk_lines}]\n"
         f"vif = [ {vif} ]\n"

@@ -1,215 +1,62 @@
-"""Everything the user sees: progress and logs on stderr (rich on a terminal,
-plain timestamped lines otherwise), and the result on stdout (a rich table, or
-one JSON document with --json). Commands build the JSON document first; the
-human tables are drawn from it, so both always say the same thing."""
+"""The result on stdout, drawn from the command's JSON document (so the
+tables and --json always say the same thing): rich tables and key/value
+lines, or the document itself with --json."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
+import json as jsonlib
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
+from vsaimage.model import Status
 from vsaimage.xen import bootmenu
 
 
-class _BytesColumn(DownloadColumn):
-    """Sizes only for phases that count bytes; nothing for the others."""
+class Screen:
+    """Where results are drawn: stdout, as wide as the terminal, or 120
+    columns when piped or redirected (people read those later, in wider
+    windows than rich's 80-column default for non-terminals)."""
 
-    def render(self, task: Task) -> Text:
-        return super().render(task) if task.fields.get("nbytes") else Text("")
-
-
-class Phase:
-    """A step that takes seconds: shown as a progress line on a terminal, as a
-    start and an end line otherwise. Its duration goes into the report."""
-
-    def __init__(self, reporter: Reporter, name: str, task: TaskID | None) -> None:
-        self._reporter = reporter
-        self.name = name
-        self._task = task
-        self.started = time.monotonic()
-        self.detail = ""
-
-    def advance(self, amount: float) -> None:
-        if self._task is not None and self._reporter.progress is not None:
-            self._reporter.progress.advance(self._task, amount)
-
-    def update(self, completed: float, total: float) -> None:
-        if self._task is not None and self._reporter.progress is not None:
-            self._reporter.progress.update(self._task, completed=completed, total=total)
-
-    def total(self, total: float) -> None:
-        if self._task is not None and self._reporter.progress is not None:
-            self._reporter.progress.update(self._task, total=total)
-
-
-class _Display:
-    """What a reporter and the reporters of its images share: one progress
-    display on stderr, and the lock that keeps lines from interleaving."""
-
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-        self.lock = threading.Lock()
-
-
-class Reporter:
-    def __init__(self, *, verbosity: int = 0, stderr: IO[str] | None = None,
-                 stdout: IO[str] | None = None) -> None:
-        self.verbosity = verbosity
-        self.err = Console(file=stderr or sys.stderr, stderr=stderr is None)
-        out = stdout or sys.stdout
-        # Piped or redirected results are read by people later, in wider
-        # windows than rich's 80-column default for non-terminals.
-        self.out = Console(file=out, width=None if out.isatty() else 120)
-        self.interactive = self.err.is_terminal and not self.err.is_dumb_terminal
-        self._display = _Display()
-        self._lock = self._display.lock
-        self.timings: dict[str, float] = {}
-        self.warnings: list[str] = []
-        self.label = ""
-
-    @property
-    def progress(self) -> Progress | None:
-        return self._display.progress
-
-    @progress.setter
-    def progress(self, value: Progress | None) -> None:
-        self._display.progress = value
-
-    def for_image(self, name: str) -> Reporter:
-        """A reporter for one image of several converted in one launch: its
-        phases and warnings are shown after the image's name, so the progress
-        says which image is being worked on, and are kept apart (its own
-        timings and warnings) for that image's part of the result."""
-        child = copy.copy(self)
-        child.timings, child.warnings, child.label = {}, [], f"{name}: "
-        return child
-
-    # --- log lines (stderr) -------------------------------------------------
-
-    def _line(self, text: str, style: str = "") -> None:
-        with self._lock:
-            if self.interactive:
-                target = self.progress.console if self.progress else self.err
-                target.print(text, style=style, highlight=False, markup=False)
-            else:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-                print(f"{stamp} {text}", file=self.err.file, flush=True)
-
-    def info(self, text: str) -> None:
-        if self.verbosity >= 0:
-            self._line(text)
-
-    def debug(self, text: str) -> None:
-        if self.verbosity >= 1:
-            self._line(text, "dim")
-
-    def warn(self, text: str) -> None:
-        self.warnings.append(text)
-        self._line(f"warning: {self.label}{text}", "yellow")
-
-    def error(self, text: str, hint: str | None = None) -> None:
-        """One line on stderr, never timestamped, so scripts can show it as is."""
-        line = f"vsaimage: error: {text}" + (f" ({hint})" if hint else "")
-        with self._lock:
-            if self.interactive:
-                self.err.print(line, style="bold red", highlight=False, markup=False)
-            else:
-                print(line, file=self.err.file, flush=True)
-
-    # --- phases -------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def phase(self, name: str, *, total: float | None = None, nbytes: bool = False) -> Iterator[Phase]:
-        """Time a phase; `total` gives a bar (in bytes when `nbytes`)."""
-        timed, name = name, self.label + name
-        task = None
-        with self._lock:
-            if self.interactive and self.verbosity >= 0:
-                if self.progress is None:
-                    self.progress = self._new_progress()
-                    self.progress.start()
-                task = self.progress.add_task(name, total=total, nbytes=nbytes)
-        if not self.interactive:
-            self.info(f"{name}: started")
-        ph = Phase(self, name, task)
-        ok = False
-        try:
-            yield ph
-            ok = True
-        finally:
-            elapsed = time.monotonic() - ph.started
-            self.timings[timed] = round(elapsed, 2)
-            with self._lock:
-                if task is not None and self.progress is not None:
-                    t = self.progress.tasks[task]
-                    self.progress.update(task, completed=t.total or 1, total=t.total or 1,
-                                         description=f"{name} {'✓' if ok else '✗'}")
-            if not self.interactive:
-                status = "done" if ok else "failed"
-                self.info(f"{name}: {status} in {elapsed:.1f} s{' ' + ph.detail if ph.detail else ''}")
-
-    def _new_progress(self) -> Progress:
-        return Progress(
-            SpinnerColumn(finished_text="•"),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            _BytesColumn(binary_units=True),
-            TimeElapsedColumn(),
-            console=self.err,
-            transient=False,
-        )
-
-    def close(self) -> None:
-        with self._lock:
-            if self.progress is not None:
-                self.progress.stop()
-                self.progress = None
-
-    # --- results (stdout) ---------------------------------------------------
-
-    def json(self, doc: Mapping[str, Any]) -> None:
-        self.close()
-        print(json.dumps(doc, indent=2, sort_keys=False), file=self.out.file, flush=True)
+    def __init__(self, file: IO[str] | None = None) -> None:
+        out = file or sys.stdout
+        self.console = Console(file=out, width=None if out.isatty() else 120)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        self.close()
         t = Table(title=title, title_justify="left")
         for c in columns:
             t.add_column(c)
         for r in rows:
             t.add_row(*("" if v is None else str(v) for v in r))
-        self.out.print(t)
+        self.console.print(t)
 
     def facts(self, pairs: Sequence[tuple[str, object]]) -> None:
         """Key/value lines under a table."""
-        self.close()
         width = max(len(k) for k, _ in pairs)
         for k, v in pairs:
-            self.out.print(f"{k.ljust(width)}  {'' if v is None else v}", highlight=False,
-                           markup=False, soft_wrap=True)
+            self.console.print(f"{k.ljust(width)}  {'' if v is None else v}", highlight=False,
+                               markup=False, soft_wrap=True)
 
 
-STATUS_STYLE = {
+def json(screen: Screen, doc: Mapping[str, Any]) -> None:
+    print(jsonlib.dumps(doc, indent=2, sort_keys=False), file=screen.console.file, flush=True)
+
+
+def show(screen: Screen, command: str, doc: Mapping[str, Any]) -> None:
+    """The tables of `command`'s result (of each image, for a batch)."""
+    shows: dict[str, Callable[[Screen, Mapping[str, Any]], None]] = {
+        "inspect": show_inspect, "verify": show_verify, "convert": show_convert, "initrd": show_initrd,
+    }
+    if doc.get("batch"):
+        show_batch(screen, doc, shows[command])
+    else:
+        shows[command](screen, doc)
+
+
+STATUS_STYLE: dict[Status, str] = {
     "applied": "green",
     "already applied": "green",
     "apply": "yellow",
@@ -219,7 +66,7 @@ STATUS_STYLE = {
 }
 
 
-def show_partitions(rep: Reporter, doc: Mapping[str, Any]) -> None:
+def show_partitions(screen: Screen, doc: Mapping[str, Any]) -> None:
     roles = {doc["root"]["partition"]: "root"}
     if doc.get("boot"):
         roles[doc["boot"]["partition"]] = "boot"
@@ -228,11 +75,11 @@ def show_partitions(rep: Reporter, doc: Mapping[str, Any]) -> None:
          roles.get(p["number"], ""))
         for p in doc["partitions"]
     ]
-    rep.table(f"Partitions of {doc['image']}",
+    screen.table(f"Partitions of {doc['image']}",
               ["#", "start", "size", "type", "filesystem", "label", "role"], rows)
 
 
-def show_steps(rep: Reporter, title: str, steps: Sequence[Mapping[str, Any]]) -> None:
+def show_steps(screen: Screen, title: str, steps: Sequence[Mapping[str, Any]]) -> None:
     """Steps with their status; a convert's (planned or carried out) also
     with the files each writes."""
     with_changes = any("changes" in s for s in steps)
@@ -242,13 +89,12 @@ def show_steps(rep: Reporter, title: str, steps: Sequence[Mapping[str, Any]]) ->
         status = f"[{style}]{s['status']}[/]" if style else s["status"]
         changes = ("\n".join(_change(c) for c in s.get("changes", [])),) if with_changes else ()
         rows.append((s["step"], s["title"], status, *changes, _details(s.get("details", {}))))
-    rep.close()
     t = Table(title=title, title_justify="left")
     for c in ("step", "what", "status", *(("changes",) if with_changes else ()), "details"):
         t.add_column(c)
     for r in rows:
         t.add_row(*r)
-    rep.out.print(t)
+    screen.console.print(t)
 
 
 def _change(change: Mapping[str, Any]) -> str:
@@ -325,9 +171,9 @@ def _input_facts(facts: Mapping[str, Any]) -> list[tuple[str, object]]:
     return lines
 
 
-def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
-    show_partitions(rep, doc)
-    rep.facts([
+def show_inspect(screen: Screen, doc: Mapping[str, Any]) -> None:
+    show_partitions(screen, doc)
+    screen.facts([
         *_input_facts(doc.get("input_facts") or {}),
         ("root", f"partition {doc['root']['partition']} ({doc['root']['reason']})"),
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
@@ -342,7 +188,7 @@ def show_inspect(rep: Reporter, doc: Mapping[str, Any]) -> None:
         *_storage_facts(doc),
         *([("bundle", doc["bundle"])] if doc.get("bundle") else []),
     ])
-    show_steps(rep, "Edits", doc["edits"])
+    show_steps(screen, "Edits", doc["edits"])
 
 
 def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
@@ -382,21 +228,21 @@ def _glibc(doc: Mapping[str, Any]) -> str:
     return f"{g['version'] or 'unknown'} ({g['source']}): {done}"
 
 
-def show_verify(rep: Reporter, doc: Mapping[str, Any]) -> None:
-    show_steps(rep, f"Postconditions on {doc['image']}", doc["edits"])
+def show_verify(screen: Screen, doc: Mapping[str, Any]) -> None:
+    show_steps(screen, f"Postconditions on {doc['image']}", doc["edits"])
     if doc["missing"]:
-        rep.out.print(f"[red]not converted:[/] missing {', '.join(doc['missing'])}")
+        screen.console.print(f"[red]not converted:[/] missing {', '.join(doc['missing'])}")
     else:
-        rep.out.print("[green]every edit is in place[/]")
+        screen.console.print("[green]every edit is in place[/]")
 
 
-def show_convert(rep: Reporter, doc: Mapping[str, Any]) -> None:
+def show_convert(screen: Screen, doc: Mapping[str, Any]) -> None:
     title = "Plan (dry run: nothing written)" if doc.get("dry_run") else "What changed"
-    show_steps(rep, title, doc["steps"])
+    show_steps(screen, title, doc["steps"])
     if doc.get("dry_run"):
         return
     out = doc["outputs"]
-    rep.facts([
+    screen.facts([
         *_input_facts(doc.get("input_facts") or {}),
         ("disk", f"{out['image']} ({out['format']}, root = /dev/xvda{doc['root_partition']})"),
         ("initrd", out["initrd"]),
@@ -427,8 +273,8 @@ def _initrd_drivers(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
     return [("initrd drivers", drivers["why"])] if drivers else []
 
 
-def show_initrd(rep: Reporter, doc: Mapping[str, Any]) -> None:
-    rep.facts([
+def show_initrd(screen: Screen, doc: Mapping[str, Any]) -> None:
+    screen.facts([
         ("output", doc["output"]),
         ("compression", doc.get("compression")),
         ("early segments", doc.get("early_segments")),
@@ -438,8 +284,8 @@ def show_initrd(rep: Reporter, doc: Mapping[str, Any]) -> None:
     ])
 
 
-def show_batch(rep: Reporter, doc: Mapping[str, Any],
-               show_one: Callable[[Reporter, dict[str, Any]], None]) -> None:
+def show_batch(screen: Screen, doc: Mapping[str, Any],
+               show_one: Callable[[Screen, Mapping[str, Any]], None]) -> None:
     """Several images: each one's result as it would be shown alone (with
     what they share), then one line per image saying which failed and why."""
     shared = {k: v for k, v in doc.items() if k not in ("images", "failed", "batch", "success")}
@@ -447,8 +293,8 @@ def show_batch(rep: Reporter, doc: Mapping[str, Any],
     for d in doc["images"]:
         error = d.get("error")
         if error is None:
-            rep.out.print(f"\n[bold]{d['input']}[/]", highlight=False)
-            show_one(rep, {**shared, **d})
+            screen.console.print(f"\n[bold]{d['input']}[/]", highlight=False)
+            show_one(screen, {**shared, **d})
         if error is not None:
             result, detail = "failed", error["message"]
         elif not d["success"]:
@@ -458,7 +304,7 @@ def show_batch(rep: Reporter, doc: Mapping[str, Any],
             disk = (d.get("outputs") or {}).get("image") or next(iter(d.get("output_files") or []), "")
             result, detail = "ok", disk
         rows.append((d["input"], result, detail))
-    rep.table(f"{len(rows)} images in {doc.get('appliance_launches', 1)} appliance launch(es)",
+    screen.table(f"{len(rows)} images in {doc.get('appliance_launches', 1)} appliance launch(es)",
               ["image", "result", "details"], rows)
     if doc.get("timings"):
-        rep.facts([("shared time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items()))])
+        screen.facts([("shared time", ", ".join(f"{k} {v:.1f} s" for k, v in doc["timings"].items()))])
