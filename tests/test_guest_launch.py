@@ -12,7 +12,7 @@ import pytest
 
 from vsaimage import cancel
 from vsaimage.guest import appliance as guest
-from vsaimage.inputs.source import Drive
+from vsaimage.model import Drive
 
 pytestmark = pytest.mark.integration
 

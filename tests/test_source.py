@@ -13,7 +13,8 @@ import pytest
 
 from vsaimage.errors import ImageError
 from vsaimage.inputs import iscsi
-from vsaimage.inputs.source import Drive, ImageSource, parse_image
+from vsaimage.inputs.source import ImageSource, file_size, parse_image
+from vsaimage.model import Drive
 from vsaimage.outputs import copy as output
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
@@ -251,7 +252,7 @@ def test_copy_without_seek_data_skips_zero_blocks(tmp_path: Path,
 
 def test_size_seeks_to_the_end(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img", 5 * 2**20 + 512)
-    assert output.source_size(img) == 5 * 2**20 + 512
+    assert file_size(img) == 5 * 2**20 + 512
     assert parse_image(str(img)).size() == 5 * 2**20 + 512
 
 

@@ -1,5 +1,5 @@
 """The exception tree. Every error a user can cause or meet carries a one-line
-message (naming the file, partition or step) and an optional hint; cli.py maps
+message (naming the file, partition or step) and an optional hint; cli/main.py maps
 the class to an exit code and prints no traceback unless --debug."""
 
 from __future__ import annotations

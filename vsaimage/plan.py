@@ -25,6 +25,7 @@ from vsaimage.edits import (
     StepPlan,
     UploadFile,
     WriteFile,
+    modules,
 )
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
@@ -81,7 +82,7 @@ class Plan:
     @property
     def guest_paths(self) -> list[str]:
         """Every guest path the edits write, and each modules directory."""
-        return [guest_modules_dir(c.version) if isinstance(c, InstallModules) else c.path
+        return [modules.guest_dir(c.version) if isinstance(c, InstallModules) else c.path
                 for c in self.changes]
 
     def with_host(self, *, before: Iterable[HostItem] = (), after: Iterable[HostItem] = ()) -> Plan:
@@ -114,10 +115,6 @@ class Plan:
         return [*map(_host_dict, self.before), *map(step_dict, self.steps), *map(_host_dict, self.after)]
 
 
-def guest_modules_dir(version: str) -> str:
-    return f"/lib/modules/{version}"
-
-
 def details_doc(item: StepPlan | HostItem) -> dict[str, object]:
     """An item's details as the JSON has them, its warnings among them."""
     return {**item.details, **({"warnings": list(item.warnings)} if item.warnings else {})}
@@ -146,13 +143,13 @@ def step_dict(s: StepPlan) -> dict[str, object]:
         elif isinstance(c, UploadFile):
             changes.append({"upload": c.path, "from": c.source})
         else:
-            changes.append({"install_modules": guest_modules_dir(c.version)})
+            changes.append({"install_modules": modules.guest_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
             "details": details_doc(s), "changes": changes}
 
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
-    """The guest steps (host items are added by convert.py, which knows the files)."""
+    """The guest steps (host items are added by the convert command, which knows the files)."""
     return Plan((), tuple(StepPlan(e.name, "skipped") if e.name in skip else plan_step(e, snap, ctx)
                           for e in ALL_EDITS))
 

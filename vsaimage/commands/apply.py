@@ -12,13 +12,14 @@ from pathlib import Path
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.commands.planning import Planned
 from vsaimage.edits import InstallModules, UploadFile, WriteFile
+from vsaimage.edits.modules import guest_dir
 from vsaimage.errors import ImageError, VerifyError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout
 from vsaimage.initrd.repack import RepackResult
 from vsaimage.kmod.payload import ModulePayload
 from vsaimage.outputs.staging import ensure_space
-from vsaimage.plan import guest_modules_dir, postconditions, read_snapshot
+from vsaimage.plan import postconditions, read_snapshot
 from vsaimage.progress import Progress
 from vsaimage.xen import bootmenu
 
@@ -61,7 +62,7 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
         p = payload.result()
         size = p.tarball.stat().st_size
         with rep.phase("modules transfer", total=size, nbytes=True) as ph:
-            g.tar_in(p.tarball, guest_modules_dir(install.version),
+            g.tar_in(p.tarball, guest_dir(install.version),
                      progress=lambda sent: ph.update(sent, size))
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     return unchanged

@@ -13,9 +13,10 @@ from pathlib import Path
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, Snapshot, Status, pcihack
 from vsaimage.guest.appliance import Guest
-from vsaimage.guest.layout import Layout, find_layout, layout_lines, partition_facts
+from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd.repack import Prepared
+from vsaimage.kmod import kernel
 from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
@@ -57,7 +58,7 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     VSA does (writable for a convert), read what the edits and the xl config
     need, and plan every item. `prepared` gives the initrd as read (waiting
     for it if need be)."""
-    layout = find_layout(g, str(opts.image), root_part=opts.roles.root_part,
+    layout = mount_layout(g, str(opts.image), root_part=opts.roles.root_part,
                          boot_part=opts.roles.boot_part, writable=writable, drive=drive)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
@@ -121,7 +122,7 @@ def _initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
     /lib/modules/VERSION) says what is built in and supplies what is added,
     even with --skip modules (which is about the guest); without a tree the
     check sees the initrd alone, and what it lacks is only warned about."""
-    tree = opts.modules_dir or Path("/lib/modules") / version
+    tree = opts.modules_dir or kernel.modules_tree(version)
     found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype)
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
 

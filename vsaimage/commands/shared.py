@@ -45,7 +45,7 @@ def set_up(opts: ConvertOptions) -> Iterator[Shared]:
 def _modules_dir(opts: ConvertOptions, version: str) -> Path | None:
     if "modules" in opts.skip:
         return None
-    d = opts.modules_dir or Path("/lib/modules") / version
+    d = opts.modules_dir or kernel.modules_tree(version)
     if not (d / "modules.dep").is_file():
         raise BadInput(f"{d}: no modules.dep: not a modules tree for {version}",
                        hint="give the dom0 kernel's modules with --modules-dir, or --skip modules")

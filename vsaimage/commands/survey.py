@@ -15,11 +15,12 @@ from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import Failure, InitrdError, VsaError
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import Layout, find_layout, layout_lines, partition_facts
+from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource, open_input
+from vsaimage.kmod import kernel
 from vsaimage.model import Drive
 from vsaimage.plan import details_doc, plan_step, postconditions, read_snapshot
 from vsaimage.progress import Progress
@@ -47,7 +48,7 @@ def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, re
           also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
           ) -> tuple[Layout, Snapshot]:
     """The layout and snapshot of the appliance's `drive`-th disk."""
-    layout = find_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
+    layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
     for line in layout_lines(layout):
         rep.debug(line)
     snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
@@ -141,7 +142,7 @@ def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: 
         rows.append({"step": "initrd", "title": f"{pcihack.TITLES[check.action]} ({opts.initrd})",
                      "status": "applied" if check.ok else "not applied"})
     if check.module_files is not None and opts.kernel_version is not None:
-        rows += _initrd_drivers(check.module_files, Path("/lib/modules") / opts.kernel_version, layout)
+        rows += _initrd_drivers(check.module_files, kernel.modules_tree(opts.kernel_version), layout)
     return results.verify_image(results.layout_doc(str(opts.image), layout, facts), rows)
 
 

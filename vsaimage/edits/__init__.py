@@ -61,7 +61,7 @@ class WriteFile:
 @dataclass(frozen=True)
 class InstallModules:
     """Unpack the host's modules tree for `version` into /lib/modules/<version>.
-    The payload (a tarball) is built host-side by module_payload.py while the
+    The payload (a tarball) is built host-side by kmod/payload.py while the
     appliance boots."""
 
     version: str
@@ -71,7 +71,7 @@ class InstallModules:
 class UploadFile:
     """Copy a host file into the guest: `source` is "kernel" (the --kernel
     file) or "initrd" (the repacked initrd, which exists only once the repack
-    ends); convert.py knows both."""
+    ends); the convert command knows both."""
 
     path: str
     source: Literal["kernel", "initrd"]

@@ -1,6 +1,6 @@
-"""Edit 8, `bootloader`: with --boot pvgrub or pygrub the disk carries the
+"""Edit `bootloader`: with --boot pvgrub or pygrub the disk carries the
 Xen kernel and the repacked initrd in /boot/vsaimage/ and a GRUB 2 menu
-(/boot/grub/grub.cfg, see bootmenu.py) whose default entry boots them, so the
+(/boot/grub/grub.cfg, see xen/bootmenu.py) whose default entry boots them, so the
 domU survives the dom0's kernel being upgraded or removed and moves to another
 Xen host with its disk alone. With --boot direct the step is not used.
 """

@@ -1,4 +1,4 @@
-"""Edit 7, `console`: the VSA's console on the Xen console.
+"""Edit `console`: the VSA's console on the Xen console.
 
 A PV domU has no tty1..tty6 and no serial port, so init would respawn those
 gettys in vain while the only console, hvc0, stays silent. We comment out

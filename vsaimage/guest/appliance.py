@@ -3,8 +3,11 @@ launching the appliance once (falling back from KVM to TCG), counting launches,
 and the few file operations the rest of vsaimage needs.
 
 Once the root is known it is mounted at / (the boot partition where the
-root's fstab puts it), and every path is resolved as the running VSA would,
-symlinks included (guestpath.py), before libguestfs reads or writes it.
+root's fstab puts it), and every path read, listed or written is resolved as
+the running VSA would, symlinks included (paths.py), before libguestfs
+touches it. glob() is the exception: its pattern goes to libguestfs's own
+glob as it is (the bundle looks for systemd with it, and only its matches'
+names are used).
 Guest content reaches the host only as bytes returned to Python; guest paths,
 symlinks and device nodes are never followed on the host.
 """
@@ -337,7 +340,8 @@ class Guest:
         return guestpath.resolve(path, self._lookup, fenced=self._fenced)
 
     def glob(self, pattern: str) -> list[str]:
-        """Guest paths matching `pattern` (libguestfs globs inside the guest)."""
+        """Guest paths matching `pattern`, by libguestfs's glob inside the guest:
+        the pattern is not resolved as the VSA would (see the docstring)."""
         return list(self.g.glob_expand(pattern))
 
     def list(self, directory: str) -> set[str]:

@@ -1,7 +1,8 @@
 """Finding partition roles by content, and reading the facts the plan needs.
 
-Runs inside an already launched appliance (guest.py), through its public
-methods; never writes. The root is the partition whose filesystem holds
+Runs inside an already launched appliance (appliance.py), through its
+public methods, and leaves the roles mounted (mount_layout): never writes,
+but the root is mounted read-write for a convert. The root is the partition whose filesystem holds
 /etc/lefthand/ and /etc/inittab as the VSA sees them; the boot partition is
 what the root's fstab mounts on /boot, else the first partition with a
 kernel at its top.
@@ -9,7 +10,6 @@ kernel at its top.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ from vsaimage.errors import GuestPathError, ImageError
 from vsaimage.model import PartitionFacts
 from vsaimage.vsa import grubconf
 
-if TYPE_CHECKING:  # guest.py imports guestfs; only convert and survey load it
+if TYPE_CHECKING:  # appliance.py imports guestfs; only the commands that launch it load it
     from vsaimage.guest.appliance import Guest, Partition, Probe
 
 # Filesystems a VSA root or boot partition can be; others are never mounted.
@@ -51,10 +51,10 @@ _KERNELS = ("vmlinuz*", "bzImage*")
 _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
 
 
-def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
+def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
                 boot_part: int | None = None, writable: bool = False, drive: int = 0) -> Layout:
     """Find the root and boot partitions of the appliance's `drive`-th disk
-    (several are attached when several images share a launch), then mount
+    (several are attached when several images share a launch), and mount
     them as the running VSA does: the root at / (writable when asked), the
     boot partition where the root's fstab puts it. Every guest path then
     resolves as inside the VSA, until Guest.unmount_all."""
@@ -84,7 +84,7 @@ def find_layout(guest: Guest, image: str, *, root_part: int | None = None,
     kernels: tuple[str, ...] = ()
     mounted = {"/"}
     if boot is not None:
-        where = next((mp for mp, src in mounts.items() if _resolve(src, parts) == boot.partition), "/boot")
+        where = next((mp for mp, src in mounts.items() if _named(src, parts) == boot.partition), "/boot")
         if guest.resolve(where).kind == "dir":
             # read-only until an edit writes there (Guest.make_writable)
             guest.mount(boot.partition, where)
@@ -174,23 +174,17 @@ def fstab_mounts(fstab: bytes | None) -> dict[str, str]:
     return mounts
 
 
-def _resolve(source: str, parts: Sequence[Partition]) -> Partition | None:
-    key, _, value = source.partition("=")
-    if key == "LABEL" and value:
-        return next((p for p in parts if p.label == value), None)
-    if key == "UUID" and value:
-        return next((p for p in parts if p.uuid.lower() == value.lower()), None)
-    m = re.fullmatch(r"/dev/(?:[sh]d[a-z]|xvd[a-z]|vd[a-z])(\d+)", source)
-    if m:
-        return next((p for p in parts if p.number == int(m.group(1))), None)
-    return None
+def _named(source: str, parts: Sequence[Partition]) -> Partition | None:
+    """The partition a device spec of the fstab names (the first, for a
+    label two filesystems share)."""
+    return next((p for p in parts if grubconf.matches(source, facts(p))), None)
 
 
 def _find_boot(parts: Sequence[Partition], probe: Probe, root: Partition,
                mounts: dict[str, str]) -> Role | None:
     source = mounts.get("/boot")
     if source:
-        p = _resolve(source, parts)
+        p = _named(source, parts)
         if p is not None:
             return Role(p, f"/boot in the root's fstab is {source}")
     with_kernel = {n for pattern in _KERNELS for n in probe.hits[pattern]}

@@ -7,10 +7,10 @@ names of the initrd's members and the text of modules.builtin.
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from vsaimage.kmod.selection import module_name
 
 XEN_BLOCK: tuple[str, ...] = ("xen_blkfront",)
 # Since Linux 4.3 the ext4 driver also mounts ext2 and ext3 (the VSA's root).
@@ -22,15 +22,6 @@ FS_DRIVERS: dict[str, tuple[str, ...]] = {
     "btrfs": ("btrfs",),
     "reiserfs": ("reiserfs",),
 }
-_MODULE = re.compile(r"(.+)\.ko(?:\.(?:gz|xz|zst))?")
-
-
-def module_name(path: str) -> str | None:
-    """`xen_blkfront` for .../xen-blkfront.ko.zst: the name modprobe uses."""
-    m = _MODULE.fullmatch(posixpath.basename(path))
-    return m.group(1).replace("-", "_") if m else None
-
-
 @dataclass(frozen=True)
 class DriverCheck:
     needed: tuple[tuple[str, ...], ...]  # each: alternatives, one of which must be there

@@ -1,6 +1,6 @@
-"""The drivers an initrd lacks to mount the root under Xen (initrd_drivers.py
+"""The drivers an initrd lacks to mount the root under Xen (drivers.py
 says which), added during the repack from the kernel's modules tree: their
-files and those they depend on (module_selection.py resolves them as modprobe
+files and those they depend on (kmod/selection.py resolves them as modprobe
 would, soft dependencies included), kept as the tree has them (.ko, .ko.xz,
 ...), in the directory where the initrd keeps the kernel's modules; their
 names in conf/modules, which init's load_modules modprobes; and depmod's

@@ -10,7 +10,7 @@ reads it and applies pcihack, finish() adds the drivers and compresses.
 The pieces: cpio.py splits the file into its segments, archive.py reads and
 writes the main one through libarchive, members.py indexes it and rewrites it
 in a streaming pass, edits/pcihack.py holds the script and the ORDER text
-edit, initrd_modules.py the drivers. Early uncompressed segments are kept
+edit, modules.py the drivers. Early uncompressed segments are kept
 byte for byte, first. Memory does not grow with the initrd: the input is
 read from its file and the output written to its file, entry by entry.
 """

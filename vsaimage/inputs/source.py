@@ -66,11 +66,10 @@ class ImageSource:
         return re.sub(r"[^A-Za-z0-9._-]", "_", f"{iqn.rsplit(':', 1)[-1]}-{lun}")
 
     def size(self) -> int:
-        """Bytes: by seeking to the end of a file or block device; for an
-        iSCSI LUN by asking the target from the host (milliseconds)."""
+        """Bytes: of a file or block device; for an iSCSI LUN by asking the
+        target from the host (milliseconds)."""
         if self.path is not None:
-            with open(self.path, "rb") as f:
-                return f.seek(0, os.SEEK_END)
+            return file_size(self.path)
         return iscsi.lun_size(self.iscsi_uri, image=self.text)
 
     def drive(self, *, readonly: bool) -> Drive:
@@ -121,10 +120,15 @@ def parse_image(text: str, *, input_format: str | None = None, disk: int | None 
         return ImageSource(text, path=path, format=fmt)
     if fmt == "raw":
         check_partition_table(path)
-        with open(path, "rb") as f:  # a block device's st_size is 0
-            size = f.seek(0, os.SEEK_END)
-        return ImageSource(text, path=path, virtual_size=size)
+        return ImageSource(text, path=path, virtual_size=file_size(path))
     return ImageSource(text, path=path, format=fmt, virtual_size=diskformat.virtual_size(path, fmt))
+
+
+def file_size(path: Path) -> int:
+    """The size of a file or block device, by seeking to its end: a block
+    device's st_size is 0."""
+    with open(path, "rb") as f:
+        return f.seek(0, os.SEEK_END)
 
 
 def _parse_iscsi(text: str) -> ImageSource:

@@ -66,6 +66,12 @@ def kernel_version(path: Path) -> str:
     return match.group(0).decode("ascii")
 
 
+def modules_tree(version: str) -> Path:
+    """The modules tree of kernel `version` on this machine (--modules-dir's
+    default)."""
+    return Path("/lib/modules") / version
+
+
 def check_initrd_versions(kernel_version: str, initrd_versions: Sequence[str]) -> str | None:
     """A one-line warning when the initrd only has modules for other kernels.
 

@@ -1,4 +1,5 @@
-"""The kernel modules payload of edit 6, written on the host: one tarball.
+"""The kernel modules payload of the `modules` edit, written on the host: one
+tarball.
 
 The modules of the dom0 kernel have to land in the guest's
 `/lib/modules/<version>`. They travel as one tar stream through libguestfs's
@@ -7,7 +8,7 @@ boots. The tar is uncompressed on purpose: decompressing inside the emulated
 appliance costs more time than the smaller transfer saves, so the real saving
 is sending fewer bytes (`minimal`: only the modules the VSA loads, with their
 dependencies, and index files regenerated for that subset by depmod; which
-modules those are is module_selection.py's business).
+modules those are is selection.py's business).
 
 What goes into the tar: directories, regular files and hard links, owned by
 root (uid/gid 0) whoever runs the tool, with their modes and mtimes. Left out:

@@ -1,7 +1,9 @@
 """Which kernel modules the guest gets with `--modules minimal`: the modules
-the VSA loads (rc.drivers, edit 5, and its own scripts) and what the initrd
-loads at boot, resolved the way modprobe would (aliases, dependencies, soft
-dependencies), against the modules tree of the dom0 kernel.
+the VSA loads under Xen (vsa/drivers.py, which the drivers edit puts into
+rc.drivers, and its own scripts) and what the initrd loads at boot, resolved
+the way modprobe would (aliases, dependencies, soft dependencies), against
+the modules tree of the dom0 kernel; and module names as modprobe compares
+them.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# What rc.drivers (edit 6) and the VSA's own scripts load. Names that are not
-# modules of the given kernel are resolved through modules.alias (e.g. `ext3`
-# is served by ext4, `rd` by brd); what still is not found is reported absent.
-MINIMAL_MODULES = (
-    "xen_blkfront", "xen_netfront", "ext3", "ext4", "jbd", "jbd2",
-    "md_mod", "raid0", "raid1", "brd", "rd",
-)
+from vsaimage.vsa import drivers
+
+# What the VSA loads under Xen, and the modules that serve those names on a
+# newer kernel (ext3 is ext4, rd is brd, md is md_mod: modules.alias says so
+# too) or that ext3 and ext4 mount with. Names that are not modules of the
+# given kernel are resolved through modules.alias; what still is not found is
+# reported absent.
+MINIMAL_MODULES = (*drivers.NAMES, "ext4", "jbd", "jbd2", "md_mod", "brd")
 
 SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
@@ -30,6 +33,12 @@ def normalise(name: str) -> str:
             base = base[: -len(suffix)]
             break
     return base.replace("-", "_")
+
+
+def module_name(path: str) -> str | None:
+    """`xen_blkfront` for .../xen-blkfront.ko.zst: the name modprobe uses;
+    None for a file that is no module."""
+    return normalise(path) if posixpath.basename(path.strip()).endswith(SUFFIXES) else None
 
 
 def _parse_dep(modules_dep: str) -> dict[str, tuple[str, list[str]]]:

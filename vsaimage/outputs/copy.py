@@ -24,7 +24,7 @@ from vsaimage import cancel, tools
 from vsaimage.errors import WriteError, write_error
 from vsaimage.inputs import unpack
 from vsaimage.inputs.diskformat import COMPRESSED, qemu_name
-from vsaimage.inputs.source import ImageSource
+from vsaimage.inputs.source import ImageSource, file_size
 from vsaimage.outputs.staging import Staging
 from vsaimage.progress import Progress
 
@@ -38,7 +38,7 @@ def stage_input(image: ImageSource, out_format: str, img: Path, label: Path, sta
     src = image.path
     facts = image.facts()
     if src is not None and image.format == "raw" and out_format == "raw":
-        with rep.phase("copy", total=source_size(src), nbytes=True) as ph:
+        with rep.phase("copy", total=file_size(src), nbytes=True) as ph:
             written = sparse_copy(src, img, label=label, progress=ph.advance)
             ph.detail = f"({written / 2**20:.0f} MiB of data)"
         return "raw", facts
@@ -79,11 +79,6 @@ def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
 
 def _is_zero(buf: bytes) -> bool:
     return not buf.strip(b"\0")
-
-
-def source_size(src: Path) -> int:
-    with open(src, "rb") as f:
-        return f.seek(0, os.SEEK_END)
 
 
 def sparse_copy(src: Path, dst: Path, *, label: Path,

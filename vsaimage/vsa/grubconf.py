@@ -86,7 +86,9 @@ def default_root(text: str) -> tuple[str | None, str]:
 
 
 def matches(spec: str, part: PartitionFacts) -> bool:
-    """Whether a root= value names this partition of the system disk."""
+    """Whether a device spec (a root= value, an fstab entry's device:
+    UUID=, LABEL= or /dev/sdXN and the like) names this partition of the
+    system disk."""
     key, _, value = spec.partition("=")
     if key == "UUID" and value:
         return part.uuid.lower() == value.lower()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from vsaimage.errors import BadInput
 from vsaimage.model import Snapshot
-from vsaimage.xen.xlcfg import derive_identity, validate_mac
+from vsaimage.xen.xlcfg import derive_identity, validate_mac, xen_mac
 
 IFCFG = "/etc/sysconfig/network-scripts/ifcfg-eth0"
 # udev's generator (CentOS 6 and later), and Debian's older name for it.
@@ -119,11 +119,9 @@ class Identity:
 
 
 def fresh() -> tuple[str, str]:
-    """A new (uuid, MAC) for a clone: random, the MAC in Xen's OUI with the
-    top bit of its fourth byte clear, as derive_identity's."""
-    tail = secrets.token_bytes(3)
-    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in (tail[0] & 0x7F, tail[1], tail[2]))
-    return str(uuid.uuid4()), mac
+    """A new (uuid, MAC) for a clone: random, the MAC in Xen's OUI as
+    derive_identity's."""
+    return str(uuid.uuid4()), xen_mac(secrets.token_bytes(3))
 
 
 def choose(snap: Snapshot, seed: str, *, mac: str | None = None, dom_uuid: str | None = None,

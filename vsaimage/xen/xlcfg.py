@@ -49,7 +49,7 @@ class XlConfig:
     bridge: str
     disk_format: str  # format of `disk`; data disks are always raw
     data_disks: tuple[str, ...] = ()
-    # The guest's glibc calls the vsyscall page (see glibc.py).
+    # The guest's glibc calls the vsyscall page (see vsa/glibc.py).
     vsyscall_emulate: bool = False
     # direct: `kernel` and `ramdisk` above; pvgrub or pygrub: the guest's own
     # copies, through its /boot/grub/grub.cfg (bootmenu.py).
@@ -73,17 +73,20 @@ def derive_identity(seed: str) -> tuple[str, str]:
     """(uuid, mac) for a guest, derived from its root filesystem UUID.
 
     The edits never change that UUID, so converting the output again keeps the
-    identity. The MAC is in Xen's OUI 00:16:3e with the top bit of the fourth
-    byte clear: the half of the range Xen leaves to administrators and tools.
+    identity (the MAC: xen_mac of a hash of it).
     """
     key = seed.strip().lower()
     if not key:
         raise BadInput("cannot derive the guest's uuid and MAC from an empty seed")
     dom_uuid = str(uuid.uuid5(_IDENTITY_NAMESPACE, key))
-    digest = hashlib.sha256(b"vsaimage-mac\0" + key.encode("utf-8")).digest()
-    tail = [digest[0] & 0x7F, digest[1], digest[2]]
-    mac = "00:16:3e:" + ":".join(f"{b:02x}" for b in tail)
-    return dom_uuid, mac
+    return dom_uuid, xen_mac(hashlib.sha256(b"vsaimage-mac\0" + key.encode("utf-8")).digest())
+
+
+def xen_mac(tail: bytes) -> str:
+    """A MAC in Xen's OUI 00:16:3e whose last three bytes are those of
+    `tail`, the top bit of the first of them cleared: the half of the range
+    Xen leaves to administrators and tools."""
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (tail[0] & 0x7F, tail[1], tail[2]))
 
 
 def validate_uuid(s: str) -> str:
