@@ -140,7 +140,7 @@ def test_console_on_the_fixture_and_its_plain_getty_variant(tty1: str, hvc0: str
 
 def test_inspect_findings_on_the_fixture() -> None:
     """What inspect shows before a convert: each edit's plan details, or why it stops."""
-    from vsaimage.commands.survey import findings
+    from vsaimage.commands.inspect import findings
 
     snap = read_tree(ROOT)
     found = findings(snap, EditContext(partitions=(PartitionFacts(5, "ext3", "/", "uuid-of-root"),)))

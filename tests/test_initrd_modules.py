@@ -18,7 +18,7 @@ import pytest
 
 import initrd_reader as rd
 from support import DebianKernel, finish_bytes, prepare_bytes, repack_bytes
-from vsaimage.commands import survey
+from vsaimage.commands import verify
 from vsaimage.errors import InitrdError, VsaError
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
@@ -359,12 +359,12 @@ def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: 
     def files(initrd_bytes: bytes) -> tuple[str, ...]:
         return initrd.prepare(io.BytesIO(initrd_bytes), action="keep").module_files
 
-    [row] = survey._initrd_drivers(files(data), tree, layout)
+    [row] = verify._initrd_drivers(files(data), tree, layout)
     assert row["step"] == "initrd-drivers" and row["status"] == "not applied"
     assert row["details"] == {"missing": ["xen_blkfront", "ext4"]}
-    [row] = survey._initrd_drivers(files(repack(data, tree)[0]), tree, layout)
+    [row] = verify._initrd_drivers(files(repack(data, tree)[0]), tree, layout)
     assert row["status"] == "applied"
-    assert survey._initrd_drivers(files(data), tmp_path / "no-tree", layout) == []
+    assert verify._initrd_drivers(files(data), tmp_path / "no-tree", layout) == []
 
 
 def test_module_names_in_conf_modules() -> None:

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     # Imported here so that `--help` and usage errors stay instant.
-    from vsaimage.commands import convert, survey
+    from vsaimage.commands import convert, inspect, verify
     from vsaimage.commands import initrd as initrd_command
     from vsaimage.commands.options import BatchOptions, VerifyBatch
 
@@ -32,10 +32,10 @@ def _run(a: argparse.Namespace, rep: Reporter) -> dict[str, Any]:
     if a.command == "initrd":
         return initrd_command.run(argv.initrd_options(a), rep)
     if a.command == "inspect":
-        return survey.inspect(argv.inspect_options(a), rep)
+        return inspect.inspect(argv.inspect_options(a), rep)
     if a.command == "verify":
         v = argv.verify_options(a)
-        return survey.verify_batch(v, rep) if isinstance(v, VerifyBatch) else survey.verify(v, rep)
+        return verify.verify_batch(v, rep) if isinstance(v, VerifyBatch) else verify.verify(v, rep)
     c = argv.convert_options(a)
     return convert.convert_batch(c, rep) if isinstance(c, BatchOptions) else convert.convert(c, rep)
 

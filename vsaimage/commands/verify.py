@@ -1,106 +1,30 @@
-"""The read-only commands, `inspect` and `verify`: one read-only appliance
-launch on an image, its partition roles, and the status of every edit."""
+"""`vsaimage verify IMG...`: one read-only launch (for every image given),
+and the status of every edit; with --initrd, the repacked initrd's pcihack
+and, with --kernel-version, its drivers. Exit 0 only when all are in
+place."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsaimage.commands import batch, bundle, results
-from vsaimage.commands.options import InspectOptions, Refused, Roles, VerifyBatch, VerifyOptions
+from vsaimage.commands import batch, results
+from vsaimage.commands.examine import examine, read
+from vsaimage.commands.options import Refused, VerifyBatch, VerifyOptions
 from vsaimage.edits import EditContext, Snapshot, pcihack
-from vsaimage.edits.catalog import ALL as ALL_EDITS
-from vsaimage.errors import Failure, InitrdError, VsaError
+from vsaimage.errors import Failure, InitrdError
 from vsaimage.guest import appliance as guest
-from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
+from vsaimage.guest.layout import Layout
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd import repack as initrd
 from vsaimage.inputs import unpack
-from vsaimage.inputs.source import ImageSource, open_input
+from vsaimage.inputs.source import open_input
 from vsaimage.kmod import kernel
 from vsaimage.model import Drive
-from vsaimage.plan import details_doc, plan_step, postconditions, read_snapshot
+from vsaimage.plan import postconditions
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
-from vsaimage.vsa.release import VERSION_FILE, module_versions, vsa_version
-from vsaimage.xen import identity
-
-
-def _examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
-             skip: frozenset[str] = frozenset(),
-             also: Callable[[guest.Guest, Snapshot], None] | None = None,
-             ) -> tuple[Layout, Snapshot, dict[str, Any]]:
-    """One read-only launch; `also` reads more while the appliance is up.
-    Returns the input's facts (format, virtual size) too."""
-    with unpack.readable(image, rep) as (drive, facts):
-        with rep.phase("appliance launch"):
-            g = guest.launch([drive], rep)
-        with g, rep.phase("read image"):
-            layout, snap = _read(g, image, roles, ctx, rep, skip=skip, also=also)
-    return layout, snap, facts
-
-
-def _read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
-          skip: frozenset[str] = frozenset(),
-          also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
-          ) -> tuple[Layout, Snapshot]:
-    """The layout and snapshot of the appliance's `drive`-th disk."""
-    layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
-    for line in layout_lines(layout):
-        rep.debug(line)
-    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
-    if also is not None:
-        also(g, snap)
-    return layout, snap
-
-
-def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
-    if opts.bundle is not None:  # bad output paths fail before the launch
-        bundle.check_output(opts.bundle, force=opts.force,
-                            inputs=[opts.image.path] if opts.image.path else [])
-    ctx = EditContext()
-    found: list[bundle.Gathered] = []
-    layout, snap, facts = _examine(
-        opts.image, opts.roles, ctx, rep,
-        also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
-    doc = results.single("inspect", results.common(), {
-        "success": True,
-        **results.layout_doc(str(opts.image), layout, facts),
-        "vsa_version": vsa_version(snap),
-        "glibc": glibc.detect(snap).as_dict(),
-        "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
-        "kernel_versions": module_versions(snap),
-        "boot_kernels": list(layout.kernels),
-        "init_system": found[0].init_system,
-        "md_arrays": bundle.md_arrays(layout.partitions),
-        "lvm": bundle.lvm_members(layout.partitions),
-        "edits": results.edit_rows(postconditions(snap, ctx), snap),
-        "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
-    })
-    if opts.bundle is not None:
-        with rep.phase("write bundle"):
-            name = opts.image.path.name if opts.image.path else str(opts.image)
-            bundle.write(opts.bundle, bundle.tarball(bundle.manifest(doc, found[0], name), found[0].files))
-        doc["bundle"] = str(opts.bundle)
-    return doc
-
-
-def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:
-    """What each edit would do to this image (its plan's details: the fstab
-    lines to rewrite, what tty1 runs, ...) or why it would stop, so that a
-    user sees it before converting. The modules step needs a kernel: left out."""
-    found: dict[str, object] = {}
-    for edit in ALL_EDITS:
-        if edit.name == "modules":
-            continue
-        try:
-            found[edit.name] = details_doc(plan_step(edit, snap, ctx))
-        except VsaError as e:
-            found[edit.name] = {"error": e.message, "hint": e.hint}
-    return found
 
 
 @dataclass(frozen=True)
@@ -131,7 +55,7 @@ def _verify_ctx(opts: VerifyOptions) -> EditContext:
 
 def verify(opts: VerifyOptions, rep: Progress) -> dict[str, Any]:
     check = _InitrdCheck.of(opts)
-    layout, snap, facts = _examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
+    layout, snap, facts = examine(opts.image, opts.roles, _verify_ctx(opts), rep, skip=opts.skip)
     return results.single("verify", results.common(), _verify_doc(opts, check, layout, snap, facts))
 
 
@@ -180,7 +104,7 @@ def verify_batch(opts: VerifyBatch, rep: Progress) -> dict[str, Any]:
             with g:
                 for n, (item, o, _, facts) in enumerate(readable):
                     with batch.attempt(item, alone=False), item.rep.phase("read image"):
-                        layout, snap = _read(g, o.image, o.roles, _verify_ctx(o), item.rep, skip=o.skip,
+                        layout, snap = read(g, o.image, o.roles, _verify_ctx(o), item.rep, skip=o.skip,
                                              drive=n)
                         item.doc = {"input": item.text, **_verify_doc(o, check, layout, snap, facts)}
                     g.unmount_all()
