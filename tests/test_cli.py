@@ -67,6 +67,25 @@ def test_every_option_of_the_table_is_parsed() -> None:
         assert len(flags) == len(set(flags)), command
 
 
+def test_readme_layout_names_every_module() -> None:
+    """The README's layout table names each module of the package, each in
+    the package it is in, and nothing else."""
+    text = (REPO / "README.md").read_text()
+    rows = text.split("<!-- layout:", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
+    named = set()
+    for row in rows:
+        layer, modules = row.split("|")[1:3]
+        packages = re.findall(r"`(\w+)/`", layer)
+        if packages:
+            for package, group in zip(packages, modules.split(";"), strict=True):
+                named |= {f"{package}/{m}" for m in re.findall(r"`(\w+\.py)`", group)}
+        else:
+            named |= set(re.findall(r"`(\w+\.py)`", layer + modules))
+    tree = {str(p.relative_to(REPO / "vsaimage")) for p in (REPO / "vsaimage").rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")}
+    assert named == tree, (named - tree, tree - named)
+
+
 def test_usage_error_is_exit_2(tmp_path: Path) -> None:
     r = run_cli("convert", tmp_path / "x.img")  # --kernel, --initrd, -o missing
     assert r.code == 2
