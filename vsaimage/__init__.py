@@ -4,8 +4,8 @@ The package is layered; a module imports only from its own layer's package
 and from the layers below it (`make lint` checks this with import-linter,
 TYPE_CHECKING imports included, and that no import cycle exists):
 
-    cli/        argv and the option table's parser, the live console (the
-                only importer of rich), the renderers of the result documents
+    cli/        the parser made from the option table, the live console and
+                the renderers of the result documents (only cli/ imports rich)
     commands/   convert, inspect, verify, initrd: named steps over the layers
                 below; the option table and the result documents
     guest/ outputs/ plan
@@ -19,7 +19,8 @@ TYPE_CHECKING imports included, and that no import cycle exists):
     kmod/ xen/  kmod/: the kernel's version, module names and selection, the
                 modules payload, depmod. xen/: the xl config, the guest's
                 boot menu, its identity (MAC and UUID)
-    vsa/        pure knowledge of the VSA: its grub config, glibc, release
+    vsa/        pure knowledge of the VSA: its grub config, glibc, release,
+                the modules it needs under Xen
     inputs/     what the user holds: formats by content, archives, iSCSI
     tools       the external programs: found in one way, failures said in one way
     cancel errors model progress

@@ -10,6 +10,10 @@ glob as it is (the bundle looks for systemd with it, and only its matches'
 names are used).
 Guest content reaches the host only as bytes returned to Python; guest paths,
 symlinks and device nodes are never followed on the host.
+
+Longer than 400 lines on purpose: it is the whole of vsaimage's surface on
+libguestfs, kept in the one module that imports guestfs, so that every call
+into the appliance (and its error handling) is in one place.
 """
 
 from __future__ import annotations
