@@ -218,6 +218,10 @@ def _start_host_work(run: Run) -> None:
     modules_dir = shared.modules_dir
     if modules_dir is None:
         return
+    tarball = scratch.scratch("modules.tar")
+    # Opened here, not in the thread: the end of the convert removes its
+    # scratch files, and a thread creating one late would leave it behind.
+    out = run.stack.enter_context(open_output(tarball, label=run.live[0].outputs.image))
 
     def build_payload() -> ModulePayload:
         # minimal: the guest also needs what the initrd loads at boot,
@@ -226,8 +230,8 @@ def _start_host_work(run: Run) -> None:
         extra = prepared.result().conf_modules if settings.modules_minimal else ()
         with rep.phase("modules payload"):
             return module_payload.build_payload(
-                modules_dir, shared.version, scratch.scratch("modules.tar"),
-                minimal=settings.modules_minimal, extra_modules=extra)
+                modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
+                extra_modules=extra, out=out)
 
     run.payload = in_background(build_payload)
 
