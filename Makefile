@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml scripts/setup-system.sh
 lint: setup
 	$(BIN)/ruff check vsaimage tests bench fixtures
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-unit: setup
 	$(BIN)/pytest -m 'not integration' -q

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.build_image import cached_image
-from vsaimage import __version__, kernel
+from vsaimage import __version__
+from vsaimage.kmod import kernel
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

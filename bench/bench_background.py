@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 REPACK_LOOP = """
 import os, sys
-from vsaimage import initrd
+from vsaimage.initrd import repack as initrd
 os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[3]))
 while True:
     with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:

@@ -25,7 +25,8 @@ from typing import Any
 from bench.bench_inputs import WORK, _run
 from bench.run import _load
 from fixtures.build_image import cached_image
-from vsaimage import __version__, kernel
+from vsaimage import __version__
+from vsaimage.kmod import kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("direct", "pygrub")

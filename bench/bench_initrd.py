@@ -28,7 +28,7 @@ from typing import Any
 
 from libarchive import ffi
 
-from vsaimage import archive
+from vsaimage.initrd import archive
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

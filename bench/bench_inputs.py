@@ -34,7 +34,8 @@ from typing import Any
 from bench.run import REPO, _load
 from fixtures.build_image import cached_image
 from fixtures.formats import cached_variant
-from vsaimage import __version__, kernel
+from vsaimage import __version__
+from vsaimage.kmod import kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent / "work" / "inputs"

@@ -14,12 +14,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vsaimage import module_payload
 from vsaimage.edits import EditContext, InstallModules, WriteFile
 from vsaimage.edits.pcihack import PCIHACK_SCRIPT
-from vsaimage.guestpath import HostTree
-from vsaimage.inspect import read_snapshot
-from vsaimage.plan import build
+from vsaimage.guest.hosttree import HostTree
+from vsaimage.kmod import payload as module_payload
+from vsaimage.plan import build, read_snapshot
 
 # The files bench/peer.sh uploads, by the name it gives them in PREP.
 PEER_FILES = {

@@ -45,7 +45,8 @@ import guestfs
 
 from bench.prep import prepare
 from fixtures.build_image import GiB, build_image, cached_image, layout_for
-from vsaimage import __version__, kernel
+from vsaimage import __version__
+from vsaimage.kmod import kernel
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

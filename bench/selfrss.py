@@ -16,7 +16,7 @@ import resource
 import sys
 from pathlib import Path
 
-from vsaimage.cli import main as cli_main
+from vsaimage.cli.main import main as cli_main
 
 
 def main() -> int:

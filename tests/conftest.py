@@ -82,7 +82,7 @@ def alt_image() -> Path:
 @pytest.fixture(scope="session")
 def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     """The example image converted as a user would, with the real kernel and
-    one data disk: first with --modules minimal, then in full over the same
+    one data disk: first with --modules minimal (and -v), then in full over the same
     output (--force), so tests can compare the two runs; the full output is
     what they read."""
     d = nobody_dir() / "converted"
@@ -96,7 +96,7 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     data = data_disk(d)
     args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
             "-o", out, "--data-disk", data, "--json")
-    minimal = run_cli(*args, "--modules", "minimal")
+    minimal = run_cli(*args, "--modules", "minimal", "-v")
     assert minimal.code == 0, minimal.stderr
     minimal_cfg = (d / "vsa-xen.cfg").read_bytes()
     full = run_cli(*args, "--force")

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.build_image import EPOCH
-from vsaimage import initrd
 from vsaimage.edits import pcihack
+from vsaimage.initrd import repack as initrd
 
 REPO = Path(__file__).resolve().parent.parent
 VSAIMAGE = REPO / ".venv" / "bin" / "vsaimage"

@@ -18,8 +18,8 @@ from test_initrd_modules import REMOVED, initrd_without
 
 from fixtures.build_image import build_image
 from support import REPO, DebianKernel, Run, fingerprint, head, nobody_dir, run_cli
-from vsaimage.cli import _batch_exit
-from vsaimage.report import Reporter, show_batch, show_convert, show_verify
+from vsaimage.cli.main import _batch_exit
+from vsaimage.cli.render import Screen, show_batch, show_convert, show_verify
 from xl_reader import parse as parse_xl
 
 IFCFG = "/etc/sysconfig/network-scripts/ifcfg-eth0"
@@ -232,7 +232,7 @@ def test_batch_table_names_each_image() -> None:
                {"success": True, "input": "a.img", "image": "a.img", "edits": [], "missing": []},
                {"success": False, "input": "b.img", "error": {"message": "b.img: no partitions found"}},
            ]}
-    show_batch(Reporter(stdout=out, stderr=io.StringIO()), doc, show_verify)
+    show_batch(Screen(out), doc, show_verify)
     text = out.getvalue()
     assert "every edit is in place" in text and "b.img: no partitions found" in text
     assert "2 images in 1 appliance launch" in text
@@ -243,5 +243,5 @@ def test_batch_table_names_what_a_dry_run_would_write() -> None:
     doc = {"batch": True, "success": True, "dry_run": True, "appliance_launches": 1,
            "images": [{"success": True, "input": "a.img", "steps": [], "dry_run": True,
                        "output_files": ["/out/a.img", "/out/a.initrd", "/out/a.cfg"]}]}
-    show_batch(Reporter(stdout=out, stderr=io.StringIO()), doc, show_convert)
+    show_batch(Screen(out), doc, show_convert)
     assert "/out/a.img" in out.getvalue().split("appliance launch")[-1]

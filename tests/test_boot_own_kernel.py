@@ -13,7 +13,7 @@ import pytest
 from xenharness import pygrub
 
 from support import Converted, DebianKernel, OwnKernel, fingerprint, nobody_dir, run_cli
-from vsaimage import bootmenu, xlcfg
+from vsaimage.xen import bootmenu, xlcfg
 from xl_reader import parse as parse_xl
 
 pytestmark = pytest.mark.integration

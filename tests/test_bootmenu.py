@@ -12,15 +12,16 @@ from types import ModuleType
 import pytest
 
 from fixtures.build_image import default_cache
-from vsaimage import bootmenu
 from vsaimage.edits import EditContext, GuestFile, Snapshot, UploadFile, WriteFile
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.errors import EditError
+from vsaimage.model import BootFiles
+from vsaimage.xen import bootmenu
 
 REPO = Path(__file__).resolve().parent.parent
 LEGACY = (REPO / "fixtures/vsa-boot/grub/grub.conf").read_text()
 CMDLINE = "root=/dev/xvda5 console=hvc0 net.ifnames=0 vsyscall=emulate"
-BOOT = bootmenu.BootFiles("pygrub", "6.1.0-57-amd64", CMDLINE, "0f4c5a1e-8d2b-4a67-9e3f-2b1c0d9e8f7a", "")
+BOOT = BootFiles("pygrub", "6.1.0-57-amd64", CMDLINE, "0f4c5a1e-8d2b-4a67-9e3f-2b1c0d9e8f7a", "")
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,10 @@ from fixtures.build_image import (
     VSA_VERSION,
 )
 from support import Run, run_cli
-from vsaimage import __version__, bundle
+from vsaimage import __version__
+from vsaimage.commands import bundle
 from vsaimage.edits import GuestFile
-from vsaimage.guest import Partition
+from vsaimage.guest.appliance import Partition
 
 PCI_PATH = b"/proc/bus/pci/devices"
 RULES = sorted("/" + str(p.relative_to(ROOT_TREE)) for p in (ROOT_TREE / "etc/udev/rules.d").iterdir())
@@ -269,14 +270,14 @@ def test_md_raid1_and_lvm_reported(md_image: Path, tmp_path: Path) -> None:
 
 def test_md_human_lines() -> None:
     """The same facts as human lines, drawn from the document."""
-    from vsaimage.report import Reporter, show_inspect
+    from vsaimage.cli.render import Screen, show_inspect
 
     doc = {"image": "md.img", "partitions": [], "root": {"partition": 1, "reason": "r"},
            "boot": None, "init_system": {"guess": "sysvinit", "evidence": [INITTAB]},
            "md_arrays": [{"uuid": str(MD_UUID), "name": MD_NAME, "members": [2, 3]}],
            "lvm": [{"partition": 4, "uuid": PV_UUID}], "edits": [], "bundle": "x.tar.gz"}
     out = io.StringIO()
-    show_inspect(Reporter(stdout=out, stderr=io.StringIO()), doc)
+    show_inspect(Screen(out), doc)
     text = " ".join(out.getvalue().split())  # rich wraps long lines at the console width
     assert f"array {MD_NAME} uuid {MD_UUID}: partitions 2, 3" in text
     assert f"PV on partition 4 uuid {PV_UUID}" in text

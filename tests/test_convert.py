@@ -10,6 +10,7 @@ import pytest
 
 from fixtures.build_image import LAYOUTS
 from support import NOBODY, Converted, DebianKernel, Readback, fingerprint, nobody_dir, run_cli
+from vsaimage.edits.console import AUTOLOGIN_WARNING
 from xl_reader import parse as parse_xl
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,16 @@ def test_every_step_applied_in_one_launch(converted: Converted) -> None:
     }
     assert doc["appliance_launches"] == 1
     assert doc["root_partition"] == 5 and doc["boot_partition"] == 1
+
+
+def test_verbose_says_where_each_change_goes(converted: Converted) -> None:
+    """-v: the roles found and why, the appliance's drive, every file
+    written with its size and mode, and the renames; none of it without."""
+    verbose, plain = converted.minimal_run.stderr, converted.run.stderr
+    for line in ("root: partition 5 (holds /etc/lefthand and /etc/inittab)", "appliance: TCG",
+                 "write /etc/fstab (", "install the modules into /lib/modules/", "renamed into place: "):
+        assert line in verbose, verbose
+        assert line not in plain, plain
 
 
 def test_input_untouched_and_nothing_partial(converted: Converted) -> None:
@@ -241,3 +252,22 @@ def test_dry_run_lists_what_the_real_run_changed(converted: Converted, readback:
     modules = f"/lib/modules/{debian_kernel.version}"
     assert set(r.doc["guest_paths"]) == readback.changed | {modules}
     assert r.doc["guest_paths"] == converted.run.doc["guest_paths"]
+    # the same document as a convert's: same keys, the same kernel and outputs
+    assert set(r.doc) == set(converted.run.doc), set(r.doc) ^ set(converted.run.doc)
+    assert r.doc["dry_run"] and not converted.run.doc["dry_run"]
+    for key in ("kernel", "outputs", "xl", "motherboard_uuid", "root_partition"):
+        assert r.doc[key] == converted.run.doc[key], key
+
+
+def test_console_autologin_is_one_warning_in_the_edits_words(example_image: Path, debian_kernel: DebianKernel,
+                                                            tmp_path: Path) -> None:
+    """The warning the console step plans is the run's warning, once; the
+    command line no longer says it again in other words."""
+    r = run_cli("convert", example_image, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", tmp_path / "x.img", "--dry-run", "--json", "--console-autologin")
+    assert r.code == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "warning:" in line and "autologin" in line]
+    assert len(said) == 1 and said[0].endswith(AUTOLOGIN_WARNING), said
+    console = next(s for s in r.doc["steps"] if s["step"] == "console")
+    assert console["details"]["warnings"] == [AUTOLOGIN_WARNING]
+    assert r.doc["warnings"] == [AUTOLOGIN_WARNING]

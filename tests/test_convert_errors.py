@@ -146,3 +146,23 @@ def test_too_many_data_disks(example_image: Path, debian_kernel: DebianKernel, t
     disks = [a for i in range(6) for a in ("--data-disk", str(tmp_path / f"d{i}.img"))]
     r = convert(example_image, tmp_path / "out.img", debian_kernel, *disks)
     assert_refused(r, "at most 5")
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--memory", "0", "memory must be a positive integer"),
+    ("--vcpus", "0", "vcpus must be a positive integer"),
+    ("--bridge", "xen br0", "bad bridge name 'xen br0'"),
+    ("--name", "vsa\nxen", "the domain name 'vsa\\nxen' contains a newline"),
+])
+def test_xl_settings_refused_before_any_work(flag: str, value: str, says: str, example_image: Path,
+                                             debian_kernel: DebianKernel, tmp_path: Path) -> None:
+    """A setting the xl config cannot take is refused before the copy and the
+    launch, by a dry run as by a convert (both used to find out only when the
+    config was written: the dry run said nothing, the convert failed at its
+    end)."""
+    out = tmp_path / "vsa-xen.img"
+    for mode in ("--dry-run", "--force"):
+        r = convert(example_image, out, debian_kernel, flag, value, mode)
+        assert_refused(r, says)
+        assert "appliance launch" not in r.stderr and "copy" not in r.stderr, r.stderr
+        assert list(tmp_path.iterdir()) == [], mode

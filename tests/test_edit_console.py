@@ -8,6 +8,7 @@ from test_edit_shell import snapshot
 from vsaimage.edits import EditContext, WriteFile
 from vsaimage.edits.console import (
     AUTOLOGIN,
+    AUTOLOGIN_WARNING,
     INITTAB,
     LOGIN,
     SECURETTY,
@@ -77,7 +78,7 @@ def test_plan_details_check_and_missing() -> None:
         }
     )
     plan = edit.plan(snap, ctx)
-    assert "root shell" in str(plan.details["warning"])
+    assert plan.warnings == (AUTOLOGIN_WARNING,) and "root shell" in AUTOLOGIN_WARNING
     assert plan.details["other_hvc0_lines"] == ["7:2345:respawn:/sbin/agetty -l /bin/su hvc0 38400 linux"]
     writes = {c.path: c.data for c in plan.changes if isinstance(c, WriteFile)}
     assert set(writes) == {INITTAB, SECURETTY}

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from test_edit_shell import REPO, assert_sh_syntax
-from vsaimage.bootmenu import BootFiles
 from vsaimage.edits import (
     Edit,
     EditContext,
@@ -25,7 +24,8 @@ from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.catalog import ALL
 from vsaimage.edits.mobo_uuid import BEGIN
 from vsaimage.edits.pci import BINARIES
-from vsaimage.guestpath import HostTree
+from vsaimage.guest.hosttree import HostTree
+from vsaimage.model import BootFiles
 
 ROOT = REPO / "fixtures" / "vsa-root"
 VERSION = "6.1.0-18-amd64"
@@ -140,7 +140,7 @@ def test_console_on_the_fixture_and_its_plain_getty_variant(tty1: str, hvc0: str
 
 def test_inspect_findings_on_the_fixture() -> None:
     """What inspect shows before a convert: each edit's plan details, or why it stops."""
-    from vsaimage.survey import findings
+    from vsaimage.commands.inspect import findings
 
     snap = read_tree(ROOT)
     found = findings(snap, EditContext(partitions=(PartitionFacts(5, "ext3", "/", "uuid-of-root"),)))

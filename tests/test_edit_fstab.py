@@ -121,7 +121,7 @@ def test_plan_reports_each_line_then_is_already_applied() -> None:
     assert [(r["file"], r["line"]) for r in rewritten] == [
         (FSTAB, 1), (FSTAB, 2), (FSTAB, 3), (FSTAB, 8), ("/boot/grub/grub.conf", 15)
     ]
-    assert "warnings" not in plan.details
+    assert plan.warnings == ()
     writes = {c.path: c.data.decode() for c in plan.changes if isinstance(c, WriteFile)}
     assert "/dev/sd" not in writes[FSTAB] and "/dev/xvda6" in writes[FSTAB]
     done = snapshot(writes)

@@ -13,7 +13,7 @@ from test_edit_fixture import read_tree
 from fixtures.build_image import ROOT_TREE
 from fixtures.make_binaries import VSYSCALL_OK
 from vsaimage.edits import GuestFile, Snapshot
-from vsaimage.glibc import detect, version_from_library, version_from_name
+from vsaimage.vsa.glibc import detect, version_from_library, version_from_name
 
 
 def test_names() -> None:

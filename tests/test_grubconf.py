@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fixtures.build_image import ROOT_TREE
 from vsaimage.edits import PartitionFacts
-from vsaimage.grubconf import choose_slot, default_root, parse, pick_slot
+from vsaimage.vsa.grubconf import choose_slot, default_root, parse, pick_slot
 
 GRUB = (ROOT_TREE.parent / "vsa-boot/grub/grub.conf").read_text()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from vsaimage import cancel, guest
-from vsaimage.source import Drive
+from vsaimage import cancel
+from vsaimage.guest import appliance as guest
+from vsaimage.model import Drive
 
 pytestmark = pytest.mark.integration
 

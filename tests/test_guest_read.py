@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vsaimage.guest import Guest
+from vsaimage.guest.appliance import Guest
 
 
 class FakeHandle:

@@ -11,7 +11,8 @@ import pytest
 from vsaimage.edits import EditContext, GuestFile, Snapshot
 from vsaimage.edits.console import INITTAB
 from vsaimage.edits.pci import BINARIES
-from vsaimage.guestpath import GuestPathError, HostTree
+from vsaimage.errors import GuestPathError
+from vsaimage.guest.hosttree import HostTree
 from vsaimage.plan import build
 
 
@@ -72,7 +73,7 @@ def test_refused(root: HostTree, path: str, words: tuple[str, ...]) -> None:
 
 
 def test_another_filesystem_is_fenced(root: HostTree) -> None:
-    from vsaimage import guestpath
+    from vsaimage.guest import paths as guestpath
 
     with pytest.raises(GuestPathError, match=r"/etc/kernel leads into /boot, another filesystem"):
         guestpath.resolve("/etc/kernel", root.lookup, fenced=["/", "/boot"])

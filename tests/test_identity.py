@@ -7,7 +7,7 @@ from test_edit_fixture import read_tree
 
 from fixtures.build_image import ROOT_TREE
 from test_edit_shell import snapshot
-from vsaimage.identity import (
+from vsaimage.xen.identity import (
     IFCFG,
     PERSISTENT_NET,
     SERIAL,
@@ -17,7 +17,7 @@ from vsaimage.identity import (
     mac_from_serial,
     recorded_macs,
 )
-from vsaimage.xlcfg import derive_identity
+from vsaimage.xen.xlcfg import derive_identity
 
 SEED = "3f1e2d4c-5b6a-4789-8a7b-6c5d4e3f2a1b"
 VMW = "00:50:56:9a:3c:11"

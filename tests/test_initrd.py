@@ -25,9 +25,11 @@ import pytest
 import initrd_reader as rd
 from fixtures.build_image import default_busybox
 from support import DebianKernel, check_bytes, repack_bytes
-from vsaimage import archive, initrd, initrd_drivers
 from vsaimage.edits import pcihack
 from vsaimage.errors import InitrdError
+from vsaimage.initrd import archive
+from vsaimage.initrd import drivers as initrd_drivers
+from vsaimage.initrd import repack as initrd
 
 SCRIPT = "scripts/init-bottom/pcihack"
 ORDER = "scripts/init-bottom/ORDER"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from vsaimage.initrd_drivers import check, module_name
+from vsaimage.initrd.drivers import check
+from vsaimage.kmod.selection import module_name
 
 V = "usr/lib/modules/6.1.0-18-amd64"
 FULL = [f"{V}/kernel/drivers/block/xen-blkfront.ko", f"{V}/kernel/fs/ext4/ext4.ko", f"{V}/modules.dep"]

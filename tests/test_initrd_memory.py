@@ -15,7 +15,7 @@ MIB = 1 << 20
 ORDER = b'/scripts/init-bottom/udev "$@"\n[ -e /conf/param.conf ] && . /conf/param.conf\n'
 REPACK = """
 import resource, sys
-from vsaimage import initrd
+from vsaimage.initrd import repack as initrd
 with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
     result = initrd.repack(src, out)
 print(result.entries, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

@@ -8,6 +8,7 @@ unmkinitramfs and checked with the machine's modprobe.
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import zlib
 from pathlib import Path
@@ -17,8 +18,11 @@ import pytest
 
 import initrd_reader as rd
 from support import DebianKernel, finish_bytes, prepare_bytes, repack_bytes
-from vsaimage import initrd, initrd_modules, survey
-from vsaimage.errors import InitrdError
+from vsaimage.commands import verify
+from vsaimage.errors import InitrdError, VsaError
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd import repack as initrd
+from vsaimage.kmod.payload import build_payload
 
 V = "6.1.0-99-amd64"
 M = f"usr/lib/modules/{V}"
@@ -203,6 +207,22 @@ def test_a_second_repack_adds_nothing(tree: Path) -> None:
     assert plan.why() == "each is in the initrd or built into the kernel"
 
 
+def test_finish_leaves_what_it_is_given_as_read(tree: Path) -> None:
+    """A batch plans every image from one read of the initrd: a repack that
+    adds drivers for one image must not add them to that read (once it did,
+    and the next image's plan found nothing missing)."""
+    data = gz(small())
+    prepared = prepare_bytes(data)
+    files, done = prepared.module_files, (prepared.done.added[:], prepared.done.changed[:])
+    found = initrd_modules.check(files, tree, "ext3")
+    addition = initrd_modules.plan(found, tree, V, prepared.module_root(V)).addition
+    assert addition is not None
+    finish_bytes(prepared, drivers=addition)
+    assert prepared.module_files == files
+    assert (prepared.done.added, prepared.done.changed) == done
+    assert initrd_modules.check(prepared.module_files, tree, "ext3").missing == found.missing
+
+
 def test_present_drivers_leave_the_initrd_as_a_plain_repack(tree: Path) -> None:
     have = ("kernel/drivers/block/xen-blkfront.ko", "kernel/fs/ext4/ext4.ko.xz", "kernel/lib/crc16.ko")
     data = gz(small(have))
@@ -316,11 +336,20 @@ def test_a_name_leading_out_of_the_modules_directory_is_refused(tree: Path, tmp_
     assert not escape.exists()
 
 
-def test_depmod_missing_is_a_clear_error(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(initrd_modules.shutil, "which", lambda *a, **k: None)
-    with pytest.raises(InitrdError, match="depmod is not installed") as exc:
+def test_a_missing_depmod_is_one_error_wherever_it_is_needed(tree: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding drivers to the initrd and building the minimal modules payload
+    both run depmod: its absence is the same error (the machine lacks a
+    program: exit 1) in both, not bad input in one and a failure in the
+    other."""
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    with pytest.raises(VsaError) as initrd_error:
         repack(gz(small()), tree)
-    assert exc.value.hint == "install kmod"
+    with pytest.raises(VsaError) as payload_error:
+        build_payload(tree, V, tmp_path / "modules.tar", minimal=True)
+    for e in (initrd_error.value, payload_error.value):
+        assert (e.exit_code, e.kind, e.message) == (1, "missing-tool", "depmod is not installed"), e
+        assert e.hint is not None and e.hint.startswith("install kmod")
 
 
 def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: Path) -> None:
@@ -330,12 +359,12 @@ def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: 
     def files(initrd_bytes: bytes) -> tuple[str, ...]:
         return initrd.prepare(io.BytesIO(initrd_bytes), action="keep").module_files
 
-    [row] = survey._initrd_drivers(files(data), tree, layout)
+    [row] = verify._initrd_drivers(files(data), tree, layout)
     assert row["step"] == "initrd-drivers" and row["status"] == "not applied"
     assert row["details"] == {"missing": ["xen_blkfront", "ext4"]}
-    [row] = survey._initrd_drivers(files(repack(data, tree)[0]), tree, layout)
+    [row] = verify._initrd_drivers(files(repack(data, tree)[0]), tree, layout)
     assert row["status"] == "applied"
-    assert survey._initrd_drivers(files(data), tmp_path / "no-tree", layout) == []
+    assert verify._initrd_drivers(files(data), tmp_path / "no-tree", layout) == []
 
 
 def test_module_names_in_conf_modules() -> None:

@@ -16,10 +16,10 @@ import pytest
 
 from fixtures.formats import OVA_DATA_DISK, OVA_VM_NAME, VARIANTS, cached_variant, ovf, write_ova
 from support import DebianKernel, fingerprint, run_cli
-from vsaimage import decompress, diskformat
 from vsaimage.errors import ImageError
-from vsaimage.ova import read_ova
-from vsaimage.source import parse_image
+from vsaimage.inputs import decompress, diskformat
+from vsaimage.inputs.ova import read_ova
+from vsaimage.inputs.source import parse_image
 
 MiB = 2**20
 

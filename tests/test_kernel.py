@@ -10,7 +10,7 @@ import pytest
 
 from support import DebianKernel
 from vsaimage.errors import BadInput, KernelError
-from vsaimage.kernel import check_initrd_versions, kernel_version
+from vsaimage.kmod.kernel import check_initrd_versions, kernel_version
 
 
 def crafted(

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from support import DebianKernel
-from vsaimage import module_payload
 from vsaimage.errors import BadInput
-from vsaimage.module_payload import ModulePayload, build_payload
-from vsaimage.module_selection import MINIMAL_MODULES, closure
+from vsaimage.kmod import payload as module_payload
+from vsaimage.kmod.payload import ModulePayload, build_payload
+from vsaimage.kmod.selection import MINIMAL_MODULES, closure
 
 
 def members(tarball: Path) -> dict[str, tarfile.TarInfo]:

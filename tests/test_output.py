@@ -4,13 +4,16 @@ the destination. No appliance needed."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from vsaimage.errors import OutputError
-from vsaimage.output import OutputPaths, Staging, check_destination, clean_stale, sparse_copy
+from vsaimage.outputs.copy import sparse_copy
+from vsaimage.outputs.staging import OutputPaths, Staging, check_destination, clean_stale
 
 
 def test_sparse_copy_writes_only_data(tmp_path: Path) -> None:
@@ -73,6 +76,38 @@ def test_staging_commit_renames(tmp_path: Path) -> None:
         st.temp(final).write_bytes(b"done")
         st.commit()
     assert [p.name for p in tmp_path.iterdir()] == ["out.img"]
+
+
+# Commits the three outputs of a convert, and is killed right after the
+# first rename: a crash between two renames.
+_KILLED_AFTER_FIRST_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from vsaimage.outputs.staging import OutputPaths, Staging
+
+paths = OutputPaths.from_option(Path(sys.argv[1]))
+renamed = os.replace
+
+def rename_then_die(src, dst):
+    renamed(src, dst)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+with Staging(paths.all()) as staging:
+    for final in paths.all():
+        staging.temp(final).write_text(final.name)
+    os.replace = rename_then_die
+    staging.commit()
+"""
+
+
+def test_a_crash_between_renames_leaves_no_image_without_its_initrd_and_config(tmp_path: Path) -> None:
+    paths = OutputPaths.from_option(tmp_path / "vsa-xen.img")
+    run = subprocess.run([sys.executable, "-c", _KILLED_AFTER_FIRST_RENAME, str(paths.image)],
+                         capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    renamed = [p.name for p in paths.all() if p.exists()]
+    assert len(renamed) == 1, renamed  # killed between the first rename and the second
+    assert not paths.image.exists(), "the disk was renamed into place before its initrd and config"
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:

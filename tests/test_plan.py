@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
+from vsaimage.cli.render import Screen, show_convert
 from vsaimage.edits import InstallModules, StepPlan, WriteFile
 from vsaimage.plan import HostItem, Plan
-from vsaimage.report import Reporter, show_convert
 
 PLAN = Plan(
     (HostItem("copy", "The converted disk", "/out/x.img"),),
@@ -38,7 +38,7 @@ def test_executed_plan_keeps_items_and_adds_facts() -> None:
 def test_dry_run_table_shows_what_each_item_writes() -> None:
     out = io.StringIO()
     doc = {"dry_run": True, "steps": PLAN.as_dicts()}
-    show_convert(Reporter(stdout=out, stderr=io.StringIO()), doc)
+    show_convert(Screen(out), doc)
     text = out.getvalue()
     for written in ("/out/x.img", "/etc/inittab", "/lib/modules/6.1.0-1-amd64/", "/out/x.cfg"):
         assert written in text, written
@@ -56,7 +56,7 @@ def test_result_table_says_what_the_initrd_lacked_and_got() -> None:
            "kernel": {"path": "/boot/vmlinuz", "version": "6.1.0-1-amd64"},
            "xl": {"name": "x", "uuid": "u", "mac": "m", "boot": "direct", "type": "pv"}}
     out = io.StringIO()
-    show_convert(Reporter(stdout=out, stderr=io.StringIO()), doc)
+    show_convert(Screen(out), doc)
     text = out.getvalue()
     assert "drivers: added xen_blkfront," in text  # in the steps table (wrapped)
     assert "initrd drivers    neither in the initrd nor built in\n" in text

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from support import VSAIMAGE, DebianKernel, fingerprint, nobody_dir
-from vsaimage.output import OutputPaths, clean_stale
+from vsaimage.outputs.staging import OutputPaths, clean_stale
 
 NAMES = ("vsa-xen.img", "vsa-xen.initrd", "vsa-xen.cfg")
 

@@ -7,9 +7,9 @@ from test_grubconf import TWO_SLOTS
 
 from vsaimage.edits import GuestFile
 from vsaimage.errors import ImageError
-from vsaimage.guest import Partition, Probe
-from vsaimage.guestpath import Entry, Kind, Resolved
-from vsaimage.inspect import _GRUB_CONFIGS, _ROOT_MARKS, Role, _find_root
+from vsaimage.guest.appliance import Partition, Probe
+from vsaimage.guest.layout import _GRUB_CONFIGS, _ROOT_MARKS, Role, _find_root
+from vsaimage.guest.paths import Entry, Kind, Resolved
 
 BOOT = Partition(1, "/dev/sda1", 2**20, 2**26, 0x83, "ext3", "boot", "")
 SLOT2 = Partition(2, "/dev/sda2", 2**26, 2**28, 0x83, "ext3", "slot2", "")

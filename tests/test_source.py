@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from vsaimage import iscsi, output
 from vsaimage.errors import ImageError
-from vsaimage.source import Drive, ImageSource, parse_image
+from vsaimage.inputs import iscsi
+from vsaimage.inputs.source import ImageSource, file_size, parse_image
+from vsaimage.model import Drive
+from vsaimage.outputs import copy as output
 
 IQN = "iqn.2003-10.com.lefthandnetworks:vsa"
 
@@ -187,7 +189,7 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     img = _disk(tmp_path / "secret.img")
     img.chmod(0)
     if os.geteuid() == 0:  # root reads anything: make access() answer as for a user
-        monkeypatch.setattr("vsaimage.source.os.access", lambda *_a, **_k: False)
+        monkeypatch.setattr("vsaimage.inputs.source.os.access", lambda *_a, **_k: False)
     with pytest.raises(ImageError, match="permission denied"):
         parse_image(str(img))
 
@@ -250,7 +252,7 @@ def test_copy_without_seek_data_skips_zero_blocks(tmp_path: Path,
 
 def test_size_seeks_to_the_end(tmp_path: Path) -> None:
     img = _disk(tmp_path / "vsa.img", 5 * 2**20 + 512)
-    assert output.source_size(img) == 5 * 2**20 + 512
+    assert file_size(img) == 5 * 2**20 + 512
     assert parse_image(str(img)).size() == 5 * 2**20 + 512
 
 

@@ -47,7 +47,7 @@ from xenharness import run as harness
 
 from fixtures.build_image import LAYOUTS, PLATFORM_DIR, ROOT_TREE
 from support import Converted, DebianKernel, OwnKernel, Readback, Variant
-from vsaimage import xlcfg
+from vsaimage.xen import xlcfg
 from xl_reader import Value, parse_spec
 from xl_reader import parse as parse_xl
 

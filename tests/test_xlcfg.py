@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vsaimage import __version__
+from vsaimage.commands.options import XlOptions
 from vsaimage.errors import BadInput
-from vsaimage.options import XlOptions
-from vsaimage.xlcfg import (
+from vsaimage.xen.xlcfg import (
     XlConfig,
     command_line,
     derive_identity,

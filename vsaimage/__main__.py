@@ -1,5 +1,5 @@
 import sys
 
-from vsaimage.cli import main
+from vsaimage.cli.main import main
 
 sys.exit(main())

@@ -1,10 +1,12 @@
 """The exception tree. Every error a user can cause or meet carries a one-line
-message (naming the file, partition or step) and an optional hint; cli.py maps
+message (naming the file, partition or step) and an optional hint; cli/main.py maps
 the class to an exit code and prints no traceback unless --debug."""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class VsaError(Exception):
@@ -56,6 +58,13 @@ class MissingFile(EditError):
     kind = "missing-file"
 
 
+class GuestPathError(EditError):
+    """A guest path the edits need leads somewhere they must not go (a
+    dangling symlink, a loop, /proc, another filesystem)."""
+
+    kind = "guest-path"
+
+
 class OutputError(BadInput):
     """The output path is unusable (exists, is the input, no such directory)."""
 
@@ -74,10 +83,25 @@ class ApplianceError(VsaError):
     kind = "appliance"
 
 
+class MissingTool(VsaError):
+    """A program vsaimage runs is not installed: the machine lacks it, not
+    the user's input (exit 1, wherever it was needed)."""
+
+    kind = "missing-tool"
+
+
 class VerifyError(VsaError):
     """A postcondition does not hold after the edits."""
 
     kind = "verify"
+
+
+def write_error(label: Path, e: OSError) -> VsaError:
+    """The one-line error for a failed write of the output `label`."""
+    if e.errno == errno.ENOSPC:
+        return WriteError(f"{label}: no space left on device while writing",
+                          hint="free some space or choose another output directory")
+    return WriteError(f"{label}: cannot write: {e.strerror or e}")
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,26 @@ The same catalogue of postconditions serves inspect and verify.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from vsaimage.edits import (
     Change,
     Edit,
     EditContext,
+    GuestFile,
     InstallModules,
     Snapshot,
     Status,
     StepPlan,
     UploadFile,
     WriteFile,
+    modules,
 )
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
-from vsaimage.errors import BadInput
-from vsaimage.guestpath import GuestPathError
+from vsaimage.errors import BadInput, GuestPathError
 
 TITLES = {e.name: e.title for e in ALL_EDITS}
 
@@ -49,6 +50,7 @@ class HostItem:
     output: str  # the file's final name
     status: Status = "apply"
     details: Mapping[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 _Item = TypeVar("_Item", StepPlan, HostItem)
@@ -72,9 +74,15 @@ class Plan:
         return [h.output for h in (*self.before, *self.after)]
 
     @property
+    def warnings(self) -> list[str]:
+        """What every item says the user must be told, in plan order."""
+        items: list[HostItem | StepPlan] = [*self.before, *self.steps, *self.after]
+        return [w for item in items for w in item.warnings]
+
+    @property
     def guest_paths(self) -> list[str]:
         """Every guest path the edits write, and each modules directory."""
-        return [guest_modules_dir(c.version) if isinstance(c, InstallModules) else c.path
+        return [modules.guest_dir(c.version) if isinstance(c, InstallModules) else c.path
                 for c in self.changes]
 
     def with_host(self, *, before: Iterable[HostItem] = (), after: Iterable[HostItem] = ()) -> Plan:
@@ -94,17 +102,37 @@ class Plan:
         return Plan(tuple(map(carried_out, self.before)), tuple(map(carried_out, self.steps)),
                     tuple(map(carried_out, self.after)))
 
+    def lines(self) -> list[str]:
+        """One line per item and its status, then one per file it writes:
+        what -v shows."""
+        found = []
+        for d in self.as_dicts():
+            found.append(f"{d['step']}: {d['status']} ({d['title']})")
+            found += [f"  {_change_line(c)}" for c in d["changes"]]  # type: ignore[attr-defined]
+        return found
+
     def as_dicts(self) -> list[dict[str, object]]:
         return [*map(_host_dict, self.before), *map(step_dict, self.steps), *map(_host_dict, self.after)]
 
 
-def guest_modules_dir(version: str) -> str:
-    return f"/lib/modules/{version}"
+def details_doc(item: StepPlan | HostItem) -> dict[str, object]:
+    """An item's details as the JSON has them, its warnings among them."""
+    return {**item.details, **({"warnings": list(item.warnings)} if item.warnings else {})}
 
 
 def _host_dict(h: HostItem) -> dict[str, object]:
-    return {"step": h.step, "title": h.title, "status": h.status, "details": dict(h.details),
+    return {"step": h.step, "title": h.title, "status": h.status, "details": details_doc(h),
             "changes": [{"output": h.output}]}
+
+
+def _change_line(change: Mapping[str, object]) -> str:
+    if "write" in change:
+        return f"write {change['write']} ({change['bytes']} bytes, mode {change['mode']})"
+    if "upload" in change:
+        return f"upload the {change['from']} to {change['upload']}"
+    if "install_modules" in change:
+        return f"install the modules into {change['install_modules']}"
+    return f"write {change['output']}"
 
 
 def step_dict(s: StepPlan) -> dict[str, object]:
@@ -115,13 +143,13 @@ def step_dict(s: StepPlan) -> dict[str, object]:
         elif isinstance(c, UploadFile):
             changes.append({"upload": c.path, "from": c.source})
         else:
-            changes.append({"install_modules": guest_modules_dir(c.version)})
+            changes.append({"install_modules": modules.guest_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
-            "details": dict(s.details), "changes": changes}
+            "details": details_doc(s), "changes": changes}
 
 
 def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
-    """The guest steps (host items are added by convert.py, which knows the files)."""
+    """The guest steps (host items are added by the convert command, which knows the files)."""
     return Plan((), tuple(StepPlan(e.name, "skipped") if e.name in skip else plan_step(e, snap, ctx)
                           for e in ALL_EDITS))
 
@@ -140,3 +168,28 @@ def plan_step(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
 def postconditions(snap: Snapshot, ctx: EditContext, skip: frozenset[str] = frozenset()) -> dict[str, bool]:
     """Which edits are in place (skipped ones are left out)."""
     return {e.name: e.check(snap, ctx) for e in ALL_EDITS if e.name not in skip}
+
+
+class GuestReader(Protocol):
+    """What reading a snapshot needs: the appliance's Guest, or a host tree
+    standing in for the guest root."""
+
+    def read(self, path: str) -> GuestFile: ...
+
+    def list(self, directory: str) -> set[str]: ...
+
+
+def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] = frozenset(),
+                  extra: Sequence[str] = ()) -> Snapshot:
+    """Read every file and listing the edits (those not skipped) need, with
+    guest paths resolved as in the running VSA."""
+    reads: list[str] = list(extra)
+    lists: list[str] = []
+    for edit in ALL_EDITS:
+        if edit.name not in skip:
+            reads.extend(edit.reads(ctx))
+            lists.extend(edit.lists(ctx))
+    paths: set[str] = set()
+    for d in dict.fromkeys(lists):
+        paths |= guest.list(d)
+    return Snapshot({p: guest.read(p) for p in dict.fromkeys(reads)}, frozenset(paths))

@@ -2,9 +2,9 @@
 and its postcondition side by side.
 
 Nothing here touches a disk: an edit looks at a `Snapshot` (the guest files it
-asked for, read beforehand through guest.py with paths resolved as in the
+asked for, read beforehand through the guest adapter with paths resolved as in the
 running VSA) and returns a `StepPlan` holding the
-changes to make. convert.py writes those changes through libguestfs; verify
+changes to make. The convert command writes those changes through libguestfs; verify
 re-reads the files and calls `check`. Text is handled as latin-1 so that every
 byte the edit does not target is preserved exactly.
 """
@@ -14,10 +14,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:  # bootmenu reads grub configs with grubconf, which imports this module
-    from vsaimage.bootmenu import BootFiles
+from vsaimage.model import BootFiles
+
+# The types an edit looks at come from model; they are named here too, so that
+# an edit imports everything it uses of the edits' interface from this package.
+from vsaimage.model import GuestFile as GuestFile
+from vsaimage.model import PartitionFacts as PartitionFacts
+from vsaimage.model import Snapshot as Snapshot
+from vsaimage.model import Status as Status
 
 
 class PciHack(StrEnum):
@@ -28,45 +34,6 @@ class PciHack(StrEnum):
 
 # --pci-hack's default, for convert and verify alike
 DEFAULT_PCI_HACK = PciHack.BOTH
-
-
-@dataclass(frozen=True)
-class GuestFile:
-    """One path of the guest root as read before planning, symlinks followed
-    inside the guest."""
-
-    path: str
-    data: bytes | None  # None: missing, or not a regular file
-    mode: int | None = None  # permission bits, e.g. 0o755
-    real: str | None = None  # where the path leads, when a symlink took it elsewhere
-    error: str | None = None  # why it leads nowhere usable (dangling symlink, loop, /proc ...)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What edits may look at: the files they listed in `reads`, and every path
-    found under the directories they listed in `lists`."""
-
-    files: Mapping[str, GuestFile]
-    paths: frozenset[str] = frozenset()
-
-    def get(self, path: str) -> GuestFile:
-        return self.files.get(path) or GuestFile(path, None)
-
-    def text(self, path: str) -> str | None:
-        data = self.get(path).data
-        return None if data is None else data.decode("latin-1")
-
-
-@dataclass(frozen=True)
-class PartitionFacts:
-    """What inspection found on one partition of the system disk: edits that
-    rewrite device names use the filesystem's UUID and label."""
-
-    number: int
-    fstype: str = ""
-    label: str = ""
-    uuid: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,7 +61,7 @@ class WriteFile:
 @dataclass(frozen=True)
 class InstallModules:
     """Unpack the host's modules tree for `version` into /lib/modules/<version>.
-    The payload (a tarball) is built host-side by module_payload.py while the
+    The payload (a tarball) is built host-side by kmod/payload.py while the
     appliance boots."""
 
     version: str
@@ -104,17 +71,13 @@ class InstallModules:
 class UploadFile:
     """Copy a host file into the guest: `source` is "kernel" (the --kernel
     file) or "initrd" (the repacked initrd, which exists only once the repack
-    ends); convert.py knows both."""
+    ends); the convert command knows both."""
 
     path: str
     source: Literal["kernel", "initrd"]
 
 
 Change = WriteFile | InstallModules | UploadFile
-
-# "apply" in a plan; "applied" once convert carried it out.
-Status = Literal["apply", "applied", "already applied", "skipped"]
-
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -123,11 +86,15 @@ class StepPlan:
     changes: tuple[Change, ...] = ()
     # JSON-able facts for the report: replacement counts, computed UUID, ...
     details: Mapping[str, object] = field(default_factory=dict)
+    # What the user must be told before the step runs; they become the
+    # run's warnings (and the JSON's details["warnings"]).
+    warnings: tuple[str, ...] = ()
 
 
-def decide(step: str, changes: list[Change], details: Mapping[str, object] | None = None) -> StepPlan:
+def decide(step: str, changes: list[Change], details: Mapping[str, object] | None = None, *,
+           warnings: tuple[str, ...] = ()) -> StepPlan:
     """A StepPlan that applies `changes`, or is 'already applied' when there are none."""
-    return StepPlan(step, "apply" if changes else "already applied", tuple(changes), details or {})
+    return StepPlan(step, "apply" if changes else "already applied", tuple(changes), details or {}, warnings)
 
 
 def text_write(snap: Snapshot, path: str, new_text: str, default_mode: int = 0o644) -> list[Change]:

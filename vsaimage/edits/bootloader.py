@@ -1,16 +1,16 @@
-"""Edit 8, `bootloader`: with --boot pvgrub or pygrub the disk carries the
+"""Edit `bootloader`: with --boot pvgrub or pygrub the disk carries the
 Xen kernel and the repacked initrd in /boot/vsaimage/ and a GRUB 2 menu
-(/boot/grub/grub.cfg, see bootmenu.py) whose default entry boots them, so the
+(/boot/grub/grub.cfg, see xen/bootmenu.py) whose default entry boots them, so the
 domU survives the dom0's kernel being upgraded or removed and moves to another
 Xen host with its disk alone. With --boot direct the step is not used.
 """
 
 from __future__ import annotations
 
-from vsaimage import bootmenu
 from vsaimage.edits import EditContext, Snapshot, StepPlan, UploadFile, decide, text_write
 from vsaimage.edits.fstab import GRUB_CONFIGS, patch_grub
 from vsaimage.errors import EditError
+from vsaimage.xen import bootmenu
 
 
 def _legacy(snap: Snapshot) -> tuple[str | None, str | None]:

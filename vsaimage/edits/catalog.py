@@ -1,4 +1,5 @@
-"""The edits in the order convert applies them; NAMES is what --skip accepts."""
+"""The edits in the order convert applies them (their docstrings name them, not
+number them: this order is the one that counts); NAMES is what --skip accepts."""
 
 from __future__ import annotations
 

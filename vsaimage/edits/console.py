@@ -1,4 +1,4 @@
-"""Edit 7, `console`: the VSA's console on the Xen console.
+"""Edit `console`: the VSA's console on the Xen console.
 
 A PV domU has no tty1..tty6 and no serial port, so init would respawn those
 gettys in vain while the only console, hvc0, stays silent. We comment out
@@ -150,12 +150,11 @@ class Console:
         hvc0, why = hvc_line(tty1, ctx.console_autologin)
         details: dict[str, object] = {"file": INITTAB, "tty1": tty1, "hvc0": hvc0, "why": why,
                                       "autologin": ctx.console_autologin}
-        if ctx.console_autologin:
-            details["warning"] = AUTOLOGIN_WARNING
         others = other_hvc0_gettys(text)
         if others:
             details["other_hvc0_lines"] = others
-        return decide(self.name, changes, details)
+        return decide(self.name, changes, details,
+                      warnings=(AUTOLOGIN_WARNING,) if ctx.console_autologin else ())
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
         """In place when no VGA/serial getty is active and hvc0 runs what

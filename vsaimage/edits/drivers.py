@@ -1,9 +1,9 @@
-"""Edit 5, `drivers`: load the Xen PV drivers from rc.drivers.
+"""Edit `drivers`: load the Xen PV drivers from rc.drivers.
 
 rc.drivers loads the modules of the hardware the VSA knows (VMware, Hyper-V);
 on Xen nothing gives it the block and network front-ends, nor what the system
-then expects (ext3, a 32 MB ramdisk, md RAID). A guarded block at the top of
-the script, before its first command, loads them when running on Xen.
+then expects (vsa/drivers.py). A guarded block at the top of the script,
+before its first command, loads them when running on Xen.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 from vsaimage.edits import EditContext, Snapshot, StepPlan, decide, text_write
 from vsaimage.edits.textfile import is_fixed_point, line_end, newline_of, require_text
 from vsaimage.errors import EditError
+from vsaimage.vsa.drivers import XEN_MODULES
 
 PATH = "/etc/lefthand/brand/rc.drivers"
-MODULES = ("xen_blkfront", "xen_netfront", "ext3", "rd rd_size=32768", "md", "raid0", "raid1")
+MODULES = XEN_MODULES
 BEGIN = "# vsaimage: Xen PV drivers"
 END = "# vsaimage: end of Xen PV drivers"
 

@@ -174,9 +174,7 @@ class Fstab:
                 changes += text_write(snap, path, new_grub)
                 rewrites += more
         details: dict[str, object] = {"file": FSTAB, "rewritten": [r.as_dict() for r in rewrites]}
-        if warnings:
-            details["warnings"] = warnings
-        return decide(self.name, changes, details)
+        return decide(self.name, changes, details, warnings=tuple(warnings))
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
         """In place when no entry and no kernel line names an sd/hd disk."""

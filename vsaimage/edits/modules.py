@@ -1,26 +1,29 @@
-"""Edit 6, `modules`: the kernel modules of the Xen kernel in the guest.
+"""Edit `modules`: the kernel modules of the Xen kernel in the guest.
 
 The guest boots the dom0's kernel, so it needs that kernel's modules tree in
-/lib/modules/<version>; the tree itself is copied by convert.py (the change
-here only names the version). modules.dep is what modprobe needs, and depmod
+/lib/modules/<version>; the tree itself is copied by the convert command (the
+change here only names the version). modules.dep is what modprobe needs, and depmod
 writes it last, so its presence is the mark of a complete tree.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 
 from vsaimage.edits import EditContext, InstallModules, Snapshot, StepPlan, decide
 from vsaimage.errors import EditError
+from vsaimage.kmod.selection import module_name
 
 ROOT = "/lib/modules"
-# Any compression suffix modprobe knows (.ko, .ko.gz, .ko.xz, .ko.zst).
-_BLKFRONT = re.compile(r"xen-blkfront\.ko(\.[a-z]+)?")
+
+
+def guest_dir(version: str) -> str:
+    """Where the guest keeps the modules of kernel `version`."""
+    return f"{ROOT}/{version}"
 
 
 def dep_path(version: str) -> str:
-    return f"{ROOT}/{version}/modules.dep"
+    return f"{guest_dir(version)}/modules.dep"
 
 
 def _installed(snap: Snapshot, version: str) -> bool:
@@ -43,7 +46,7 @@ def xen_versions(paths: frozenset[str]) -> list[str]:
     }
     found = set()
     for p in paths:
-        if p.startswith(ROOT + "/") and _BLKFRONT.fullmatch(posixpath.basename(p)):
+        if p.startswith(ROOT + "/") and module_name(p) == "xen_blkfront":
             version = p[len(ROOT) + 1 :].split("/", 1)[0]
             if version in with_dep:
                 found.add(version)
@@ -67,7 +70,7 @@ class Modules:
         if version is None:
             raise EditError("the modules step needs the kernel version (--kernel or --kernel-version)")
         changes = [] if _installed(snap, version) else [InstallModules(version)]
-        return decide(self.name, list(changes), {"version": version, "dir": f"{ROOT}/{version}"})
+        return decide(self.name, list(changes), {"version": version, "dir": guest_dir(version)})
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
         if ctx.kernel_version is not None:

@@ -1,4 +1,4 @@
-"""Edit 2, `pci`: a fake PCI device list that says "Xen platform device".
+"""Edit `pci`: a fake PCI device list that says "Xen platform device".
 
 The VSA decides what hardware it runs on from /proc/bus/pci/devices, which is
 empty on a PV domU; its tables already know the Xen platform device
@@ -6,7 +6,7 @@ empty on a PV domU; its tables already know the Xen platform device
 `binary` variant, point the four programs that read the real list at it by
 rewriting the path inside them (same length, so offsets in the binaries hold).
 The `bind` variant (mounting /hack/bus/pci over /proc/bus/pci from the initrd)
-lives in pcihack.py (put into the initrd by initrd.py).
+lives in pcihack.py (put into the initrd by initrd/repack.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The `bind` half of the PCI step, as the initrd carries it: the pcihack
 init-bottom script and its line in scripts/init-bottom/ORDER. Pure text;
-initrd.py puts them into (or takes them out of) the archive.
+initrd/repack.py puts them into (or takes them out of) the archive.
 
 The script bind-mounts the root's /hack/bus/pci on /proc/bus/pci after the
 root is mounted, so the VSA software reads the fake device list (pci.py).

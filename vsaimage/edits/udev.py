@@ -1,4 +1,4 @@
-"""Edit 3, `udev`: /dev/scsi names for the Xen disks.
+"""Edit `udev`: /dev/scsi names for the Xen disks.
 
 The VSA finds its system disk under /dev/scsi/host0/... and its data disks
 under /dev/scsi/host1/..., names udev derives from SCSI addresses that xvd

@@ -1,0 +1,49 @@
+"""What inspect and verify share: one read-only appliance launch on an image
+(unpacked under TMPDIR when qemu cannot read it as it is), its partition
+roles, and every file the edits (and the xl config's identity and glibc)
+read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vsaimage.commands.options import Roles
+from vsaimage.edits import EditContext, Snapshot
+from vsaimage.guest import appliance as guest
+from vsaimage.guest.layout import Layout, layout_lines, mount_layout
+from vsaimage.inputs import unpack
+from vsaimage.inputs.source import ImageSource
+from vsaimage.plan import read_snapshot
+from vsaimage.progress import Progress
+from vsaimage.vsa import glibc
+from vsaimage.vsa.release import VERSION_FILE
+from vsaimage.xen import identity
+
+
+def examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
+             skip: frozenset[str] = frozenset(),
+             also: Callable[[guest.Guest, Snapshot], None] | None = None,
+             ) -> tuple[Layout, Snapshot, dict[str, Any]]:
+    """One read-only launch; `also` reads more while the appliance is up.
+    Returns the input's facts (format, virtual size) too."""
+    with unpack.readable(image, rep) as (drive, facts):
+        with rep.phase("appliance launch"):
+            g = guest.launch([drive], rep)
+        with g, rep.phase("read image"):
+            layout, snap = read(g, image, roles, ctx, rep, skip=skip, also=also)
+    return layout, snap, facts
+
+
+def read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
+          skip: frozenset[str] = frozenset(),
+          also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
+          ) -> tuple[Layout, Snapshot]:
+    """The layout and snapshot of the appliance's `drive`-th disk."""
+    layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
+    for line in layout_lines(layout):
+        rep.debug(line)
+    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
+    if also is not None:
+        also(g, snap)
+    return layout, snap

@@ -1,0 +1,162 @@
+"""A convert's plan of one image: its partition roles found and mounted in the
+launched appliance, the files the edits and the xl config need read, and
+every item decided (the disk copy, each guest edit, the initrd, the xl
+config) before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vsaimage.commands.options import ConvertOptions
+from vsaimage.edits import EditContext, Snapshot, Status, pcihack
+from vsaimage.guest.appliance import Guest
+from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
+from vsaimage.initrd import modules as initrd_modules
+from vsaimage.initrd.repack import Prepared
+from vsaimage.kmod import kernel
+from vsaimage.model import BootFiles
+from vsaimage.outputs.staging import OutputPaths
+from vsaimage.plan import HostItem, Plan, build, read_snapshot
+from vsaimage.progress import Progress
+from vsaimage.vsa import glibc
+from vsaimage.xen import identity, xlcfg
+
+# Guest files read for the xl config rather than for an edit.
+GUEST_FACTS = (*glibc.READS, *identity.READS)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Everything a convert will do to one image, decided before anything is
+    written."""
+
+    layout: Layout
+    ctx: EditContext  # with this image's partitions and boot files
+    plan: Plan
+    cfg: xlcfg.XlConfig
+    who: identity.Identity
+    libc: glibc.Glibc
+    drivers: initrd_modules.DriverPlan
+
+    def tell(self, rep: Progress) -> None:
+        """The plan's warnings (an fstab entry naming a disk Xen will not
+        have, a MAC the guest's network set-up does not expect) become the
+        run's; with -v, the roles and every change are detail lines."""
+        for line in [*layout_lines(self.layout), *self.plan.lines()]:
+            rep.debug(line)
+        for warning in self.plan.warnings:
+            rep.warn(warning)
+
+
+def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: OutputPaths,
+               modules_dir: Path | None, prepared: Callable[[], Prepared], *,
+               writable: bool, drive: int) -> Planned:
+    """Find the layout of the appliance's `drive`-th disk and mount it as the
+    VSA does (writable for a convert), read what the edits and the xl config
+    need, and plan every item. `prepared` gives the initrd as read (waiting
+    for it if need be)."""
+    layout = mount_layout(g, str(opts.image), root_part=opts.roles.root_part,
+                         boot_part=opts.roles.boot_part, writable=writable, drive=drive)
+    ctx = replace(ctx, partitions=partition_facts(layout))
+    snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
+    libc, who = glibc.detect(snap), _identity(opts, layout, snap)
+    cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
+                    vsyscall_emulate=libc.vsyscall_emulate)
+    if cfg.boot != "direct":
+        ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
+    drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
+    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
+                      prepared(), drivers)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers)
+
+
+def initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
+    """--skip pci leaves pcihack as it is; the drivers may still be added."""
+    if unchanged:
+        return "skipped" if action == "keep" else "already applied"
+    return "applied" if done else "apply"
+
+
+def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
+    """What the guest's own menu boots: the kernel and initrd of a direct
+    boot, with its command line, from the filesystem holding /boot."""
+    holder = layout.boot or layout.root
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+                     holder.partition.uuid, "" if layout.boot else "/boot")
+
+
+def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
+               who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
+               prepared: Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
+    """The guest steps with the host items around them: the disk copy first,
+    the initrd and the xl config after; the modules step names its source."""
+    source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
+    steps = tuple(replace(s, details={**s.details, **source})
+                  if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
+    copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
+                    details={"input": str(opts.image), "format": opts.format})
+    action, add = prepared.action, drivers.addition
+    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "")
+    initrd_details: dict[str, object] = {
+        "input": str(opts.initrd), "pcihack": action,
+        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict()}
+    initrd_item = HostItem("initrd", title, str(outputs.initrd),
+                           initrd_status(action, prepared.done_nothing and add is None, done=False),
+                           initrd_details, tuple(drivers.warnings(opts.initrd)))
+    xl_details: dict[str, object] = {
+        "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
+        "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
+        "type": cfg.guest_type}
+    xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
+                  warnings=(who.warning,) if who.warning else ())
+    return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
+
+
+def _initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
+                    layout: Layout) -> initrd_modules.DriverPlan:
+    """Whether the initrd can mount the root under Xen, and what the repack
+    adds when it cannot. The kernel's modules tree (--modules-dir, else
+    /lib/modules/VERSION) says what is built in and supplies what is added,
+    even with --skip modules (which is about the guest); without a tree the
+    check sees the initrd alone, and what it lacks is only warned about."""
+    tree = opts.modules_dir or kernel.modules_tree(version)
+    found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype)
+    return initrd_modules.plan(found, tree, version, prepared.module_root(version))
+
+
+def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
+    x = opts.xl
+    seed = layout.root.partition.uuid or str(opts.image)
+    return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity)
+
+
+def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
+    """What the xl config takes from the options, refused before any work
+    when it cannot take it (the guest's own values do not matter here)."""
+    xlcfg.check_settings(xl_config(opts, outputs, root_part=1, uuid="", mac="", vsyscall_emulate=True))
+
+
+def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
+              vsyscall_emulate: bool) -> xlcfg.XlConfig:
+    """The xl config of an image: the options, with what the guest decides."""
+    x = opts.xl
+    return xlcfg.XlConfig(
+        name=x.name or outputs.image.stem,
+        kernel=str(opts.kernel.absolute()),
+        ramdisk=str(outputs.initrd.absolute()),
+        root_part=root_part,
+        memory=x.memory,
+        vcpus=x.vcpus,
+        uuid=uuid,
+        mac=mac,
+        bridge=x.bridge,
+        disk=str(outputs.image.absolute()),
+        disk_format=opts.format,
+        data_disks=tuple(str(d.absolute()) for d in x.data_disks),
+        vsyscall_emulate=vsyscall_emulate,
+        boot=x.boot,
+        guest_type=x.guest_type,
+    )
