@@ -70,6 +70,6 @@ def test_notes_have_lines_of_their_own_under_the_table() -> None:
     write = WriteFile("/etc/lefthand/brand/brand.init", b"x", 0o755)
     plan = Plan((), (StepPlan("platform", "apply", (write,), {"notes": [note]}),), ())
     out = io.StringIO()
-    show_convert(Reporter(stdout=out, stderr=io.StringIO()), {"dry_run": True, "steps": plan.as_dicts()})
+    show_convert(Screen(out), {"dry_run": True, "steps": plan.as_dicts()})
     assert f"note  platform: {note}\n" in out.getvalue()
     assert "notes:" not in out.getvalue()  # not in the table's details column

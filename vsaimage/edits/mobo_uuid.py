@@ -16,6 +16,10 @@ only may defeat it is a note: a line that may leave before the fallback, a
 fallback that runs only on some paths while moboUUID is read on others, a
 later assignment that runs only under a condition or may outlive its
 command.
+
+Longer than 400 lines on purpose: the edit, its stop rules and its
+postcondition read one function the same way and are kept side by side,
+as every edit module keeps its transform and its check.
 """
 
 from __future__ import annotations
