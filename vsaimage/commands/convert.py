@@ -83,6 +83,8 @@ class Run:
     prepared: concurrent.futures.Future[initrd.Prepared] | None = None
     payload: concurrent.futures.Future[ModulePayload] | None = None
     repacks: dict[initrd_modules.Addition | None, apply.Repack] = field(default_factory=dict)
+    payload_drive: Drive | None = None  # the payload's image, attached after the images' drives
+    payload_device: str | None = None  # ... and its device in the appliance
     launches: int = 0
 
     @property
@@ -148,7 +150,10 @@ def _convert(run: Run) -> None:
     _start_host_work(run)
     drives = [Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
               for i in live if i.staging is not None]
-    with _launch(run, drives) as g:
+    extra = [run.payload_drive] if run.payload_drive is not None else []
+    with _launch(run, [*drives, *extra]) as g:
+        if extra:
+            run.payload_device = g.devices()[len(drives)]
         for n, image in enumerate(live):
             with run.attempt(image):
                 _plan(run, image, g, n, writable=True)
@@ -218,20 +223,36 @@ def _start_host_work(run: Run) -> None:
     modules_dir = shared.modules_dir
     if modules_dir is None:
         return
-    tarball = scratch.scratch("modules.tar")
-    # Opened here, not in the thread: the end of the convert removes its
-    # scratch files, and a thread creating one late would leave it behind.
-    out = run.stack.enter_context(open_output(tarball, label=run.live[0].outputs.image))
+    label = run.live[0].outputs.image
+    if module_payload.transport(minimal=settings.modules_minimal) == "image":
+        image = scratch.scratch("modules.img")
+        # at its final size (sparse) now: the launch attaches it, and it is
+        # filled while the appliance boots
+        with open_output(image, label=label) as f:
+            f.truncate(module_payload.image_size(modules_dir))
+        run.payload_drive = Drive(str(image), readonly=True, format="raw")
 
-    def build_payload() -> ModulePayload:
-        # minimal: the guest also needs what the initrd loads at boot,
-        # which the repack reads anyway (decompressing it twice would
-        # double the memory peak)
-        extra = prepared.result().conf_modules if settings.modules_minimal else ()
-        with rep.phase("modules payload"):
-            return module_payload.build_payload(
-                modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
-                extra_modules=extra, out=out)
+        def build_payload() -> ModulePayload:
+            with rep.phase("modules payload"):
+                try:
+                    return module_payload.build_image(modules_dir, shared.version, image)
+                except OSError as e:
+                    raise write_error(label, e) from e
+    else:
+        tarball = scratch.scratch("modules.tar")
+        # Opened here, not in the thread: the end of the convert removes its
+        # scratch files, and a thread creating one late would leave it behind.
+        out = run.stack.enter_context(open_output(tarball, label=label))
+
+        def build_payload() -> ModulePayload:
+            # minimal: the guest also needs what the initrd loads at boot,
+            # which the repack reads anyway (decompressing it twice would
+            # double the memory peak)
+            extra = prepared.result().conf_modules if settings.modules_minimal else ()
+            with rep.phase("modules payload"):
+                return module_payload.build_payload(
+                    modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
+                    extra_modules=extra, out=out)
 
     run.payload = in_background(build_payload)
 
@@ -267,7 +288,8 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     image.repack = _repack_for(run, image)
     size = os.fstat(run.shared.initrd_in.fileno()).st_size
     image.unchanged = apply.edit(g, image.opts, image.planned, run.payload, image.repack, image.rep,
-                                 image.outputs.image, reserve=size + size // 4)
+                                 image.outputs.image, reserve=size + size // 4,
+                                 payload_device=run.payload_device)
 
 
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
@@ -345,7 +367,8 @@ def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Pla
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if run.payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
         p = run.payload.result()
-        facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
+        facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent),
+                            "transport": p.transport}
     statuses: dict[str, Status] = {"initrd": initrd_status(run.action, initrd_result.already_applied,
                                                              done=True)}
     boot_step = next((s for s in planned.plan.steps if s.step == "bootloader"), None)
