@@ -5,18 +5,21 @@ launch, entry by entry (type, mode, owner, size, whole-second mtime, link
 count, symlink target), read back through libguestfs's own calls. Two trees:
 one with hard links (copied whole: cp -a keeps links only within one copy)
 and one without, cut into pieces for progress. Plus the pure parts: the
-image's size and pieces."""
+image's size and pieces, and an image built by an unprivileged user."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support import NOBODY, nobody_dir
 from vsaimage.guest import appliance
 from vsaimage.guest.appliance import Partition
 from vsaimage.kmod import payload
@@ -146,3 +149,29 @@ def test_image_size_holds_the_tree(tmp_path: Path) -> None:
 def test_transport_is_chosen_by_size() -> None:
     assert payload.transport(minimal=False) == "image"
     assert payload.transport(minimal=True) == "tar"
+
+
+def test_image_built_unprivileged_is_root_owned() -> None:
+    """A user's own tree, imaged by that user (no root): every entry of the
+    image is owned by root, as tar_in's members are."""
+    d = nobody_dir() / f"unprivileged-image-{os.getpid()}"
+    d.mkdir()
+    tree = _tree(d / "t", hard_links=True)
+    for path in [d, *d.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    image = d / "m.ext2"
+    with image.open("wb") as f:
+        f.truncate(payload.image_size(tree))
+    os.chown(image, NOBODY, NOBODY)
+    build = (f"from pathlib import Path; from vsaimage.kmod import payload; "
+             f"payload.build_image(Path({str(tree)!r}), {VERSION!r}, Path({str(image)!r}))")
+    r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        sys.executable, "-c", build], capture_output=True, text=True,
+                       env={**os.environ, "HOME": str(d), "TMPDIR": str(d)})
+    assert r.returncode == 0, r.stderr
+    for name in ("/", "/kernel", "/kernel/fs/ext4/ext4.ko", "/kernel/drivers/c-again.ko",
+                 "/kernel/drivers/net/alias.ko"):
+        st = subprocess.run(["debugfs", "-R", f"stat {name}", str(image)], capture_output=True,
+                            text=True).stdout
+        owner = re.search(r"User:\s+(\d+)\s+Group:\s+(\d+)", st)
+        assert owner is not None and owner.groups() == ("0", "0"), f"{name}: {st[:200]}"
