@@ -41,7 +41,7 @@ bench: setup
 	$(BIN)/python -m bench.bench_tests
 
 xen-test: setup
-	$(BIN)/pytest -q tests/test_xen_boot.py
+	$(BIN)/pytest -q tests/test_xen_*.py
 
 clean:
 	rm -rf $(VENV) .cache build demo bench/work

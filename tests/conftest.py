@@ -1,6 +1,9 @@
-"""Shared test fixtures. Appliance launches cost ~20 s each under TCG, so the
-example image is converted once per session and every integration test reads
-that one result (through its own read-only libguestfs handle, not vsaimage's)."""
+"""Shared test fixtures, and how the suite is spread over pytest-xdist workers
+(tests/README.md). Appliance launches cost ~20 s each under TCG, so the
+example image is converted once per test run and every integration test
+reads that one result (through its own read-only libguestfs handle, not
+vsaimage's): the session fixtures below compute through `support.shared`,
+once for all workers."""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from xenharness import run as harness
 
 # Nested KVM hangs or aborts on many build hosts; TCG is what a Xen dom0 gets.
 os.environ.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
@@ -30,14 +33,47 @@ from support import (
     nobody_dir,
     read_back,
     run_cli,
+    shared,
 )
 
+# The niceness of pytest-xdist workers (see pytest_configure).
+WORKER_NICE = 5
 
-@pytest.fixture(scope="session", autouse=True)
-def _cleanup_nobody_dir() -> Iterator[None]:
-    yield
-    if support.scratch is not None:
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Made before xdist starts its workers, which find it in the environment.
+    nobody_dir()
+    # Workers run at a lower priority than the Xen harness's QEMU, which
+    # takes the run's own priority back where it may (xenharness/run.py): a
+    # Xen run is the longest chain of the suite, and its dom0 has timeouts
+    # of its own that a starved emulation overruns.
+    os.environ.setdefault(harness.PRIORITY_ENV, str(os.getpriority(os.PRIO_PROCESS, 0)))
+    if hasattr(config, "workerinput"):
+        os.nice(WORKER_NICE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if support.made_scratch and support.scratch is not None:
         shutil.rmtree(support.scratch, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order in which pytest-xdist hands out the modules (`--dist
+    loadfile`: each module runs whole on one worker, its module fixtures
+    made once): the longest chains first, the Xen runs (test_xen_*.py),
+    then the modules with the most integration tests, the others last, to
+    fill the workers in at the end."""
+    weight: dict[str, int] = {}
+    for item in items:
+        weight.setdefault(item.path.name, 0)
+        if item.get_closest_marker("integration") is not None:
+            weight[item.path.name] += 1
+
+    def rank(pair: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, item = pair
+        return (0 if item.path.name.startswith("test_xen_") else 1, -weight[item.path.name], index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
 
 
 def _complete(vmlinuz: Path) -> bool:
@@ -47,7 +83,11 @@ def _complete(vmlinuz: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
+def debian_kernel() -> DebianKernel:
+    return shared("debian-kernel", _debian_kernel)
+
+
+def _debian_kernel() -> DebianKernel:
     """The machine's linux-image-amd64 kernel: the newest /boot/vmlinuz-* with
     its initrd and modules (a machine may keep other, partly removed ones). The
     initrd is copied because package installs regenerate it at any time."""
@@ -65,18 +105,37 @@ def debian_kernel(tmp_path_factory: pytest.TempPathFactory) -> DebianKernel:
     return DebianKernel(version, vmlinuz, initrd, Path("/lib/modules") / version)
 
 
-@pytest.fixture(scope="session")
-def example_image() -> Path:
+def fixture_image(layout: str) -> Path:
+    """The cached image of a fixture layout, built by one worker."""
     from fixtures.build_image import cached_image
 
-    return cached_image("stock")
+    return shared(f"image-{layout}", lambda: cached_image(layout))
+
+
+@pytest.fixture(scope="session")
+def example_image() -> Path:
+    return fixture_image("stock")
 
 
 @pytest.fixture(scope="session")
 def alt_image() -> Path:
-    from fixtures.build_image import cached_image
+    return fixture_image("alt")
 
-    return cached_image("alt")
+
+def read_only_copy(image: Path, directory: Path) -> Path:
+    """A sparse copy of a cached image as `directory`/vsa.img, read-only."""
+    src = directory / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(image), str(src)], check=True)
+    src.chmod(0o444)
+    return src
+
+
+def data_disk(directory: Path) -> Path:
+    """An empty 64 MiB data disk, for the configs the Xen boots use."""
+    data = directory / "data.img"
+    with data.open("wb") as f:
+        f.truncate(64 * 2**20)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -85,14 +144,17 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     one data disk: first with --modules minimal (and -v), then in full over the same
     output (--force), so tests can compare the two runs; the full output is
     what they read."""
+    return shared("converted", lambda: _converted(example_image, debian_kernel))
+
+
+def _converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
     d = nobody_dir() / "converted"
     d.mkdir()
     d.chmod(0o777)
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
-    src.chmod(0o444)
+    src = read_only_copy(example_image, d)
     before = fingerprint(src)
     out = d / "vsa-xen.img"
+    # A data disk (xvdc), so that the Xen boot test sees one in the guest.
     data = data_disk(d)
     args = ("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
             "-o", out, "--data-disk", data, "--json")
@@ -107,29 +169,24 @@ def converted(example_image: Path, debian_kernel: DebianKernel) -> Converted:
 
 @pytest.fixture(scope="session")
 def readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
+    return shared("readback", lambda: _readback(converted, debian_kernel))
+
+
+def _readback(converted: Converted, debian_kernel: DebianKernel) -> Readback:
     doc = converted.run.doc
     return read_back(converted.out, doc["root_partition"], doc["boot_partition"], debian_kernel.version)
 
 
-def data_disk(directory: Path) -> Path:
-    """An empty 64 MiB data disk (xvdc in the guest), so that the Xen boot
-    test sees one."""
-    data = directory / "data.img"
-    with data.open("wb") as f:
-        f.truncate(64 * 2**20)
-    return data
-
-
 def convert_variant(layout: str, debian_kernel: DebianKernel, *, data: bool = False) -> Variant:
     """A fixture variant converted as a user would (`--modules minimal`),
-    with a data disk beside it when `data`."""
-    from fixtures.build_image import cached_image
+    with a data disk beside it when `data`, once per test run."""
+    return shared(f"{layout}-converted", lambda: _convert_variant(layout, debian_kernel, data))
 
+
+def _convert_variant(layout: str, debian_kernel: DebianKernel, data: bool) -> Variant:
     d = nobody_dir() / layout
     d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(cached_image(layout)), str(src)], check=True)
-    src.chmod(0o444)
+    src = read_only_copy(fixture_image(layout), d)
     before = fingerprint(src)
     out = d / "vsa-xen.img"
     disks = ("--data-disk", data_disk(d)) if data else ()
@@ -159,11 +216,13 @@ def own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
     """--boot pygrub, then its output converted again with --boot pvgrub:
     both boot loaders read the same menu, so the second convert must find
     /boot as the first left it. A data disk each, as the boot test wants."""
+    return shared("own-kernel", lambda: _own_kernel(example_image, debian_kernel))
+
+
+def _own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
     d = nobody_dir() / "own-kernel"
     d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
-    src.chmod(0o444)
+    src = read_only_copy(example_image, d)
     before = fingerprint(src)
     data = data_disk(d)
     common = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
@@ -179,11 +238,13 @@ def own_kernel(example_image: Path, debian_kernel: DebianKernel) -> OwnKernel:
 def pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
     """The example converted with --type pvh (a direct boot), a data disk
     beside it, for the boot test; one vCPU (see tests/test_xen_boot.py)."""
+    return shared("pvh-converted", lambda: _pvh_converted(example_image, debian_kernel))
+
+
+def _pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
     d = nobody_dir() / "pvh"
     d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(example_image), str(src)], check=True)
-    src.chmod(0o444)
+    src = read_only_copy(example_image, d)
     data = data_disk(d)
     out = d / "vsa-xen.img"
     r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
@@ -191,3 +252,15 @@ def pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
                 "--json")
     assert r.code == 0, r.stderr
     return Variant(src, fingerprint(src), out, d / "vsa-xen.initrd", r)
+
+
+@pytest.fixture(scope="session")
+def hvc0(readback: Readback) -> tuple[str | None, str]:
+    """(what the converted inittab runs on hvc0, the prompt a Xen boot
+    waits for there)."""
+    from xenboot import PROMPTS, REPORT_END, hvc0_program
+
+    program = hvc0_program((readback.files["/etc/inittab"] or b"").decode())
+    # Without a known program on hvc0 there is no prompt to wait for: the
+    # prompt check fails, and says why.
+    return program, PROMPTS.get(program or "", REPORT_END)

@@ -1,19 +1,24 @@
 """Helpers shared by the tests: running the installed CLI (optionally as an
-unprivileged user), hashing, a scratch directory every user can write."""
+unprivileged user), hashing, a scratch directory every user can write, and
+values computed once per test run however many pytest-xdist workers ask
+for them (`shared`)."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
+import pickle
 import stat
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fixtures.build_image import EPOCH
 from vsaimage.edits import pcihack
@@ -89,16 +94,56 @@ def run_cli(*args: str | Path, user: int | None = None, env: dict[str, str] | No
     return Run(r.returncode, r.stdout, r.stderr)
 
 
+# The scratch directory of the run: made by the first pytest process (the
+# xdist controller, or the only process), handed to the workers it starts
+# through the environment, removed by its maker at the end.
+SCRATCH_ENV = "VSAIMAGE_TEST_SCRATCH"
 scratch: Path | None = None
+made_scratch = False
 
 
 def nobody_dir() -> Path:
-    """A scratch directory every user can write (pytest's own tmp is 0700)."""
-    global scratch
+    """A scratch directory every user can write (pytest's own tmp is 0700),
+    one for the whole run: every worker of a parallel run sees the same."""
+    global scratch, made_scratch
     if scratch is None:
-        scratch = Path(tempfile.mkdtemp(prefix="vsaimage-test-", dir="/var/tmp"))
-        scratch.chmod(0o1777)
+        given = os.environ.get(SCRATCH_ENV)
+        if given:
+            scratch = Path(given)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix="vsaimage-test-", dir="/var/tmp"))
+            scratch.chmod(0o1777)
+            made_scratch = True
+            os.environ[SCRATCH_ENV] = str(scratch)
     return scratch
+
+
+T = TypeVar("T")
+
+
+def shared(name: str, compute: Callable[[], T]) -> T:
+    """`compute()`, run once per test run by whichever process asks first;
+    the others (pytest-xdist workers each have their own session fixtures)
+    wait for it and read its pickled value. A failure is shared as well:
+    every test that needs the value then fails with its message, as tests
+    sharing a session fixture in one process do."""
+    d = nobody_dir() / ".shared"
+    d.mkdir(exist_ok=True)
+    result = d / f"{name}.pickle"
+    with (d / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            try:
+                value = compute()
+            except Exception as exc:
+                result.write_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
+                raise
+            result.write_bytes(pickle.dumps(("ok", value)))
+            return value
+    outcome, value = pickle.loads(result.read_bytes())
+    if outcome == "failed":
+        raise AssertionError(f"{name}, computed by another worker of this run, failed: {value}")
+    return value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

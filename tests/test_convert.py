@@ -154,6 +154,17 @@ def test_initrd_can_mount_the_root_under_xen(converted: Converted, debian_kernel
         "why": "each is in the initrd or built into the kernel"}
 
 
+def test_initrd_repack_starts_during_the_launch(converted: Converted) -> None:
+    """The repack for the likely root's drivers starts while the appliance
+    boots, and the plan, finding that root, takes it: one repack, no
+    second after the plan."""
+    for run in (converted.minimal_run, converted.run):
+        lines = run.stderr.splitlines()
+        started = [n for n, line in enumerate(lines) if line.endswith("initrd repack: started")]
+        launched = next(n for n, line in enumerate(lines) if "appliance launch: done" in line)
+        assert len(started) == 1 and started[0] < launched, run.stderr
+
+
 def test_initrd_has_pcihack(converted: Converted) -> None:
     listing = subprocess.run(["lsinitramfs", str(converted.initrd)], capture_output=True, text=True,
                              check=True).stdout.splitlines()
@@ -192,6 +203,8 @@ def test_minimal_modules(converted: Converted) -> None:
     assert minimal["minimal"] is True and full["minimal"] is False
     assert isinstance(full["bytes"], int) and isinstance(minimal["bytes"], int)
     assert minimal["bytes"] < 0.05 * full["bytes"]
+    # the full tree goes by image, a minimal one through the channel
+    assert (full["transport"], minimal["transport"]) == ("image", "tar")
     timings = {name: run.doc["timings"] for name, run in
                (("full", converted.run), ("minimal", converted.minimal_run))}
     print("convert timings:", timings)

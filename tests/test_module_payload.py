@@ -41,7 +41,7 @@ def timed(kernel: DebianKernel, label: str, **kwargs: object) -> ModulePayload:
     elapsed = time.perf_counter() - start
     print(
         f"\n{label}: {payload.files} files, {payload.bytes / 1e6:.1f} MB of files,"
-        f" tar {payload.tarball.stat().st_size / 1e6:.1f} MB, built in {elapsed:.2f} s"
+        f" tar {payload.file.stat().st_size / 1e6:.1f} MB, built in {elapsed:.2f} s"
     )
     return payload
 
@@ -66,7 +66,7 @@ def minimal(tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_full_payload_is_the_tree(full: ModulePayload, debian_kernel: DebianKernel) -> None:
-    got = members(full.tarball)
+    got = members(full.file)
     want = dict(on_disk(debian_kernel.modules))
     assert sorted(got) == sorted(want)
     for name, info in got.items():
@@ -89,7 +89,7 @@ def test_full_payload_is_the_tree(full: ModulePayload, debian_kernel: DebianKern
 def test_full_payload_listing_with_tar(full: ModulePayload, debian_kernel: DebianKernel) -> None:
     # A second reader: GNU tar itself, as the appliance will run it.
     out = subprocess.run(
-        ["tar", "--numeric-owner", "-tvf", str(full.tarball)],
+        ["tar", "--numeric-owner", "-tvf", str(full.file)],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     assert len(out) == sum(1 for _ in on_disk(debian_kernel.modules))
@@ -100,7 +100,7 @@ def test_minimal_payload(full: ModulePayload, minimal: ModulePayload,
                          debian_kernel: DebianKernel) -> None:
     assert minimal.minimal
     assert minimal.bytes < full.bytes * 0.05
-    got = members(minimal.tarball)
+    got = members(minimal.file)
     assert all((i.uid, i.gid) == (0, 0) for i in got.values())
 
     dep = (debian_kernel.modules / "modules.dep").read_text()
@@ -110,7 +110,7 @@ def test_minimal_payload(full: ModulePayload, minimal: ModulePayload,
     assert needed <= set(got)
     assert minimal.modules == sum(1 for n in got if ".ko" in n)
 
-    with tarfile.open(minimal.tarball) as tar:
+    with tarfile.open(minimal.file) as tar:
         f = tar.extractfile("modules.dep")
         assert f is not None
         new_dep = f.read().decode()
@@ -132,7 +132,7 @@ def test_minimal_tree_serves_rc_drivers(minimal: ModulePayload, tmp_path: Path,
     # What rc.drivers runs in the guest must resolve in the shipped tree alone.
     target = tmp_path / "lib" / "modules" / debian_kernel.version
     target.mkdir(parents=True)
-    subprocess.run(["tar", "-xf", str(minimal.tarball), "-C", str(target)], check=True)
+    subprocess.run(["tar", "-xf", str(minimal.file), "-C", str(target)], check=True)
     for name in ("xen_blkfront", "xen_netfront", "ext3", "rd", "md", "raid0", "raid1"):
         proc = subprocess.run(
             ["/usr/sbin/modprobe", "-d", str(tmp_path), "-S", debian_kernel.version,
@@ -149,7 +149,7 @@ def test_minimal_is_reproducible(minimal: ModulePayload, tmp_path: Path,
                                  debian_kernel: DebianKernel) -> None:
     again = build_payload(debian_kernel.modules, debian_kernel.version, tmp_path / "again.tar",
                           minimal=True)
-    assert again.tarball.read_bytes() == minimal.tarball.read_bytes()
+    assert again.file.read_bytes() == minimal.file.read_bytes()
 
 
 def test_extra_modules(tmp_path: Path, debian_kernel: DebianKernel) -> None:
@@ -159,7 +159,7 @@ def test_extra_modules(tmp_path: Path, debian_kernel: DebianKernel) -> None:
         debian_kernel.modules, debian_kernel.version, tmp_path / "m.tar", minimal=True,
         extra_modules=["dm-mod", "loop max_loop=8", "# a comment", "", builtin_name, "no_such"],
     )
-    names = {Path(n).name for n in members(payload.tarball)}
+    names = {Path(n).name for n in members(payload.file)}
     assert {"dm-mod.ko", "loop.ko"} <= {n.split(".ko")[0] + ".ko" for n in names}
     assert payload.builtin == (builtin_name,)
     assert "no_such" in payload.absent
@@ -188,7 +188,7 @@ def craft_tree(root: Path) -> Path:
 def test_crafted_full_tree(tmp_path: Path) -> None:
     tree = craft_tree(tmp_path / "src")
     payload = build_payload(tree, "6.9.9-test", tmp_path / "out.tar")
-    got = members(payload.tarball)
+    got = members(payload.file)
     assert list(got) == [
         "kernel", "kernel/fs", "kernel/fs/a.ko", "kernel/fs/b-c.ko.xz", "kernel/same.ko",
         "modules.dep",
@@ -205,7 +205,7 @@ def test_crafted_full_tree_reproducible(tmp_path: Path) -> None:
     tree = craft_tree(tmp_path / "src")
     a = build_payload(tree, "6.9.9-test", tmp_path / "a.tar")
     b = build_payload(tree, "6.9.9-test", tmp_path / "b.tar")
-    assert a.tarball.read_bytes() == b.tarball.read_bytes()
+    assert a.file.read_bytes() == b.file.read_bytes()
 
 
 def test_missing_modules_dir(tmp_path: Path) -> None:

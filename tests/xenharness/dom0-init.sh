@@ -86,8 +86,10 @@ remove_guest_kernel() {
 # A guest is given up on when its console has been silent for `silence`
 # seconds (a wrong root= leaves the initramfs waiting, then at a shell), or
 # after `cap` seconds in all: a guest still printing is still booting, and on
-# a busy machine that can take several minutes.
-read -r silence cap </plan/timeout
+# a busy machine that can take several minutes. A creation that loses a
+# hotplug script to libxl's timeout is tried `tries` times in all, `pause`
+# seconds apart (run.py stretches all four on a busy machine).
+read -r silence cap tries pause </plan/timeout
 for dir in /plan/domu/*/; do
     dir=${dir%/}
     name=${dir##*/}
@@ -115,11 +117,11 @@ for dir in /plan/domu/*/; do
             # libxl gives a hotplug script 40 s; on a machine busy with other
             # work the emulated dom0 can be slower than that, and the domain
             # is destroyed before it starts. That says nothing of the guest:
-            # create it again, up to three times in all.
-            if [ $attempts -lt 3 ] && grep -qF "because of timeout" "$log"; then
+            # create it again.
+            if [ $attempts -lt "$tries" ] && grep -qF "because of timeout" "$log"; then
                 attempts=$((attempts + 1))
                 say "domU $name: a hotplug script timed out, xl create again at $(uptime_s) s"
-                sleep 5
+                sleep "$pause"
                 create
                 continue
             fi

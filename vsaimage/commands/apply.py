@@ -28,13 +28,16 @@ Repack = concurrent.futures.Future[tuple[Path, RepackResult]]
 
 def edit(g: Guest, opts: ConvertOptions, planned: Planned,
          payload: concurrent.futures.Future[ModulePayload] | None, repack: Repack,
-         rep: Progress, label: Path, *, reserve: int) -> list[str]:
+         rep: Progress, label: Path, *, reserve: int, payload_device: str | None = None) -> list[str]:
     """Apply the plan's guest changes on the mounted output; returns the
     guest files an upload found already there. `reserve`: bytes the output
-    directory must also keep free for files written after."""
+    directory must also keep free for files written after; `payload_device`:
+    the appliance's device of a payload that travels by image."""
     plan = planned.plan
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
-    tarball = payload.result().tarball.stat().st_size if install and payload else 0
+    # what the payload adds to the image: its files' blocks (an image's
+    # allocated size, not its sparse one)
+    tarball = payload.result().file.stat().st_blocks * 512 if install and payload else 0
     written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
     uploads = [c for c in plan.changes if isinstance(c, UploadFile)]
     sources: dict[str, Path] = {}
@@ -59,13 +62,21 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
     unchanged = _upload(g, sources, rep) if sources else []
     if install is not None:
         assert payload is not None, "modules step planned although skipped"
-        p = payload.result()
-        size = p.tarball.stat().st_size
-        with rep.phase("modules transfer", total=size, nbytes=True) as ph:
-            g.tar_in(p.tarball, guest_dir(install.version),
-                     progress=lambda sent: ph.update(sent, size))
-            ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
+        _install_modules(g, payload.result(), guest_dir(install.version), rep, payload_device)
     return unchanged
+
+
+def _install_modules(g: Guest, p: ModulePayload, directory: str, rep: Progress, device: str | None) -> None:
+    if p.transport == "image":
+        assert device is not None, "an image payload without its drive"
+        with rep.phase("modules transfer", total=p.bytes, nbytes=True) as ph:
+            g.copy_tree(device, directory, p.parts, p.dirs, progress=lambda done: ph.update(done, p.bytes))
+            ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB, copied from an image in the appliance)"
+        return
+    size = p.file.stat().st_size
+    with rep.phase("modules transfer", total=size, nbytes=True) as ph:
+        g.tar_in(p.file, directory, progress=lambda sent: ph.update(sent, size))
+        ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
 
 
 def verify(g: Guest, opts: ConvertOptions, planned: Planned, rep: Progress) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from vsaimage.commands import apply, batch, results
 from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
-from vsaimage.commands.planning import Planned, check_xl_settings, initrd_status, plan_image
+from vsaimage.commands.planning import Planned, check_xl_settings, initrd_drivers, initrd_status, plan_image
 from vsaimage.commands.shared import Shared, set_up
 from vsaimage.edits import InstallModules, Status, UploadFile, pcihack
 from vsaimage.errors import Failure, InitrdError, write_error
@@ -47,6 +47,11 @@ from vsaimage.outputs.staging import OutputPaths, Staging, check_destination, op
 from vsaimage.plan import Plan
 from vsaimage.progress import Progress
 from vsaimage.xen import xlcfg
+
+# The root filesystem of the VSAs known (and of the fixtures): the repack
+# for its drivers starts while the appliance boots, before the plan has
+# found the root; a root of another type gets a repack of its own after.
+LIKELY_ROOT_FS = "ext3"
 
 
 @dataclass
@@ -83,6 +88,13 @@ class Run:
     prepared: concurrent.futures.Future[initrd.Prepared] | None = None
     payload: concurrent.futures.Future[ModulePayload] | None = None
     repacks: dict[initrd_modules.Addition | None, apply.Repack] = field(default_factory=dict)
+    # the drivers a root of LIKELY_ROOT_FS needs, and their repack, started
+    # while the appliance boots
+    likely: concurrent.futures.Future[initrd_modules.Addition | None] | None = None
+    likely_repack: apply.Repack | None = None
+    repack_files: int = 0
+    payload_drive: Drive | None = None  # the payload's image, attached after the images' drives
+    payload_device: str | None = None  # ... and its device in the appliance
     launches: int = 0
 
     @property
@@ -148,7 +160,10 @@ def _convert(run: Run) -> None:
     _start_host_work(run)
     drives = [Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
               for i in live if i.staging is not None]
-    with _launch(run, drives) as g:
+    extra = [run.payload_drive] if run.payload_drive is not None else []
+    with _launch(run, [*drives, *extra]) as g:
+        if extra:
+            run.payload_device = g.devices()[len(drives)]
         for n, image in enumerate(live):
             with run.attempt(image):
                 _plan(run, image, g, n, writable=True)
@@ -208,30 +223,51 @@ def _stage(run: Run) -> None:
 
 
 def _start_host_work(run: Run) -> None:
-    """What runs beside the appliance launch: the initrd read, and the
-    modules payload (the repacks start once each plan knows its drivers)."""
+    """What runs beside the appliance launch: the initrd read, then the
+    repack the plan most likely asks for (the drivers a root of
+    LIKELY_ROOT_FS needs: a plan that finds another root starts its own),
+    and the modules payload."""
     settings, shared, rep = run.settings, run.shared, run.rep
     scratch = run.live[0].staging
     assert scratch is not None
     run.prepared = prepared = in_background(timed(rep, "initrd read", lambda: initrd.prepare(
         shared.initrd_in, action=run.action)))
+    run.likely = in_background(lambda: initrd_drivers(settings, shared.version, prepared.result(),
+                                                      LIKELY_ROOT_FS).addition)
+    run.likely_repack = _start_repack(run, run.likely, run.live[0].outputs.initrd)
     modules_dir = shared.modules_dir
     if modules_dir is None:
         return
-    tarball = scratch.scratch("modules.tar")
-    # Opened here, not in the thread: the end of the convert removes its
-    # scratch files, and a thread creating one late would leave it behind.
-    out = run.stack.enter_context(open_output(tarball, label=run.live[0].outputs.image))
+    label = run.live[0].outputs.image
+    if module_payload.transport(minimal=settings.modules_minimal) == "image":
+        image = scratch.scratch("modules.img")
+        # at its final size (sparse) now: the launch attaches it, and it is
+        # filled while the appliance boots
+        with open_output(image, label=label) as f:
+            f.truncate(module_payload.image_size(modules_dir))
+        run.payload_drive = Drive(str(image), readonly=True, format="raw")
 
-    def build_payload() -> ModulePayload:
-        # minimal: the guest also needs what the initrd loads at boot,
-        # which the repack reads anyway (decompressing it twice would
-        # double the memory peak)
-        extra = prepared.result().conf_modules if settings.modules_minimal else ()
-        with rep.phase("modules payload"):
-            return module_payload.build_payload(
-                modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
-                extra_modules=extra, out=out)
+        def build_payload() -> ModulePayload:
+            with rep.phase("modules payload"):
+                try:
+                    return module_payload.build_image(modules_dir, shared.version, image)
+                except OSError as e:
+                    raise write_error(label, e) from e
+    else:
+        tarball = scratch.scratch("modules.tar")
+        # Opened here, not in the thread: the end of the convert removes its
+        # scratch files, and a thread creating one late would leave it behind.
+        out = run.stack.enter_context(open_output(tarball, label=label))
+
+        def build_payload() -> ModulePayload:
+            # minimal: the guest also needs what the initrd loads at boot,
+            # which the repack reads anyway (decompressing it twice would
+            # double the memory peak)
+            extra = prepared.result().conf_modules if settings.modules_minimal else ()
+            with rep.phase("modules payload"):
+                return module_payload.build_payload(
+                    modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
+                    extra_modules=extra, out=out)
 
     run.payload = in_background(build_payload)
 
@@ -267,7 +303,8 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     image.repack = _repack_for(run, image)
     size = os.fstat(run.shared.initrd_in.fileno()).st_size
     image.unchanged = apply.edit(g, image.opts, image.planned, run.payload, image.repack, image.rep,
-                                 image.outputs.image, reserve=size + size // 4)
+                                 image.outputs.image, reserve=size + size // 4,
+                                 payload_device=run.payload_device)
 
 
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
@@ -302,25 +339,41 @@ def _commit(run: Run, image: Image) -> None:
 
 
 def _repack_for(run: Run, image: Image) -> apply.Repack:
-    """One repack per set of drivers to add (the same for images whose roots
-    need the same driver), into a scratch file each image copies. A repack
-    that adds drivers reads the initrd through a file of its own: repacks run
-    at once in threads, and two cannot stream from one file offset."""
-    assert image.planned is not None and run.prepared is not None
-    addition, settings, prepared = image.planned.drivers.addition, run.settings, run.prepared
-    if addition in run.repacks:
-        return run.repacks[addition]
+    """The repack of the drivers the image's root needs: the one started at
+    the launch when it guessed them, else one started now (the same for
+    images whose roots need the same drivers), into a scratch file each
+    image copies."""
+    assert image.planned is not None and run.likely is not None
+    addition = image.planned.drivers.addition
+    if addition not in run.repacks:
+        if run.likely_repack is not None and run.likely.result() == addition:
+            run.repacks[addition] = run.likely_repack
+        else:
+            known: concurrent.futures.Future[initrd_modules.Addition | None] = concurrent.futures.Future()
+            known.set_result(addition)
+            run.repacks[addition] = _start_repack(run, known, image.outputs.initrd)
+    return run.repacks[addition]
+
+
+def _start_repack(run: Run, addition: concurrent.futures.Future[initrd_modules.Addition | None],
+                  label: Path) -> apply.Repack:
+    """A repack adding the drivers `addition` names, once known. One that
+    adds drivers reads the initrd through a file of its own: repacks run at
+    once in threads, and two cannot stream from one file offset."""
+    settings, prepared = run.settings, run.prepared
+    assert prepared is not None
     scratch = run.live[0].staging
     assert scratch is not None
-    path = scratch.scratch(f"initrd{len(run.repacks)}")
-    label = image.outputs.initrd
+    run.repack_files += 1
+    path = scratch.scratch(f"initrd{run.repack_files}")
     # Opened here, not in the thread: the end of the convert removes its
     # scratch files, and a thread starting late would leave one behind.
     out = run.stack.enter_context(open_output(path, label=label))
 
     def repack() -> tuple[Path, initrd.RepackResult]:
+        drivers = addition.result()
         with contextlib.ExitStack() as source_stack:
-            if addition is None:
+            if drivers is None:
                 source = prepared.result()
             else:
                 f = source_stack.enter_context(
@@ -328,14 +381,13 @@ def _repack_for(run: Run, image: Image) -> apply.Repack:
                 source = initrd.prepare(f, action=run.action)
             try:
                 result = initrd.finish(source, out, compression=settings.initrd_compression,
-                                       drivers=addition, threads=REPACK_WORKERS)
+                                       drivers=drivers, threads=REPACK_WORKERS)
                 out.close()  # a failed flush is this repack's failure too
             except OSError as e:  # the input's read errors are InitrdErrors
                 raise write_error(label, e) from e
         return path, result
 
-    run.repacks[addition] = in_background(timed(run.rep, "initrd repack", repack))
-    return run.repacks[addition]
+    return in_background(timed(run.rep, "initrd repack", repack))
 
 
 def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Plan:
@@ -345,7 +397,8 @@ def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Pla
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
     if run.payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
         p = run.payload.result()
-        facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
+        facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent),
+                            "transport": p.transport}
     statuses: dict[str, Status] = {"initrd": initrd_status(run.action, initrd_result.already_applied,
                                                              done=True)}
     boot_step = next((s for s in planned.plan.steps if s.step == "bootloader"), None)

@@ -67,7 +67,7 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
                     vsyscall_emulate=libc.vsyscall_emulate)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
-    drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
+    drivers = initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout.root.partition.fstype)
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
                       prepared(), drivers)
     return Planned(layout, ctx, plan, cfg, who, libc, drivers)
@@ -115,15 +115,16 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
-def _initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
-                    layout: Layout) -> initrd_modules.DriverPlan:
-    """Whether the initrd can mount the root under Xen, and what the repack
-    adds when it cannot. The kernel's modules tree (--modules-dir, else
-    /lib/modules/VERSION) says what is built in and supplies what is added,
-    even with --skip modules (which is about the guest); without a tree the
-    check sees the initrd alone, and what it lacks is only warned about."""
+def initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
+                   root_fstype: str) -> initrd_modules.DriverPlan:
+    """Whether the initrd can mount a root of `root_fstype` under Xen, and
+    what the repack adds when it cannot. The kernel's modules tree
+    (--modules-dir, else /lib/modules/VERSION) says what is built in and
+    supplies what is added, even with --skip modules (which is about the
+    guest); without a tree the check sees the initrd alone, and what it
+    lacks is only warned about."""
     tree = opts.modules_dir or kernel.modules_tree(version)
-    found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype)
+    found = initrd_modules.check(prepared.module_files, tree, root_fstype)
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
 
 

@@ -49,6 +49,9 @@ class EditContext:
     # --boot pvgrub|pygrub: the kernel the guest's own menu boots. None: a
     # direct boot, or only checking (which then accepts either).
     boot: BootFiles | None = None
+    # How a convert sends the modules in ("image" or "tar", chosen before
+    # the launch: kmod/payload.py); None when only checking.
+    modules_transport: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,9 @@ class WriteFile:
 
 @dataclass(frozen=True)
 class InstallModules:
-    """Unpack the host's modules tree for `version` into /lib/modules/<version>.
-    The payload (a tarball) is built host-side by kmod/payload.py while the
-    appliance boots."""
+    """Copy the host's modules tree for `version` into /lib/modules/<version>.
+    The payload (a tarball or an ext2 image) is built host-side by
+    kmod/payload.py while the appliance boots."""
 
     version: str
 

@@ -36,7 +36,7 @@ from vsaimage import cancel
 from vsaimage.errors import ApplianceError, GuestPathError
 from vsaimage.guest import paths as guestpath
 from vsaimage.guest.paths import Entry, Resolved, kind_of_mode
-from vsaimage.model import Drive, GuestFile
+from vsaimage.model import CopyPart, DirStamp, Drive, GuestFile
 from vsaimage.progress import Progress
 
 # read_file/write travel in one protocol message, which libguestfs caps at 4 MB;
@@ -463,6 +463,53 @@ class Guest:
         finally:
             os.close(rfd)
             feeder.join()
+
+    def copy_tree(self, device: str, directory: str, parts: Sequence[CopyPart], dirs: Sequence[DirStamp],
+                  progress: Callable[[int], None]) -> None:
+        """Copy the tree on the filesystem of the appliance's `device` (an
+        image attached read-only) into `directory` as `cp -a` does: modes,
+        owners, mtimes, hard links within a part and symlinks kept, files
+        already there overwritten (as tar_in does). It happens inside the
+        appliance: none of its bytes cross the libguestfs channel.
+
+        The tree goes piece by piece (`parts`, relative to its top), each
+        into its directory of `dirs` (made first, their modes and mtimes set
+        last, as the copy of their members changed them); `progress` gets
+        the bytes copied so far. The filesystem is mounted read-only at a
+        hidden directory made beside `directory`, removed after (libguestfs
+        mounts only inside the guest's tree once its root is mounted). The
+        image was filled on the host while the appliance booted: what its
+        kernel read of the device before is dropped first."""
+        where = self.resolve(directory).real
+        parent = posixpath.dirname(where)
+        self.g.mkdir_p(parent)
+        mount = posixpath.join(parent, f".vsaimage-payload-{os.getpid()}")
+        self._entries.clear()
+        self.g.blockdev_flushbufs(device)
+        self.g.mkdir(mount)
+        try:
+            self.g.mount_ro(device, mount)
+            try:
+                for d in dirs:
+                    self.g.mkdir_p(posixpath.join(where, d.path))
+                done = 0
+                for part in parts:
+                    if part.path:
+                        self.g.cp_a(posixpath.join(mount, part.path),
+                                    posixpath.join(where, posixpath.dirname(part.path)))
+                    else:
+                        self.g.cp_a(f"{mount}/.", where)
+                    done += part.bytes
+                    progress(done)
+                for d in reversed(dirs):
+                    path = posixpath.join(where, d.path)
+                    self.g.chmod(d.mode, path)
+                    self.g.utimens(path, d.mtime, 0, d.mtime, 0)
+            finally:
+                self.g.umount(mount)
+        finally:
+            self.g.rmdir(mount)
+            self._entries.clear()
 
     def sync(self) -> None:
         self.g.sync()
