@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from vsaimage.errors import GuestPathError, ImageError
 from vsaimage.model import PartitionFacts
-from vsaimage.vsa import grubconf
+from vsaimage.vsa import grubconf, syslinux
 
 if TYPE_CHECKING:  # appliance.py imports guestfs; only the commands that launch it load it
     from vsaimage.guest.appliance import Guest, Partition, Probe
@@ -47,8 +47,12 @@ class Layout:
 # What marks a VSA root, and a kernel at the top of a boot partition (globs).
 _ROOT_MARKS = ("etc/lefthand", "etc/inittab")
 _KERNELS = ("vmlinuz*", "bzImage*")
-# The VSA's grub config on a boot partition, or in a root without one.
+# The VSA's grub config on a boot partition, or in a root without one; its
+# SYSLINUX-family config (SAN/iQ 8) wherever those loaders look, in one glob.
 _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
+_SYSLINUX_CONFIGS = ("{" + ",".join(d + "/" if d else "" for d in syslinux.DIRECTORIES) + "}"
+                     "{" + ",".join(syslinux.NAMES) + "}")
+_BOOT_CONFIGS = (*_GRUB_CONFIGS, _SYSLINUX_CONFIGS)
 
 
 def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
@@ -69,7 +73,7 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_GRUB_CONFIGS))
+    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_BOOT_CONFIGS))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
@@ -146,21 +150,21 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition], probe: Prob
     return Role(found[0], "holds /etc/lefthand and /etc/inittab")
 
 
-def _grub_configs(guest: Guest, parts: Sequence[Partition], probe: Probe) -> dict[str, str]:
-    """The grub configs the probe saw, each read with its partition mounted
-    at /, by where they were found."""
-    configs: dict[str, str] = {}
-    for pattern in _GRUB_CONFIGS:
+def _grub_configs(guest: Guest, parts: Sequence[Partition], probe: Probe) -> dict[str, grubconf.GrubConfig]:
+    """The boot configs the probe saw (grub's, SYSLINUX's), each read with
+    its partition mounted at / and parsed, by where they were found."""
+    configs: dict[str, grubconf.GrubConfig] = {}
+    for pattern in _BOOT_CONFIGS:
         for p in parts:
-            if p.number not in probe.hits[pattern]:
-                continue
-            guest.mount(p)
-            try:
-                data = guest.read(f"/{pattern}").data
-            finally:
-                guest.unmount_all()
-            if data is not None:
-                configs[f"/{pattern} on partition {p.number}"] = data.decode("latin-1")
+            for name in probe.hits[pattern].get(p.number, []):
+                guest.mount(p)
+                try:
+                    data = guest.read(f"/{name}").data
+                finally:
+                    guest.unmount_all()
+                if data is not None:
+                    configs[f"/{name} on partition {p.number}"] = syslinux.read_config(
+                        name, data.decode("latin-1"))
     return configs
 
 
