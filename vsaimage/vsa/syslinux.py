@@ -82,8 +82,8 @@ def parse(text: str) -> GrubConfig:
             menu_default = len(entries) - 1
     entries = [e if i in appended else _with_append(e, global_append) for i, e in enumerate(entries)]
     if default_name is None:
-        index = menu_default if menu_default is not None else 0
-        return GrubConfig(tuple(entries), index if entries else None, "")
+        first = menu_default if menu_default is not None else 0
+        return GrubConfig(tuple(entries), first if entries else None, "")
     index: int | None = next((i for i, e in enumerate(entries) if e.title == default_name), None)
     if index is None and default_name.split()[0] not in {e.title for e in entries}:
         # DEFAULT KERNEL ARGS: no label of that name, a command line of its own
