@@ -16,7 +16,7 @@ from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource
 from vsaimage.plan import read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import glibc, userland
 from vsaimage.vsa.release import VERSION_FILE
 from vsaimage.xen import identity
 
@@ -43,7 +43,8 @@ def read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep
     layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
     for line in layout_lines(layout):
         rep.debug(line)
-    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
+    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS,
+                                                           *userland.READS))
     if also is not None:
         also(g, snap)
     return layout, snap

@@ -119,6 +119,11 @@ OPTIONS: tuple[Option, ...] = (
                "the output file or guest paths it would write; with `--json`, the document a convert "
                "prints, `dry_run` true"),
     Option(("--kernel-version",), ("convert",), "override the version read from the kernel header"),
+    Option(("--force-kernel",), ("convert",), "use the kernel even when its config says it cannot run the "
+           "guest's 32-bit programs, or cannot be read", action="store_true",
+           doc="use `--kernel` even when it cannot be shown to run a 32-bit userland (its "
+               "`CONFIG_IA32_EMULATION`, read from `config-VERSION` beside it or its embedded config, is off "
+               "or unreadable; below)"),
     Option(("--kernel-version",), ("verify",), "check the modules of this version (and, with --initrd, its "
            "drivers against /lib/modules/VERSION)"),
     Option(("--modules-dir",), ("convert",), "modules tree to copy, and to add the initrd's missing "
@@ -227,6 +232,7 @@ class ConvertOptions:
     force: bool = False
     dry_run: bool = False
     kernel_version: str | None = None
+    force_kernel: bool = False
     modules_dir: Path | None = None
     modules_minimal: bool = False
     initrd_compression: str | None = None

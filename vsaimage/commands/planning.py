@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, Snapshot, Status, pcihack
+from vsaimage.errors import KernelError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
 from vsaimage.initrd import modules as initrd_modules
@@ -21,11 +22,11 @@ from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import glibc, userland
 from vsaimage.xen import identity, xlcfg
 
 # Guest files read for the xl config rather than for an edit.
-GUEST_FACTS = (*glibc.READS, *identity.READS)
+GUEST_FACTS = (*glibc.READS, *identity.READS, *userland.READS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Planned:
     who: identity.Identity
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
+    land: userland.Userland
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -62,15 +64,34 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
                          boot_part=opts.roles.boot_part, writable=writable, drive=drive)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
-    libc, who = glibc.detect(snap), _identity(opts, layout, snap)
+    land = userland.detect(snap)
+    libc, who = glibc.detect(snap, userland_32bit=land.is_32bit), _identity(opts, layout, snap)
+    kernel_note = _check_kernel_runs(opts, ctx.kernel_version or "", land)
     cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
                     vsyscall_emulate=libc.vsyscall_emulate)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
-                      prepared(), drivers)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers)
+                      prepared(), drivers, land, kernel_note)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land)
+
+
+def _check_kernel_runs(opts: ConvertOptions, version: str, land: userland.Userland) -> str | None:
+    """A 32-bit userland needs a kernel that runs 32-bit programs: refused
+    when its config says it does not, or cannot be read, unless
+    --force-kernel (then a warning). Returns the warning, if any."""
+    if not land.is_32bit:
+        return None
+    ok, why = kernel.runs_32bit(opts.kernel, version)
+    if ok:
+        return None
+    said = (f"{opts.kernel} cannot run the guest's 32-bit userland ({land.why}): {why}" if ok is False else
+            f"{opts.kernel}: cannot tell whether it runs the guest's 32-bit userland ({land.why}): {why}")
+    if not opts.force_kernel:
+        raise KernelError(said, hint="give a kernel built with CONFIG_IA32_EMULATION=y (Debian's amd64 "
+                                     "kernels are), or --force-kernel")
+    return f"{said} (--force-kernel)"
 
 
 def initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
@@ -90,7 +111,8 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
                who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
-               prepared: Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
+               prepared: Prepared, drivers: initrd_modules.DriverPlan, land: userland.Userland,
+               kernel_note: str | None) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source."""
     source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
@@ -109,9 +131,9 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
-        "type": cfg.guest_type}
+        "type": cfg.guest_type, "userland": land.why}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
-                  warnings=(who.warning,) if who.warning else ())
+                  warnings=tuple(w for w in (who.warning, kernel_note) if w))
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 

@@ -88,6 +88,7 @@ def convert_image(text: str, input_facts: Mapping[str, Any], outputs: OutputPath
         "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
         "xl": {"name": cfg.name, **planned.who.as_dict(), "boot": cfg.boot, "type": cfg.guest_type},
         "glibc": planned.libc.as_dict(),
+        "userland": planned.land.as_dict(),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
         "motherboard_uuid": cfg.uuid,
