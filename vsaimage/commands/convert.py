@@ -63,6 +63,7 @@ class Image(batch.Item):
     repack: apply.Repack | None = None
     unchanged: list[str] = field(default_factory=list)  # guest files an upload found in place
     doc: dict[str, Any] = field(default_factory=dict)
+    drive: int = 0  # the appliance's drive of its first system disk (the others follow)
 
     def discard(self) -> None:
         if self.staging is not None:
@@ -102,7 +103,8 @@ class Run:
 
 def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
-    image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    image = Image(str(opts.image), rep, opts=opts,
+                  outputs=OutputPaths.from_option(opts.output, len(opts.roles.disks(opts.image))))
     check_xl_settings(opts, image.outputs)
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
@@ -146,12 +148,16 @@ def _convert(run: Run) -> None:
     if not live:
         return
     _start_host_work(run)
-    drives = [Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
-              for i in live if i.staging is not None]
+    drives: list[Drive] = []
+    for i in live:
+        assert i.staging is not None
+        i.drive = len(drives)
+        drives += [Drive(str(i.staging.temp(d)), readonly=False, format=i.fmt)
+                   for d in i.outputs.system_disks]
     with _launch(run, drives) as g:
-        for n, image in enumerate(live):
+        for image in live:
             with run.attempt(image):
-                _plan(run, image, g, n, writable=True)
+                _plan(run, image, g, image.drive, writable=True)
                 _edit(run, image, g)
                 _verify(run, image, g)
             g.unmount_all()
@@ -172,15 +178,17 @@ def _dry_run(run: Run) -> None:
     drives: list[Drive] = []
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
-            drive, image.input_facts = run.stack.enter_context(unpack.readable(image.opts.image, image.rep))
-            drives.append(drive)
+            image.drive = len(drives)
+            found, image.input_facts = run.stack.enter_context(
+                unpack.readable_disks(image.opts.roles.disks(image.opts.image), image.rep))
+            drives += found
     live = run.live
     if not live:
         return
     with _launch(run, drives) as g:
-        for n, image in enumerate(live):
+        for image in live:
             with batch.attempt(image, alone=run.alone):
-                _plan(run, image, g, n, writable=False)
+                _plan(run, image, g, image.drive, writable=False)
                 assert image.planned is not None
                 image.doc = results.convert_image(image.text, image.input_facts, image.outputs,
                                                   image.opts.format, image.planned, image.planned.plan)
@@ -195,16 +203,19 @@ def _stage(run: Run) -> None:
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
             o = image.opts
-            inputs = [p for p in (o.image.path, o.kernel, o.initrd) if p is not None]
+            disks = [d.path for d in o.roles.disks(o.image)]
+            inputs = [p for p in (*disks, o.kernel, o.initrd) if p is not None]
             check_destination(image.outputs.all(), force=o.force, inputs=inputs)
     for image in run.live:
         image.staging = run.stack.enter_context(Staging(image.outputs.all()))
     for image in run.live:
         with run.attempt(image):
             assert image.staging is not None
-            image.fmt, image.input_facts = stage_input(
-                image.opts.image, image.opts.format, image.staging.temp(image.outputs.image),
-                image.outputs.image, image.staging, image.rep)
+            for disk, out in zip(image.opts.roles.disks(image.opts.image), image.outputs.system_disks,
+                                 strict=True):
+                image.fmt, facts = stage_input(disk, image.opts.format, image.staging.temp(out), out,
+                                               image.staging, image.rep)
+                image.input_facts = image.input_facts or facts
 
 
 def _start_host_work(run: Run) -> None:

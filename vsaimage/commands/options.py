@@ -86,6 +86,16 @@ OPTIONS: tuple[Option, ...] = (
            type=int, metavar="N", doc="override the detected root partition"),
     Option(("--boot-part",), IMAGE_COMMANDS, "the boot partition's number (default: /boot in the root's "
            "fstab)", type=int, metavar="N", doc="override the detected boot partition"),
+    Option(("--system-disk",), IMAGE_COMMANDS, "another system disk of the same VM (SAN/iQ 8: the second "
+           "half of the root's md mirror), in the VM's order after IMAGE; repeatable", action="append",
+           default=[], metavar="IMG",
+           doc="another system disk of the same VM, in the VM's order after `IMAGE` (SAN/iQ 8 keeps its "
+               "root on an md RAID1 over two; an OVA gives its own); converted to `OUT-2.img` and attached "
+               "as `xvdb`; repeatable"),
+    Option(("--degraded",), IMAGE_COMMANDS, "go on with an md root one of whose members is not given",
+           action="store_true",
+           doc="go on with an md root whose other members are not given (without it, refused: the halves "
+               "would differ at the next assembly)"),
     Option(("--bundle",), ("inspect",), "also write a tarball to send back when an edit fails on a real "
            "image: a manifest and copies of the text files the edits read (no binaries)", type=Path,
            metavar="OUT.tar.gz"),
@@ -182,8 +192,16 @@ _PCI_HACK = PciHack(default("pci_hack"))
 
 @dataclass(frozen=True)
 class Roles:
+    """Which disks make up the VSA's system, and where its roles are."""
+
     root_part: int | None = None
     boot_part: int | None = None
+    system_disks: tuple[ImageSource, ...] = ()  # after the image, in the VM's order
+    degraded: bool = False
+
+    def disks(self, image: ImageSource) -> tuple[ImageSource, ...]:
+        """Every system disk, the image first (xvda)."""
+        return (image, *self.system_disks)
 
 
 @dataclass(frozen=True)

@@ -61,14 +61,15 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     need, and plan every item. `prepared` gives the initrd as read (waiting
     for it if need be)."""
     layout = mount_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                         boot_part=opts.roles.boot_part, writable=writable, drive=drive)
+                          boot_part=opts.roles.boot_part, writable=writable, drive=drive,
+                          disks=tuple(map(str, opts.roles.disks(opts.image))), degraded=opts.roles.degraded)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     land = userland.detect(snap)
     libc, who = glibc.detect(snap, userland_32bit=land.is_32bit), _identity(opts, layout, snap)
     kernel_note = _check_kernel_runs(opts, ctx.kernel_version or "", land)
     cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
-                    vsyscall_emulate=libc.vsyscall_emulate)
+                    vsyscall_emulate=libc.vsyscall_emulate, root_array=layout.root.partition.array)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
@@ -105,7 +106,8 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
     """What the guest's own menu boots: the kernel and initrd of a direct
     boot, with its command line, from the filesystem holding /boot."""
     holder = layout.boot or layout.root
-    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate,
+                                                           cfg.root_array),
                      holder.partition.uuid, "" if layout.boot else "/boot")
 
 
@@ -129,7 +131,7 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
                            initrd_status(action, prepared.done_nothing and add is None, done=False),
                            initrd_details, tuple(drivers.warnings(opts.initrd)))
     xl_details: dict[str, object] = {
-        "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
+        "name": cfg.name, **who.as_dict(), "root": cfg.root,
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
         "type": cfg.guest_type, "userland": land.why}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
@@ -162,7 +164,7 @@ def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
 
 
 def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
-              vsyscall_emulate: bool) -> xlcfg.XlConfig:
+              vsyscall_emulate: bool, root_array: str = "") -> xlcfg.XlConfig:
     """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
     return xlcfg.XlConfig(
@@ -181,4 +183,6 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
         vsyscall_emulate=vsyscall_emulate,
         boot=x.boot,
         guest_type=x.guest_type,
+        system_disks=tuple(str(d.absolute()) for d in outputs.disks),
+        root_array=root_array,
     )

@@ -176,8 +176,15 @@ class Partition:
     fstype: str  # "" when no filesystem was recognised
     label: str
     uuid: str
+    array: str = ""  # an md array, as the guest names it (/dev/md200): `number` then only keys it
+    # A lone member of that array standing for it (--degraded): mounted with
+    # its filesystem type given, since blkid sees only the md superblock.
+    member: bool = False
 
     def as_dict(self) -> dict[str, object]:
+        if self.array:
+            return {"array": self.array, "size": self.size, "fstype": self.fstype or None,
+                    "label": self.label or None, "uuid": self.uuid or None}
         return {
             "number": self.number,
             "start": self.start,
@@ -244,6 +251,43 @@ class Guest:
             ))
         return sorted(parts, key=lambda p: p.number)
 
+    # --- md arrays (md.py makes sense of them) ------------------------------
+
+    def md_devices(self) -> list[str]:
+        """The md arrays the appliance assembled at launch."""
+        return list(self.g.list_md_devices())
+
+    def md_detail(self, device: str) -> dict[str, str]:
+        """mdadm --detail --export of an array: level, devices (how many it
+        should have), metadata, uuid, name."""
+        return dict(self.g.md_detail(device))
+
+    def md_members(self, device: str) -> list[tuple[str, str]]:
+        """(member device, md's flags: F faulty, S spare, ...) of an array."""
+        return [(m["mdstat_device"], m["mdstat_flags"]) for m in self.g.md_stat(device)]
+
+    def device_size(self, device: str) -> int:
+        return int(self.g.blockdev_getsize64(device))
+
+    def read_device(self, device: str, offset: int, size: int) -> bytes:
+        """Bytes of a block device (an md member's superblock)."""
+        return bytes(self.g.pread_device(device, size, offset))
+
+    def volume(self, device: str, number: int, name: str, *, member_fs: str | None = None) -> Partition:
+        """An md array as the roles see a partition: `number` (no partition
+        has it) keys it, `name` is how the guest calls it (/dev/md200).
+        `member_fs`: `device` is a lone member holding the array's data at
+        its start, with this filesystem (--degraded)."""
+        try:
+            info = self.g.blkid(device)
+        except RuntimeError:
+            info = {}
+        if member_fs is not None:
+            return Partition(number, device, 0, self.device_size(device), None, member_fs, "",
+                             "", array=name, member=True)
+        return Partition(number, device, 0, self.device_size(device), None, info.get("TYPE", ""),
+                         info.get("LABEL", ""), info.get("UUID", ""), array=name)
+
     # --- finding the roles, then mounting as the running VSA does ------------
 
     def probe(self, parts: Sequence[Partition], patterns: Sequence[str]) -> Probe:
@@ -259,7 +303,7 @@ class Guest:
                 where = _PROBE_TOP.format(p.number)
                 self.g.mkmountpoint(where)
                 try:
-                    self.g.mount_ro(p.device, where)
+                    self._mount(p, where, writable=False)
                     mounted.append(p)
                 except RuntimeError:  # damaged or foreign: simply not a candidate
                     self.g.rmmountpoint(where)
@@ -279,16 +323,21 @@ class Guest:
         """Mount `part` at `where` in the guest's tree (the root first, at /)."""
         target = where if where == "/" else self.resolve(where).real
         try:
-            if writable:
-                self.g.mount(part.device, target)
-            else:
-                self.g.mount_ro(part.device, target)
+            self._mount(part, target, writable=writable)
         except RuntimeError as e:
             raise ApplianceError(f"cannot mount partition {part.number} ({part.device}) on {where}: "
                                  f"{_first_line(e)}") from e
         if target != "/" and not writable:
             self._readonly[target] = part
         self._entries.clear()
+
+    def _mount(self, part: Partition, target: str, *, writable: bool) -> None:
+        if part.member:
+            self.g.mount_vfs("" if writable else "ro", part.fstype, part.device, target)
+        elif writable:
+            self.g.mount(part.device, target)
+        else:
+            self.g.mount_ro(part.device, target)
 
     def make_writable(self, paths: Sequence[str]) -> None:
         """Remount read-write each filesystem below / mounted read-only (the

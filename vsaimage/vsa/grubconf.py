@@ -90,6 +90,9 @@ def matches(spec: str, part: PartitionFacts) -> bool:
     """Whether a device spec (a root= value, an fstab entry's device:
     UUID=, LABEL= or /dev/sdXN and the like) names this partition of the
     system disk."""
+    if part.array:  # an md array: by its name, or its filesystem's UUID or label
+        return spec == part.array or (spec.partition("=")[0] in ("UUID", "LABEL") and matches(
+            spec, PartitionFacts(0, part.fstype, part.label, part.uuid)))
     key, _, value = spec.partition("=")
     if key == "UUID" and value:
         return part.uuid.lower() == value.lower()
