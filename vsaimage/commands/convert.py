@@ -83,7 +83,9 @@ class Run:
     stack: contextlib.ExitStack  # closes the staging, scratch files and outputs at the end
     prepared: concurrent.futures.Future[initrd.Prepared] | None = None
     payload: concurrent.futures.Future[ModulePayload] | None = None
-    repacks: dict[initrd_modules.Addition | None, apply.Repack] = field(default_factory=dict)
+    # by what each adds: drivers, the root's md array
+    repacks: dict[tuple[initrd_modules.Addition | None, str | None], apply.Repack] = field(
+        default_factory=dict)
     launches: int = 0
 
     @property
@@ -313,14 +315,16 @@ def _commit(run: Run, image: Image) -> None:
 
 
 def _repack_for(run: Run, image: Image) -> apply.Repack:
-    """One repack per set of drivers to add (the same for images whose roots
-    need the same driver), into a scratch file each image copies. A repack
-    that adds drivers reads the initrd through a file of its own: repacks run
-    at once in threads, and two cannot stream from one file offset."""
+    """One repack per set of drivers and md array line to add (the same for
+    images whose roots need the same), into a scratch file each image
+    copies. A repack that adds any reads the initrd through a file of its
+    own: repacks run at once in threads, and two cannot stream from one file
+    offset."""
     assert image.planned is not None and run.prepared is not None
     addition, settings, prepared = image.planned.drivers.addition, run.settings, run.prepared
-    if addition in run.repacks:
-        return run.repacks[addition]
+    key = (addition, image.planned.md_array)
+    if key in run.repacks:
+        return run.repacks[key]
     scratch = run.live[0].staging
     assert scratch is not None
     path = scratch.scratch(f"initrd{len(run.repacks)}")
@@ -331,7 +335,7 @@ def _repack_for(run: Run, image: Image) -> apply.Repack:
 
     def repack() -> tuple[Path, initrd.RepackResult]:
         with contextlib.ExitStack() as source_stack:
-            if addition is None:
+            if key == (None, None):
                 source = prepared.result()
             else:
                 f = source_stack.enter_context(
@@ -339,14 +343,14 @@ def _repack_for(run: Run, image: Image) -> apply.Repack:
                 source = initrd.prepare(f, action=run.action)
             try:
                 result = initrd.finish(source, out, compression=settings.initrd_compression,
-                                       drivers=addition, threads=REPACK_WORKERS)
+                                       drivers=addition, md_array=key[1], threads=REPACK_WORKERS)
                 out.close()  # a failed flush is this repack's failure too
             except OSError as e:  # the input's read errors are InitrdErrors
                 raise write_error(label, e) from e
         return path, result
 
-    run.repacks[addition] = in_background(timed(run.rep, "initrd repack", repack))
-    return run.repacks[addition]
+    run.repacks[key] = in_background(timed(run.rep, "initrd repack", repack))
+    return run.repacks[key]
 
 
 def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Plan:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, Snapshot, Status, pcihack
-from vsaimage.errors import KernelError
+from vsaimage.errors import InitrdError, KernelError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
+from vsaimage.initrd import mdadm
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd.repack import Prepared
 from vsaimage.kmod import kernel
@@ -42,6 +43,7 @@ class Planned:
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
     land: userland.Userland
+    md_array: str | None  # the mdadm.conf line the repack adds for the root's md array
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -73,9 +75,10 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
+    array = md_line(layout, opts.initrd, prepared())
     plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
-                      prepared(), drivers, land, kernel_note)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land)
+                      prepared(), drivers, land, kernel_note, array)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array)
 
 
 def _check_kernel_runs(opts: ConvertOptions, version: str, land: userland.Userland) -> str | None:
@@ -114,7 +117,7 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
                who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
                prepared: Prepared, drivers: initrd_modules.DriverPlan, land: userland.Userland,
-               kernel_note: str | None) -> Plan:
+               kernel_note: str | None, array: str | None) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source."""
     source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
@@ -123,12 +126,15 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
                     details={"input": str(opts.image), "format": opts.format})
     action, add = prepared.action, drivers.addition
-    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "")
+    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "") + (
+        f"; {mdadm.CONF} names {cfg.root}" if array else "")
     initrd_details: dict[str, object] = {
         "input": str(opts.initrd), "pcihack": action,
-        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict()}
+        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict(),
+        **({"md_array": array.strip()} if array else {})}
     initrd_item = HostItem("initrd", title, str(outputs.initrd),
-                           initrd_status(action, prepared.done_nothing and add is None, done=False),
+                           initrd_status(action, prepared.done_nothing and add is None and array is None,
+                                         done=False),
                            initrd_details, tuple(drivers.warnings(opts.initrd)))
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": cfg.root,
@@ -147,8 +153,31 @@ def _initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
     even with --skip modules (which is about the guest); without a tree the
     check sees the initrd alone, and what it lacks is only warned about."""
     tree = opts.modules_dir or kernel.modules_tree(version)
-    found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype)
+    found = initrd_modules.check(prepared.module_files, tree, layout.root.partition.fstype, md_needs(layout))
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
+
+
+def md_needs(layout: Layout) -> tuple[tuple[str, ...], ...]:
+    """The drivers the root's md array needs, if it is on one."""
+    return mdadm.needs(layout.array.level) if layout.array is not None else ()
+
+
+def md_line(layout: Layout, initrd: Path, prepared: Prepared) -> str | None:
+    """The mdadm.conf line that has the initrd assemble the root's array
+    under the name the guest boots from; refused when it has no mdadm."""
+    a = layout.array
+    if a is None and not layout.root.partition.member:
+        return None
+    lacking = mdadm.missing(prepared.members)
+    name = layout.root.partition.array
+    if lacking:
+        raise InitrdError(f"{initrd}: the root is on md array {name}, and the initrd has no "
+                          f"{' and no '.join(lacking)} to assemble it",
+                          hint="install mdadm on the dom0 (its initramfs hook puts it into the initrd), "
+                               "run update-initramfs -u, and give that initrd")
+    if a is None:  # a lone member (--degraded): mdadm finds it by its superblock
+        return None
+    return mdadm.array_line(a.name, a.metadata, a.uuid)
 
 
 def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
