@@ -99,3 +99,17 @@ def test_members_that_do_not_agree(blocks: tuple[bytes | None, ...], why: str) -
 def test_uuid_forms() -> None:
     assert md.same_uuid("52cd6fc0:d958cd45:b5864629:7b8836ba", "52CD6FC0-D958-CD45-B586-46297B8836BA")
     assert md.blkid_uuid("52cd6fc0-d958-cd45-b586-46297b8836ba") == "52cd6fc0:d958cd45:b5864629:7b8836ba"
+
+
+def test_the_verify_row_names_the_members_and_says_why() -> None:
+    from vsaimage.commands import results
+    from vsaimage.guest.appliance import Partition
+    from vsaimage.guest.layout import Layout, Role
+
+    root = Partition(1000, "/dev/md200", 0, 2**28, None, "ext3", "", "u", array="/dev/md200")
+    layout = Layout("/dev/sda", (), Role(root, "holds /etc/lefthand"), None, (),
+                    array(sb090(), sb090(events=8)), ("vsa-1.img", "vsa-2.img"))
+    row = results.md_members_row(layout)
+    assert row["status"] == "not applied" and row["details"] == {"why": "event counts differ (7, 8)"}
+    assert row["title"] == ("the members of md array /dev/md200 agree "
+                            "(vsa-1.img partition 2, vsa-2.img partition 2)")

@@ -73,6 +73,10 @@ def verify(g: Guest, opts: ConvertOptions, planned: Planned, rep: Progress) -> N
     with rep.phase("verify"):
         g.sync()
         status = postconditions(read_snapshot(g, planned.ctx, skip=opts.skip), planned.ctx, opts.skip)
+        array = planned.layout.array
+        if array is not None:  # still in use: md marks it clean once idle, after this
+            status["md-members"], why = array.reread(g).agreement(clean=False)
+            rep.debug(f"md array {array.name}: {why}")
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")

@@ -44,7 +44,8 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
-        "edits": results.edit_rows(postconditions(snap, ctx), snap),
+        "edits": results.edit_rows(postconditions(snap, ctx), snap) + (
+            [results.md_members_row(layout)] if layout.array is not None else []),
         "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
     })
     if opts.bundle is not None:

@@ -142,3 +142,14 @@ def verify_image(layout: Mapping[str, Any], rows: Sequence[EditRow]) -> dict[str
     """An image's verify part: every row, and the steps not in place."""
     missing = [r["step"] for r in rows if r["status"] == "not applied"]
     return {"success": not missing, **layout, "edits": list(rows), "missing": missing}
+
+
+def md_members_row(layout: Layout) -> EditRow:
+    """The root's md array: its members' superblocks agree (md.Array.agreement
+    says what that compares and why it shows the members hold the same)."""
+    array = layout.array
+    assert array is not None
+    ok, why = array.agreement()
+    names = ", ".join(f"{layout.disks[m.disk]} partition {m.partition}" for m in array.members)
+    return {"step": "md-members", "title": f"the members of md array {array.name} agree ({names})",
+            "status": "applied" if ok else "not applied", "details": {"why": why}}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # appliance.py imports guestfs; only the commands that launch it load it
@@ -126,9 +126,11 @@ class Array:
         """Its members as the xl config's disks name them (xvda2, xvdb2)."""
         return ", ".join(f"{disks[m.disk]}{m.partition}" for m in self.members)
 
-    def agreement(self) -> tuple[bool, str]:
+    def agreement(self, *, clean: bool = True) -> tuple[bool, str]:
         """Whether the members' own superblocks show them in sync: the same
-        array, the same event count, every one clean, none missing. md
+        array, the same event count, every one clean, none missing (`clean`
+        False: while the array is in use, when md may not have marked it
+        clean yet, the rest). md
         updates every member's superblock on each change of the array's
         state and marks it clean only when no write is in flight, so equal
         event counts on clean superblocks mean every write reached every
@@ -145,9 +147,14 @@ class Array:
         events = sorted({b.events for b in sbs})
         if len(events) > 1:
             return False, f"event counts differ ({', '.join(map(str, events))})"
-        if not all(b.clean for b in sbs):
+        if clean and not all(b.clean for b in sbs):
             return False, "a member's superblock says a write was in flight"
-        return True, f"{len(sbs)} members, clean, {events[0]} events each"
+        return True, f"{len(sbs)} members, {'clean, ' if clean else ''}{events[0]} events each"
+
+    def reread(self, guest: Guest) -> Array:
+        """The same array with its members' superblocks read again."""
+        return replace(self, members=tuple(
+            replace(m, superblock=read_superblock(guest, m.device, self.metadata)) for m in self.members))
 
 
 def guest_name(superblocks: Sequence[Superblock | None], device: str) -> str:
