@@ -40,6 +40,30 @@ _COPY_BUFSIZE = 1 << 20
 
 
 @dataclass(frozen=True)
+class PayloadSize:
+    """What a payload puts into the guest's filesystem (measure() counts it
+    without writing anything; build_payload reports the same)."""
+
+    files: int  # regular files
+    bytes: int  # their size
+    dirs: int  # directories (and symlinks, an inode each too)
+
+    def need(self, block: int) -> int:
+        """The bytes it takes at most in a filesystem of `block`-byte
+        blocks: each file and directory rounded up to whole blocks, and
+        ext2/3's indirect blocks (one per 256 data blocks of 4 KiB is
+        generous)."""
+        return self.bytes + (self.files + self.dirs) * block + self.bytes // 256
+
+    @property
+    def inodes(self) -> int:
+        return self.files + self.dirs
+
+    def __str__(self) -> str:
+        return f"{self.files} files, {self.bytes / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
 class ModulePayload:
     version: str
     tarball: Path
@@ -50,6 +74,7 @@ class ModulePayload:
     absent: tuple[str, ...] = ()  # wanted names this kernel has neither as module nor builtin
     builtin: tuple[str, ...] = ()  # wanted names built into this kernel: nothing to copy
     dropped: tuple[str, ...] = ()  # tree members left out (symlinks out, special files)
+    dirs: int = 0  # directories and symlinks in the tar
 
 
 def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
@@ -76,6 +101,31 @@ class _Counts:
     files: int = 0
     bytes: int = 0
     modules: int = 0
+    dirs: int = 0
+
+
+def _kept(root: Path, dropped: list[str]) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """The entries of `root` that go into the payload; the names of those
+    left out are added to `dropped`."""
+    for name, path, st in _walk(root):
+        mode = st.st_mode
+        if stat.S_ISLNK(mode):
+            if not _link_stays_inside(name, os.readlink(path)):
+                dropped.append(name)
+                continue
+        elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            dropped.append(name)
+            continue
+        yield name, path, st
+
+
+def _count(counts: _Counts, name: str, st: os.stat_result) -> None:
+    if stat.S_ISREG(st.st_mode):
+        counts.files += 1
+        counts.bytes += st.st_size
+        counts.modules += name.endswith(SUFFIXES)
+    else:
+        counts.dirs += 1
 
 
 def _write_tar(root: Path, out: BinaryIO) -> tuple[_Counts, list[str]]:
@@ -84,24 +134,13 @@ def _write_tar(root: Path, out: BinaryIO) -> tuple[_Counts, list[str]]:
     # PAX keeps long names and large sizes exact; integer mtimes avoid a PAX
     # header per member for sub-second times.
     with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFSIZE) as tar:
-        for name, path, st in _walk(root):
-            mode = st.st_mode
-            if stat.S_ISLNK(mode):
-                if not _link_stays_inside(name, os.readlink(path)):
-                    dropped.append(name)
-                    continue
-            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                dropped.append(name)
-                continue
+        for name, path, st in _kept(root, dropped):
+            _count(counts, name, st)
             info = tar.gettarinfo(str(path), arcname=name)
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             info.mtime = int(st.st_mtime)
             if info.isreg():
-                counts.files += 1
-                counts.bytes += info.size
-                if name.endswith(SUFFIXES):
-                    counts.modules += 1
                 with path.open("rb") as f:
                     tar.addfile(info, f)
             else:
@@ -193,7 +232,7 @@ def build_payload(
                 raw.flush()
                 return ModulePayload(
                     version, dest, counts.files, counts.bytes, False, counts.modules,
-                    dropped=tuple(dropped),
+                    dropped=tuple(dropped), dirs=counts.dirs,
                 )
             selection = select(modules_dir, wanted(extra_modules))
             with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
@@ -203,7 +242,27 @@ def build_payload(
             return ModulePayload(
                 version, dest, counts.files, counts.bytes, True, counts.modules,
                 absent=selection.absent, builtin=selection.builtin, dropped=tuple(dropped),
+                dirs=counts.dirs,
             )
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+def measure(modules_dir: Path, version: str, *, minimal: bool = False,
+            extra_modules: Sequence[str] = ()) -> PayloadSize:
+    """What build_payload would put into the guest, counted the same way
+    without writing the tarball (the minimal tree is staged, a few MiB, for
+    depmod's files)."""
+    _check_tree(modules_dir, version)
+    counts = _Counts()
+    if not minimal:
+        for name, _, st in _kept(modules_dir, []):
+            _count(counts, name, st)
+        return PayloadSize(counts.files, counts.bytes, counts.dirs)
+    selection = select(modules_dir, wanted(extra_modules))
+    with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
+        tree = _stage_minimal(modules_dir, version, selection.paths, Path(staging))
+        for name, _, st in _kept(tree, []):
+            _count(counts, name, st)
+    return PayloadSize(counts.files, counts.bytes, counts.dirs)
