@@ -187,7 +187,7 @@ def convert_options(a: argparse.Namespace) -> ConvertOptions | BatchOptions:
             format=a.format, pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
             skip=a.skip, roles=_roles(a, image), force=a.force, dry_run=a.dry_run,
             kernel_version=a.kernel_version, force_kernel=a.force_kernel, modules_dir=a.modules_dir,
-            modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression, xl=xl)
+            modules=a.modules, initrd_compression=a.initrd_compression, xl=xl)
 
     if several:
         images = _each_image(a.image, _parse(a), options)

@@ -82,7 +82,8 @@ class Run:
     alone: bool  # one image: its failure propagates
     stack: contextlib.ExitStack  # closes the staging, scratch files and outputs at the end
     prepared: concurrent.futures.Future[initrd.Prepared] | None = None
-    payload: concurrent.futures.Future[ModulePayload] | None = None
+    # the modules payloads by kind (minimal or not), started when first wanted
+    payloads: dict[bool, concurrent.futures.Future[ModulePayload]] = field(default_factory=dict)
     # by what each adds: drivers, the root's md array
     repacks: dict[tuple[initrd_modules.Addition | None, str | None], apply.Repack] = field(
         default_factory=dict)
@@ -222,16 +223,27 @@ def _stage(run: Run) -> None:
 
 def _start_host_work(run: Run) -> None:
     """What runs beside the appliance launch: the initrd read, and the
-    modules payload (the repacks start once each plan knows its drivers)."""
-    settings, shared, rep = run.settings, run.shared, run.rep
+    modules payload (the repacks start once each plan knows its drivers).
+    With --modules auto the full tree is built while the plan decides: a
+    root without room for it gets the minimal set, built then."""
+    rep, shared = run.rep, run.shared
+    run.prepared = in_background(timed(rep, "initrd read", lambda: initrd.prepare(
+        shared.initrd_in, action=run.action)))
+    if shared.modules_dir is not None:
+        _payload(run, minimal=run.settings.modules == "minimal")
+
+
+def _payload(run: Run, *, minimal: bool) -> concurrent.futures.Future[ModulePayload]:
+    """The modules payload of a kind (full or minimal), built once, in the
+    background, for every image that takes it."""
+    if minimal in run.payloads:
+        return run.payloads[minimal]
+    shared, prepared = run.shared, run.prepared
+    assert shared.modules_dir is not None and prepared is not None
+    modules_dir = shared.modules_dir
     scratch = run.live[0].staging
     assert scratch is not None
-    run.prepared = prepared = in_background(timed(rep, "initrd read", lambda: initrd.prepare(
-        shared.initrd_in, action=run.action)))
-    modules_dir = shared.modules_dir
-    if modules_dir is None:
-        return
-    tarball = scratch.scratch("modules.tar")
+    tarball = scratch.scratch("modules-minimal.tar" if minimal else "modules.tar")
     # Opened here, not in the thread: the end of the convert removes its
     # scratch files, and a thread creating one late would leave it behind.
     out = run.stack.enter_context(open_output(tarball, label=run.live[0].outputs.image))
@@ -240,13 +252,13 @@ def _start_host_work(run: Run) -> None:
         # minimal: the guest also needs what the initrd loads at boot,
         # which the repack reads anyway (decompressing it twice would
         # double the memory peak)
-        extra = prepared.result().conf_modules if settings.modules_minimal else ()
-        with rep.phase("modules payload"):
-            return module_payload.build_payload(
-                modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
-                extra_modules=extra, out=out)
+        extra = prepared.result().conf_modules if minimal else ()
+        with run.rep.phase("modules payload"):
+            return module_payload.build_payload(modules_dir, shared.version, tarball, minimal=minimal,
+                                                extra_modules=extra, out=out)
 
-    run.payload = in_background(build_payload)
+    run.payloads[minimal] = in_background(build_payload)
+    return run.payloads[minimal]
 
 
 @contextlib.contextmanager
@@ -279,7 +291,9 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     assert image.planned is not None
     image.repack = _repack_for(run, image)
     size = os.fstat(run.shared.initrd_in.fileno()).st_size
-    image.unchanged = apply.edit(g, image.opts, image.planned, run.payload, image.repack, image.rep,
+    modules = image.planned.modules
+    payload = _payload(run, minimal=modules.minimal) if modules is not None else None
+    image.unchanged = apply.edit(g, image.opts, image.planned, payload, image.repack, image.rep,
                                  image.outputs.image, reserve=size + size // 4)
 
 
@@ -358,8 +372,8 @@ def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Pla
     assert image.planned is not None
     planned = image.planned
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
-    if run.payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
-        p = run.payload.result()
+    if planned.modules is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
+        p = run.payloads[planned.modules.minimal].result()
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent)}
     statuses: dict[str, Status] = {"initrd": initrd_status(run.action, initrd_result.already_applied,
                                                              done=True)}

@@ -138,10 +138,13 @@ OPTIONS: tuple[Option, ...] = (
            "drivers against /lib/modules/VERSION)"),
     Option(("--modules-dir",), ("convert",), "modules tree to copy, and to add the initrd's missing "
            "drivers from (default /lib/modules/<kernel version>)", type=Path, metavar="DIR"),
-    Option(("--modules",), ("convert",), "copy the whole modules tree, or only what the guest needs",
-           choices=("full", "minimal"), default="full",
+    Option(("--modules",), ("convert",), "copy the whole modules tree, only what the guest needs, or "
+           "the whole tree when the guest's root has room for it (auto)",
+           choices=("auto", "full", "minimal"), default="auto",
            doc="`minimal`: copy only the modules the guest needs (Xen block/net, ext3/4, md, raid0/1, brd, "
-               "what the initrd loads) instead of the whole tree: under 1 % of the bytes, much faster"),
+               "what the initrd loads) instead of the whole tree: under 1 % of the bytes, much faster; "
+               "`auto`: the whole tree when it leaves 64 MiB free in the root filesystem, else the minimal "
+               "set (the plan says which and why); either refused when it does not fit"),
     Option(("--initrd-compression",), ("convert", "initrd"), "recompress the initrd (default: as the input)",
            choices=COMPRESSIONS),
     Option(("--name",), ("convert",), "domain name (default: the output's name)", group=XL,
@@ -252,7 +255,7 @@ class ConvertOptions:
     kernel_version: str | None = None
     force_kernel: bool = False
     modules_dir: Path | None = None
-    modules_minimal: bool = False
+    modules: str = default("modules")  # auto, full or minimal
     initrd_compression: str | None = None
     xl: XlOptions = XlOptions()
 

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from vsaimage.commands import room
 from vsaimage.commands.options import ConvertOptions
-from vsaimage.edits import EditContext, Snapshot, Status, pcihack
+from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, pcihack
+from vsaimage.edits.modules import guest_dir
 from vsaimage.errors import InitrdError, KernelError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
@@ -19,6 +21,7 @@ from vsaimage.initrd import mdadm
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd.repack import Prepared
 from vsaimage.kmod import kernel
+from vsaimage.kmod import payload as module_payload
 from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
@@ -44,6 +47,7 @@ class Planned:
     drivers: initrd_modules.DriverPlan
     land: userland.Userland
     md_array: str | None  # the mdadm.conf line the repack adds for the root's md array
+    modules: room.Choice | None  # the modules payload the guest gets, and why
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -62,9 +66,10 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     VSA does (writable for a convert), read what the edits and the xl config
     need, and plan every item. `prepared` gives the initrd as read (waiting
     for it if need be)."""
-    layout = mount_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                          boot_part=opts.roles.boot_part, writable=writable, drive=drive,
-                          disks=tuple(map(str, opts.roles.disks(opts.image))), degraded=opts.roles.degraded)
+    roles = opts.roles
+    layout = mount_layout(g, str(opts.image), root_part=roles.root_part, boot_part=roles.boot_part,
+                          writable=writable, drive=drive, disks=tuple(map(str, roles.disks(opts.image))),
+                          degraded=roles.degraded)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     land = userland.detect(snap)
@@ -76,9 +81,26 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
     array = md_line(layout, opts.initrd, prepared())
-    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
-                      prepared(), drivers, land, kernel_note, array)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array)
+    guest_plan = build(snap, ctx, opts.skip)
+    modules = _modules(g, opts, guest_plan, modules_dir, prepared())
+    plan = _full_plan(opts, guest_plan, cfg, libc, who, outputs, modules_dir, prepared(), drivers, land,
+                      kernel_note, array, modules)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array, modules)
+
+
+def _modules(g: Guest, opts: ConvertOptions, guest_plan: Plan, modules_dir: Path | None,
+             prepared: Prepared) -> room.Choice | None:
+    """Which modules payload goes into the guest (--modules), measured
+    against the room in its filesystem; None when no modules are sent."""
+    install = next((c for c in guest_plan.changes if isinstance(c, InstallModules)), None)
+    if install is None or modules_dir is None:
+        return None
+
+    def measure(minimal: bool) -> module_payload.PayloadSize:
+        return module_payload.measure(modules_dir, install.version, minimal=minimal,
+                                      extra_modules=prepared.conf_modules if minimal else ())
+
+    return room.choose_modules(g, guest_dir(install.version), opts.modules, measure)
 
 
 def _check_kernel_runs(opts: ConvertOptions, version: str, land: userland.Userland) -> str | None:
@@ -117,10 +139,13 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
                who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
                prepared: Prepared, drivers: initrd_modules.DriverPlan, land: userland.Userland,
-               kernel_note: str | None, array: str | None) -> Plan:
+               kernel_note: str | None, array: str | None, modules: room.Choice | None) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
-    the initrd and the xl config after; the modules step names its source."""
-    source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
+    the initrd and the xl config after; the modules step names its source,
+    the payload chosen and why."""
+    source: dict[str, object] = {"source": str(modules_dir)}
+    if modules is not None:
+        source |= {"minimal": modules.minimal, "payload": str(modules.size), "why": modules.why}
     steps = tuple(replace(s, details={**s.details, **source})
                   if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
     copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),

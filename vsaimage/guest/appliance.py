@@ -167,6 +167,18 @@ def _first_line(e: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class Room:
+    """A guest filesystem's free room (statvfs), and where it is mounted."""
+
+    free: int  # bytes an unprivileged writer may still use
+    block: int  # bytes
+    inodes: int  # free inodes
+    size: int  # bytes, the whole filesystem
+    mountpoint: str  # in the guest's tree
+    partition: Partition | None
+
+
+@dataclass(frozen=True)
 class Partition:
     number: int
     device: str  # appliance device, e.g. /dev/sda5
@@ -207,6 +219,8 @@ class Guest:
         self._entries: dict[str, Entry | None] = {}
         # mount point -> partition, for what is mounted read-only below /
         self._readonly: dict[str, Partition] = {}
+        # mount point -> partition, for everything mounted by mount()
+        self._mounted: dict[str, Partition] = {}
 
     def __enter__(self) -> Guest:
         return self
@@ -329,6 +343,7 @@ class Guest:
                                  f"{_first_line(e)}") from e
         if target != "/" and not writable:
             self._readonly[target] = part
+        self._mounted[target] = part
         self._entries.clear()
 
     def _mount(self, part: Partition, target: str, *, writable: bool) -> None:
@@ -352,6 +367,7 @@ class Guest:
     def unmount_all(self) -> None:
         self.g.umount_all()
         self._readonly.clear()
+        self._mounted.clear()
         self._entries.clear()
 
     def fence(self, mountpoints: Sequence[str]) -> None:
@@ -472,14 +488,23 @@ class Guest:
         entry = self._lookup(r.real) if r.kind == "file" else None
         return entry.size if entry is not None else 0
 
-    def free_bytes(self, path: str) -> int:
+    def room(self, path: str) -> Room:
         """Room left to an unprivileged writer on the filesystem that holds
-        `path` (or would: its nearest existing parent)."""
+        `path` (or would: its nearest existing parent), and which that is."""
         real = self.resolve(path).real
-        while real != "/" and self._lookup(real) is None:
-            real = posixpath.dirname(real)
+        # from the top down: a missing directory's children cannot be listed
+        here = "/"
+        for name in (n for n in real.split("/") if n):
+            below = posixpath.join(here, name)
+            if self._lookup(below) is None:
+                break
+            here = below
+        real = here
         st = self.g.statvfs(real)
-        return int(st["bavail"]) * int(st["bsize"])
+        top = max((t for t in self._mounted if guestpath.under(real, t)), key=len, default="/")
+        part = self._mounted.get(top)
+        return Room(int(st["bavail"]) * int(st["bsize"]), int(st["bsize"]), int(st["favail"]),
+                    int(st["blocks"]) * int(st["frsize"]), top, part)
 
     def tar_in(self, tarball: Path, directory: str,
                progress: Callable[[int], None] | None = None) -> None:
