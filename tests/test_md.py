@@ -113,3 +113,20 @@ def test_the_verify_row_names_the_members_and_says_why() -> None:
     assert row["status"] == "not applied" and row["details"] == {"why": "event counts differ (7, 8)"}
     assert row["title"] == ("the members of md array /dev/md200 agree "
                             "(vsa-1.img partition 2, vsa-2.img partition 2)")
+
+
+def test_a_090_superblock_given_its_minor_back() -> None:
+    """The appliance assembles a 0.90 array under a minor of its own, which
+    md writes into the superblocks: md.close gives them the guest's back,
+    with a checksum md accepts (calc_sb_csum: the words summed, folded)."""
+    block = md.with_minor(sb090(minor=127), 200)
+    assert md.parse(block, "0.90").preferred_minor == 200  # type: ignore[union-attr]
+    assert md.checksum_ok(block) and not md.checksum_ok(sb090())
+    changed = [n for n in range(0, 4096, 4) if block[n:n + 4] != sb090(minor=127)[n:n + 4]]
+    assert changed == [11 * 4, 38 * 4]  # md_minor and sb_csum, nothing else
+    # the sum carried past 32 bits is folded in once, as md does
+    words = [0] * 1024
+    words[0], words[1], words[2], words[3] = md.MAGIC, 0, 90, 0xFFFFFFFF
+    folded = md.with_minor(struct.pack("<1024I", *words), 200)
+    total = md.MAGIC + 90 + 0xFFFFFFFF + 200
+    assert struct.unpack_from("<I", folded, 38 * 4)[0] == (total & 0xFFFFFFFF) + (total >> 32)

@@ -16,6 +16,7 @@ from vsaimage.commands.room import Choice
 from vsaimage.edits import InstallModules, UploadFile, WriteFile
 from vsaimage.edits.modules import guest_dir
 from vsaimage.errors import VerifyError
+from vsaimage.guest import md
 from vsaimage.guest.appliance import Guest
 from vsaimage.initrd.repack import RepackResult
 from vsaimage.kmod.payload import ModulePayload
@@ -69,6 +70,21 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
                      progress=lambda sent: ph.update(sent, size))
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
     return unchanged
+
+
+def close_array(g: Guest, planned: Planned, rep: Progress) -> None:
+    """The root's md array, once edited, stopped with its members clean and
+    naming it as the guest does (md.close); refused when they then
+    disagree."""
+    array = planned.layout.array
+    if array is None:
+        return
+    g.unmount_all()
+    with rep.phase("md array"):
+        ok, why = md.close(g, array).agreement()
+    rep.debug(f"md array {array.name}: {why}")
+    if not ok:
+        raise VerifyError(f"md array {array.name}: its members do not agree after the edits: {why}")
 
 
 def verify(g: Guest, opts: ConvertOptions, planned: Planned, rep: Progress) -> None:

@@ -300,6 +300,7 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
     assert image.planned is not None
     apply.verify(g, image.opts, image.planned, image.rep)
+    apply.close_array(g, image.planned, image.rep)
 
 
 def _commit(run: Run, image: Image) -> None:

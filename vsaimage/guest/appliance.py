@@ -287,6 +287,16 @@ class Guest:
         """Bytes of a block device (an md member's superblock)."""
         return bytes(self.g.pread_device(device, size, offset))
 
+    def write_device(self, device: str, offset: int, data: bytes) -> None:
+        """Bytes written to a block device (an md member's superblock)."""
+        done = 0
+        while done < len(data):
+            done += int(self.g.pwrite_device(device, data[done:], offset + done))
+
+    def md_stop(self, device: str) -> None:
+        """Stop an array: md writes every member's superblock, clean."""
+        self.g.md_stop(device)
+
     def volume(self, device: str, number: int, name: str, *, member_fs: str | None = None) -> Partition:
         """An md array as the roles see a partition: `number` (no partition
         has it) keys it, `name` is how the guest calls it (/dev/md200).

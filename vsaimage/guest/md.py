@@ -30,6 +30,7 @@ SUPERBLOCK_SIZE = 4096
 _RESERVED_090 = 64 * 1024  # 0.90: MD_RESERVED_BYTES
 _CLEAN_090 = 1  # 0.90: MD_SB_CLEAN, bit 0 of the state word
 _MAX_SECTOR = 2**64 - 1  # 1.x: resync_offset of an array in sync
+_MINOR_090, _CSUM_090 = 11, 38  # 0.90: the words of md_minor and sb_csum
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,28 @@ def parse(data: bytes, metadata: str) -> Superblock | None:
     name = data[32:64].split(b"\0", 1)[0].decode("utf-8", "replace")
     return Superblock(metadata, _uuid_text(data[16:32]), events, resync == _MAX_SECTOR, level, raid_disks,
                       data_offset * 512, data_size * 512, None, name)
+
+
+def _csum_090(words: Sequence[int]) -> int:
+    """md's calc_sb_csum: the 32-bit words of the superblock (its checksum
+    word as 0) summed in 64 bits, folded once."""
+    total = sum(words) - words[_CSUM_090]
+    return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
+
+
+def with_minor(data: bytes, minor: int) -> bytes:
+    """A metadata 0.90 superblock (4 KiB) naming `minor` as the array's
+    preferred minor, its checksum made again; every other byte kept."""
+    w = list(struct.unpack_from("<1024I", data))
+    w[_MINOR_090] = minor
+    w[_CSUM_090] = _csum_090(w)
+    return struct.pack("<1024I", *w)
+
+
+def checksum_ok(data: bytes) -> bool:
+    """Whether a metadata 0.90 superblock's checksum is right."""
+    w = struct.unpack_from("<1024I", data)
+    return bool(w[_CSUM_090] == _csum_090(w))
 
 
 def same_uuid(a: str, b: str) -> bool:
@@ -155,6 +178,25 @@ class Array:
         """The same array with its members' superblocks read again."""
         return replace(self, members=tuple(
             replace(m, superblock=read_superblock(guest, m.device, self.metadata)) for m in self.members))
+
+
+def close(guest: Guest, array: Array) -> Array:
+    """Stop `array` once written (md marks its members' superblocks clean
+    with the same event count), and give metadata 0.90 members back the
+    preferred minor the guest names the array by: the appliance assembled
+    it under a minor of its own, which md writes into 0.90 superblocks,
+    and the VSA's kernel assembles a 0.90 array under the minor its
+    superblocks name. Returns the array with its superblocks read again."""
+    guest.md_stop(array.device)
+    minor = array.name.removeprefix("/dev/md")
+    if array.metadata == "0.90" and minor.isdigit():
+        for m in array.members:
+            at = dict(offsets(guest.device_size(m.device)))["0.90"]
+            block = guest.read_device(m.device, at, SUPERBLOCK_SIZE)
+            sb = parse(block, "0.90")
+            if sb is not None and sb.preferred_minor != int(minor):
+                guest.write_device(m.device, at, with_minor(block, int(minor)))
+    return array.reread(guest)
 
 
 def guest_name(superblocks: Sequence[Superblock | None], device: str) -> str:
