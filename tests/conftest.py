@@ -25,6 +25,7 @@ from support import (
     DebianKernel,
     OwnKernel,
     Readback,
+    Saniq8,
     Variant,
     fingerprint,
     nobody_dir,
@@ -174,3 +175,23 @@ def pvh_converted(example_image: Path, debian_kernel: DebianKernel) -> Variant:
                 "--json")
     assert r.code == 0, r.stderr
     return Variant(src, fingerprint(src), out, d / "vsa-xen.initrd", r)
+
+
+@pytest.fixture(scope="session")
+def saniq8_converted(debian_kernel: DebianKernel) -> Saniq8:
+    """The `saniq8` example (fixtures/saniq8.py) converted once as a user
+    would: both system disks, the default --modules auto."""
+    from fixtures import saniq8
+
+    d = nobody_dir() / "saniq8"
+    d.mkdir()
+    srcs = (d / "vsa-1.img", d / "vsa-2.img")
+    for built, src in zip(saniq8.cached(), srcs, strict=True):
+        subprocess.run(["cp", "--sparse=always", str(built), str(src)], check=True)
+        src.chmod(0o444)
+    before = (fingerprint(srcs[0]), fingerprint(srcs[1]))
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", srcs[0], "--system-disk", srcs[1], "--kernel", debian_kernel.vmlinuz,
+                "--initrd", debian_kernel.initrd, "-o", out, "--json")
+    assert r.code == 0, r.stderr
+    return Saniq8(srcs, before, (out, d / "vsa-xen-2.img"), d / "vsa-xen.initrd", d / "vsa-xen.cfg", r)
