@@ -105,3 +105,14 @@ def test_full_modules_refused_for_lack_of_room(saniq8_converted: Saniq8, debian_
     assert line.startswith("vsaimage: error: md array /dev/md200 (/): ") and "the full tree" in line
     assert "--modules minimal" in line
     assert not list(tmp_path.iterdir())
+
+
+def test_one_member_alone_with_degraded(saniq8_converted: Saniq8) -> None:
+    """--degraded: the member holds the array's data from its start (0.90),
+    mounted alone once md lets go of it; inspect also says the userland is
+    i386."""
+    r = run_cli("inspect", saniq8_converted.inputs[0], "--degraded", "--json", timeout=600)
+    assert r.code == 0, r.stderr
+    root = r.doc["root"]
+    assert root["array"] == "/dev/md200" and "(--degraded)" in root["reason"]
+    assert r.doc["userland"]["bits"] == 32 and r.doc["userland"]["machine"] == "i386"

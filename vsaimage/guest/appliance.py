@@ -293,6 +293,22 @@ class Guest:
         while done < len(data):
             done += int(self.g.pwrite_device(device, data[done:], offset + done))
 
+    def free_lone_members(self) -> None:
+        """Stop the arrays md holds inactive: udev's incremental assembly
+        claims a member whose other members are not attached without running
+        it, and the member cannot be mounted alone (--degraded) until then.
+        mdadm names such arrays from /dev/md127 downwards; the running ones
+        are left alone."""
+        running = set(self.md_devices())
+        for n in range(127, 0, -1):
+            device = f"/dev/md{n}"
+            if device in running:
+                continue
+            try:
+                self.g.md_stop(device)
+            except RuntimeError:  # no such array: the names below are free too
+                return
+
     def md_stop(self, device: str) -> None:
         """Stop an array: md writes every member's superblock, clean."""
         self.g.md_stop(device)

@@ -83,7 +83,8 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     volumes = [guest.volume(a.device, ARRAY_BASE + n, a.name) for n, a in enumerate(arrays)]
     others = [(p.device, p.fstype) for d in devices[1:] for p in guest.partitions(d)]
     lone = md.lone_members(guest, devices, [*((p.device, p.fstype) for p in parts), *others], arrays)
-    if degraded:
+    if degraded and lone:
+        guest.free_lone_members()
         volumes += [guest.volume(x.member.device, ARRAY_BASE + len(volumes) + n, x.name, member_fs=x.fstype)
                     for n, x in enumerate(lone) if x.fstype is not None]
     if not parts:
@@ -107,7 +108,7 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise
     if root.partition.member:
         root = Role(root.partition, f"{root.reason}; a lone member of its md array (--degraded)")
-    array = next((a for a, v in zip(arrays, volumes, strict=True) if v == root.partition), None)
+    array = next((a for a, v in zip(arrays, volumes[:len(arrays)], strict=True) if v == root.partition), None)
     if array is not None:
         _check_members(array, names, degraded)
     guest.mount(root.partition, writable=writable)
