@@ -86,6 +86,31 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$(echo $DEBS)" ]; then
     echo $DEBS > "$stamp"
 fi
 
+# The SAN/iQ 8 fixture's i386 userland (fixtures/saniq8.py): the static
+# busybox and sysvinit's init chain for i386, with the libraries they load,
+# extracted into $cache/debian-root-i386. apt downloads i386 packages only
+# once the architecture is added.
+DEBS_I386="busybox-static sysvinit-core mingetty libc6 libselinux1 libpcre2-8-0"
+stamp="$cache/debian-root-i386/.packages"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$DEBS_I386" ]; then
+    echo "setup: downloading and extracting i386 Debian packages into $cache/debian-root-i386"
+    if ! dpkg --print-foreign-architectures | grep -qx i386; then
+        as_root dpkg --add-architecture i386
+        as_root apt-get update -q
+    fi
+    rm -rf "$cache/debian-root-i386" "$cache/deb/i386"
+    mkdir -p "$cache/deb/i386"
+    # shellcheck disable=SC2086
+    (cd "$cache/deb/i386" && apt-get download -q $(printf '%s:i386 ' $DEBS_I386) >/dev/null 2>&1) || {
+        as_root apt-get update -q &&
+            (cd "$cache/deb/i386" && apt-get download -q $(printf '%s:i386 ' $DEBS_I386))
+    }
+    for deb in "$cache"/deb/i386/*.deb; do
+        dpkg -x "$deb" "$cache/debian-root-i386"
+    done
+    echo "$DEBS_I386" > "$stamp"
+fi
+
 # The boot test's Xen harness (tests/xenharness/dom0.py): the hypervisor and
 # the dom0's initramfs, from the tree above and the host's Debian kernel.
 /usr/bin/python3 -m tests.xenharness.dom0

@@ -28,6 +28,7 @@ from support import (
     DebianKernel,
     OwnKernel,
     Readback,
+    Saniq8,
     Variant,
     fingerprint,
     nobody_dir,
@@ -122,9 +123,9 @@ def alt_image() -> Path:
     return fixture_image("alt")
 
 
-def read_only_copy(image: Path, directory: Path) -> Path:
-    """A sparse copy of a cached image as `directory`/vsa.img, read-only."""
-    src = directory / "vsa.img"
+def read_only_copy(image: Path, directory: Path, name: str = "vsa.img") -> Path:
+    """A sparse copy of a cached image as `directory`/`name`, read-only."""
+    src = directory / name
     subprocess.run(["cp", "--sparse=always", str(image), str(src)], check=True)
     src.chmod(0o444)
     return src
@@ -264,3 +265,25 @@ def hvc0(readback: Readback) -> tuple[str | None, str]:
     # Without a known program on hvc0 there is no prompt to wait for: the
     # prompt check fails, and says why.
     return program, PROMPTS.get(program or "", REPORT_END)
+
+
+@pytest.fixture(scope="session")
+def saniq8_converted(debian_kernel: DebianKernel) -> Saniq8:
+    """The `saniq8` example (fixtures/saniq8.py) converted once as a user
+    would: both system disks, the default --modules auto."""
+    return shared("saniq8-converted", lambda: _saniq8_converted(debian_kernel))
+
+
+def _saniq8_converted(debian_kernel: DebianKernel) -> Saniq8:
+    from fixtures import saniq8
+
+    d = nobody_dir() / "saniq8"
+    d.mkdir()
+    built = shared("image-saniq8", saniq8.cached)
+    srcs = (read_only_copy(built[0], d, "vsa-1.img"), read_only_copy(built[1], d, "vsa-2.img"))
+    before = (fingerprint(srcs[0]), fingerprint(srcs[1]))
+    out = d / "vsa-xen.img"
+    r = run_cli("convert", srcs[0], "--system-disk", srcs[1], "--kernel", debian_kernel.vmlinuz,
+                "--initrd", debian_kernel.initrd, "-o", out, "--json")
+    assert r.code == 0, r.stderr
+    return Saniq8(srcs, before, (out, d / "vsa-xen-2.img"), d / "vsa-xen.initrd", d / "vsa-xen.cfg", r)

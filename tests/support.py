@@ -272,3 +272,16 @@ class OwnKernel:
     pvgrub: Path
     pygrub_run: Run
     pvgrub_run: Run
+
+
+@dataclass(frozen=True)
+class Saniq8:
+    """The SAN/iQ 8 example (two system disks, the root on md RAID1)
+    converted once with both disks and --modules auto."""
+
+    inputs: tuple[Path, Path]
+    inputs_sha_before: tuple[str, str]
+    outs: tuple[Path, Path]
+    initrd: Path
+    cfg: Path
+    run: Run

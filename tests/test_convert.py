@@ -201,6 +201,9 @@ def test_minimal_modules(converted: Converted) -> None:
 
     full, minimal = modules(converted.run.doc), modules(converted.minimal_run.doc)
     assert minimal["minimal"] is True and full["minimal"] is False
+    # the full run asked nothing (--modules auto): the stock root has room
+    assert str(full["why"]).startswith("auto: full: partition 5 (/) has ")
+    assert str(minimal["why"]).startswith("minimal, as asked: partition 5 (/) has ")
     assert isinstance(full["bytes"], int) and isinstance(minimal["bytes"], int)
     assert minimal["bytes"] < 0.05 * full["bytes"]
     # the full tree goes by image, a minimal one through the channel

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.build_image import ROOT_TREE
 from test_edit_shell import snapshot
 from vsaimage.edits import EditContext, GuestFile, PciHack, Snapshot, WriteFile
 from vsaimage.edits.pci import BINARIES, FAKE_DEVICES, FAKE_PATH, Pci, patch_binary, replace_same_length
+from vsaimage.edits.pcihack import RC_SYSINIT, REBIND, proc_remounts, with_rebind
 from vsaimage.errors import EditError
 
 ELF = (
@@ -51,7 +53,7 @@ def test_plan_both_patches_existing_binaries_keeping_mode() -> None:
 
 def test_plan_bind_leaves_binaries_alone() -> None:
     ctx = EditContext(pci_hack=PciHack.BIND)
-    assert Pci().reads(ctx) == (FAKE_PATH,)
+    assert Pci().reads(ctx) == (FAKE_PATH, RC_SYSINIT)
     plan = Pci().plan(snapshot({BINARIES[0]: ELF}), ctx)
     assert [c.path for c in plan.changes if isinstance(c, WriteFile)] == [FAKE_PATH]
     assert Pci().check(snapshot({FAKE_PATH: FAKE_DEVICES, BINARIES[0]: ELF}), ctx)
@@ -136,3 +138,72 @@ def test_binary_only_on_a_converted_image_is_already_applied() -> None:
     patched, _ = patch_binary(ELF)
     snap = snapshot({FAKE_PATH: FAKE_DEVICES, BINARIES[0]: patched, BINARIES[2]: patched})
     assert Pci().plan(snap, ctx).status == "already applied" and Pci().check(snap, ctx)
+
+
+# --- the bind done again after rc.sysinit mounts /proc again ----------------
+
+CENTOS5_SYSINIT = """\
+#!/bin/bash
+#
+# /etc/rc.d/rc.sysinit - run once at boot time
+#
+HOSTNAME=`/bin/hostname`
+mount -n -t proc /proc /proc
+[ -d /proc/bus/usb ] && mount -n -t usbfs /proc/bus/usb /proc/bus/usb
+mount -n -t sysfs /sys /sys >/dev/null 2>&1
+"""
+
+
+def test_rc_sysinit_binds_again_after_its_proc_mount() -> None:
+    ctx = EditContext(pci_hack=PciHack.BIND)
+    snap = snapshot({RC_SYSINIT: CENTOS5_SYSINIT}, modes={RC_SYSINIT: 0o755})
+    plan = Pci().plan(snap, ctx)
+    writes = {c.path: c for c in plan.changes if isinstance(c, WriteFile)}
+    new = writes[RC_SYSINIT].data.decode()
+    assert writes[RC_SYSINIT].mode == 0o755 and set(writes) == {FAKE_PATH, RC_SYSINIT}
+    before, after = CENTOS5_SYSINIT.split("mount -n -t proc /proc /proc\n")
+    assert new == before + "mount -n -t proc /proc /proc\n" + REBIND + after
+    assert plan.details["rebind_after_proc_mount"] == [f"{RC_SYSINIT}:6"]
+    assert not Pci().check(snapshot({FAKE_PATH: FAKE_DEVICES, RC_SYSINIT: CENTOS5_SYSINIT}), ctx)
+    done = snapshot({FAKE_PATH: FAKE_DEVICES, RC_SYSINIT: new})
+    assert Pci().check(done, ctx)
+    again = Pci().plan(done, ctx)
+    assert again.status == "already applied" and "rebind_after_proc_mount" not in again.details
+
+
+def test_the_rebind_never_fails_the_boot() -> None:
+    """The line is guarded (both directories) and ends in `|| :`: under
+    set -e, and where the bind fails, the script goes on."""
+    assert REBIND.splitlines()[1].startswith("[ -d /hack/bus/pci ] && [ -d /proc/bus/pci ] && mount -n ")
+    assert REBIND.endswith(" || :\n")
+
+
+@pytest.mark.parametrize("line", [
+    "mount -n -t proc /proc /proc", "  mount -t proc proc /proc", "mount -tproc none /proc/",
+    "\tmount -n -t proc -o nosuid /proc /proc"])
+def test_what_mounts_proc_again(line: str) -> None:
+    assert proc_remounts(f"x\n{line}\n") == [1]
+
+
+@pytest.mark.parametrize("line", [
+    "[ -r /proc/mounts ] || mount -t proc proc /proc", "mount -n -t sysfs /sys /sys",
+    "# mount -n -t proc /proc /proc", "mount -t proc proc /mnt/proc",
+    "mountpoint -q /proc || mount -t proc p /proc"])
+def test_what_does_not(line: str) -> None:
+    assert proc_remounts(f"{line}\n") == []
+
+
+def test_the_example_rc_sysinit_mounts_proc_only_when_missing() -> None:
+    """The stock example's rc.sysinit checks /proc/mounts first: nothing to
+    bind again, and the file is left as it is."""
+    text = (ROOT_TREE / "etc/rc.d/rc.sysinit").read_text()
+    assert proc_remounts(text) == [] and with_rebind(text) == (text, [])
+    plan = Pci().plan(snapshot({RC_SYSINIT: text}), EditContext())
+    assert RC_SYSINIT not in {c.path for c in plan.changes if isinstance(c, WriteFile)}
+
+
+def test_binary_alone_leaves_rc_sysinit() -> None:
+    ctx = EditContext(pci_hack=PciHack.BINARY)
+    assert RC_SYSINIT not in Pci().reads(ctx)
+    assert Pci().check(snapshot({FAKE_PATH: FAKE_DEVICES, RC_SYSINIT: CENTOS5_SYSINIT,
+                                 BINARIES[3]: b"/hack/bus/pci/devices"}), ctx)

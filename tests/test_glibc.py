@@ -71,3 +71,10 @@ def test_fixture_vsyscall_probe_runs_as_the_host_kernel_allows() -> None:
         assert (done.returncode, done.stdout) == (0, VSYSCALL_OK)
     else:
         assert done.returncode == -signal.SIGSEGV and done.stdout == b""
+
+
+def test_a_32bit_userland_needs_no_emulation_whatever_its_glibc() -> None:
+    old = GuestFile("/lib/libc.so.6", b"\x7fELF", real="/lib/libc-2.5.so")
+    found = detect(Snapshot({"/lib/libc.so.6": old}), userland_32bit=True)
+    assert found.version == (2, 5) and not found.vsyscall_emulate
+    assert "32-bit vDSO" in found.why and found.as_dict()["vsyscall_emulate"] is False

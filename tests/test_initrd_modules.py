@@ -353,7 +353,7 @@ def test_a_missing_depmod_is_one_error_wherever_it_is_needed(tree: Path, tmp_pat
 
 
 def test_verify_checks_the_drivers_when_the_tree_is_there(tree: Path, tmp_path: Path) -> None:
-    layout = SimpleNamespace(root=SimpleNamespace(partition=SimpleNamespace(fstype="ext3")))
+    layout = SimpleNamespace(root=SimpleNamespace(partition=SimpleNamespace(fstype="ext3")), array=None)
     data = gz(small())
 
     def files(initrd_bytes: bytes) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import pytest
 from support import DebianKernel
 from vsaimage.errors import BadInput
 from vsaimage.kmod import payload as module_payload
-from vsaimage.kmod.payload import ModulePayload, build_payload
+from vsaimage.kmod.payload import ModulePayload, build_payload, measure
 from vsaimage.kmod.selection import MINIMAL_MODULES, closure
 
 
@@ -315,3 +315,16 @@ def test_closure_absolute_paths() -> None:
     assert closure(dep, ["ext3"]) == {
         "/lib/modules/2.6.18/kernel/fs/ext3/ext3.ko", "/lib/modules/2.6.18/kernel/fs/jbd/jbd.ko"
     }
+
+
+def test_measure_counts_what_the_payloads_hold(full: ModulePayload, minimal: ModulePayload,
+                                               debian_kernel: DebianKernel) -> None:
+    """The room check's sizes are the payloads' own, measured without
+    writing a tarball."""
+    got = measure(debian_kernel.modules, debian_kernel.version)
+    assert (got.files, got.bytes, got.dirs) == (full.files, full.bytes, full.dir_count)
+    small = measure(debian_kernel.modules, debian_kernel.version, minimal=True)
+    assert (small.files, small.bytes, small.dirs) == (minimal.files, minimal.bytes, minimal.dir_count)
+    tar_dirs = sum(1 for m in members(full.file).values() if not m.isreg())
+    assert full.dir_count == tar_dirs
+    assert got.need(4096) >= got.bytes + got.files * 4096 and got.inodes == got.files + got.dirs

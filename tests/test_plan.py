@@ -49,10 +49,10 @@ def test_result_table_says_what_the_initrd_lacked_and_got() -> None:
                "added": ["xen_blkfront", "ext4"], "files": ["a.ko", "b.ko", "c.ko"], "unavailable": [],
                "source": "/lib/modules/6.1.0-1-amd64", "why": "neither in the initrd nor built in"}
     done = PLAN.executed({"initrd": {"drivers": drivers}})
-    doc = {"steps": done.as_dicts(), "root_partition": 5, "timings": {}, "motherboard_uuid": "u",
-           "motherboard_uuid_fallback": "f", "glibc": None,
+    doc = {"steps": done.as_dicts(), "root_partition": 5, "root_device": "/dev/xvda5", "timings": {},
+           "motherboard_uuid": "u", "motherboard_uuid_fallback": "f", "glibc": None,
            "outputs": {"image": "/out/x.img", "format": "raw", "initrd": "/out/x.initrd",
-                       "cfg": "/out/x.cfg"},
+                       "cfg": "/out/x.cfg", "system_disks": ["/out/x.img"]},
            "kernel": {"path": "/boot/vmlinuz", "version": "6.1.0-1-amd64"},
            "xl": {"name": "x", "uuid": "u", "mac": "m", "boot": "direct", "type": "pv"}}
     out = io.StringIO()

@@ -8,8 +8,9 @@ from test_grubconf import TWO_SLOTS
 from vsaimage.edits import GuestFile
 from vsaimage.errors import ImageError
 from vsaimage.guest.appliance import Partition, Probe
-from vsaimage.guest.layout import _GRUB_CONFIGS, _ROOT_MARKS, Role, _find_root
+from vsaimage.guest.layout import _BOOT_CONFIGS, _ROOT_MARKS, _SYSLINUX_CONFIGS, Role, _find_root
 from vsaimage.guest.paths import Entry, Kind, Resolved
+from vsaimage.vsa import syslinux
 
 BOOT = Partition(1, "/dev/sda1", 2**20, 2**26, 0x83, "ext3", "boot", "")
 SLOT2 = Partition(2, "/dev/sda2", 2**26, 2**28, 0x83, "ext3", "slot2", "")
@@ -43,18 +44,21 @@ class FakeGuest:
 
     def probe(self) -> Probe:
         hits: dict[str, dict[int, list[str]]] = {}
-        for pattern in (*_ROOT_MARKS, *_GRUB_CONFIGS):
+        for pattern in (*_ROOT_MARKS, *_BOOT_CONFIGS):
             for n, path in self.files:
-                if path.lstrip("/") == pattern or path.lstrip("/").startswith(pattern + "/"):
+                name = path.lstrip("/")
+                if pattern == _SYSLINUX_CONFIGS and name in syslinux.CONFIGS:
+                    hits.setdefault(pattern, {}).setdefault(n, []).append(name)
+                elif name == pattern or name.startswith(pattern + "/"):
                     hits.setdefault(pattern, {}).setdefault(n, []).append(pattern)
             hits.setdefault(pattern, {})
         return Probe((1, 2, 5), hits)
 
 
-def two_roots(grub: str | None) -> FakeGuest:
+def two_roots(grub: str | None, where: str = "/grub/grub.conf") -> FakeGuest:
     files = {(n, f"/etc/{f}"): "" for n in (2, 5) for f in ("lefthand/.version", "inittab")}
     if grub is not None:
-        files[(1, "/grub/grub.conf")] = grub
+        files[(1, where)] = grub
     return FakeGuest(files)
 
 
@@ -79,3 +83,11 @@ def test_without_a_grub_config_it_asks_for_root_part() -> None:
     with pytest.raises(ImageError, match=r"look like a VSA root \(system slots: 2, 5; no grub config") as err:
         find(two_roots(None))
     assert "--root-part" in (err.value.hint or "")
+
+
+def test_a_syslinux_config_picks_the_slot_too() -> None:
+    cfg = "DEFAULT vga\nLABEL linux\n KERNEL vmlinuz\n APPEND root=/dev/sda5\nLABEL vga\n KERNEL vmlinuz\n" \
+          " APPEND initrd=initrd.gz root=/dev/sda2 vga=791\n"
+    role = find(two_roots(cfg, "/syslinux/syslinux.cfg"))
+    assert role.partition == SLOT2
+    assert "default entry of /syslinux/syslinux.cfg on partition 1 boots it (DEFAULT vga" in role.reason

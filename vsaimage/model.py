@@ -58,6 +58,7 @@ class PartitionFacts:
     fstype: str = ""
     label: str = ""
     uuid: str = ""
+    array: str = ""  # an md array (number then only keys it), as the guest names it: /dev/md200
 
 
 @dataclass(frozen=True)

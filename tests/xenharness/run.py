@@ -5,7 +5,9 @@ file on the dom0 changes (`used_config`): `kernel`, `ramdisk` and each disk
 `target`, since the dom0 sees kernels and initrds in its initramfs
 (`/plan/files/N`) and each disk image as a virtio disk (`/dev/vda`,
 `/dev/vdb`, ... in the order they are first named). QEMU attaches every disk
-with `snapshot=on`: the images are never written.
+with `snapshot=on`: the images are never written, unless a domU asks for
+`writable` disks (give it copies made for the test): its guest's writes then
+reach the files, to be read after the run.
 
 A domU that boots from its own disk (`bootloader = "pygrub"`, or pvgrub2 as
 `kernel = "/usr/lib/grub-xen/grub-x86_64-xen.bin"`, the path it has in the
@@ -64,6 +66,7 @@ class DomU:
     wait_for: str  # shut the domU down once its console shows this...
     linger: int = 2  # ...and this many seconds more have passed
     absent: tuple[Path, ...] = ()  # files the dom0 must hold no copy of when it creates it
+    writable: bool = False  # its disks attached without snapshot=on: the files get the writes
 
 
 @dataclass
@@ -187,8 +190,10 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
         "-initrd", f"/boot/vmlinuz-{version} {DOM0_ARGS},{initramfs}",
         "-device", "virtio-serial-pci,id=ports",
     ]  # fmt: skip
+    written = {disk for domu in domus if domu.writable for disk in domu.disks}
     for host in devices:
-        cmd += ["-drive", f"file={host},format=raw,if=virtio,snapshot=on"]
+        snapshot = "" if host in written else ",snapshot=on"
+        cmd += ["-drive", f"file={host},format=raw,if=virtio{snapshot}"]
     for i, domu in enumerate(domus):
         result.consoles[domu.name] = work / f"{domu.name}.console.log"
         cmd += ["-chardev", f"file,id=c{i},path={result.consoles[domu.name]}",

@@ -134,8 +134,14 @@ def checked(a: argparse.Namespace) -> argparse.Namespace:
 # --- the option sets of each command ---------------------------------------------
 
 
-def _roles(a: argparse.Namespace) -> Roles:
-    return Roles(a.root_part, a.boot_part)
+def _roles(a: argparse.Namespace, image: ImageSource) -> Roles:
+    """The roles' options; the system disks: those given, else those an OVA
+    gives (the disks on its system disk's controller)."""
+    given = tuple(parse_image(text) for text in a.system_disk)
+    if given and image.ova is not None and image.ova.fellows:
+        raise BadInput(f"--system-disk with {image.text}: the OVA names its system disks itself "
+                       f"(disks {', '.join(str(n) for n in image.ova.fellows)})")
+    return Roles(a.root_part, a.boot_part, given or image.ova_system_disks(), a.degraded)
 
 
 def _parse(a: argparse.Namespace) -> Callable[[str], ImageSource]:
@@ -147,12 +153,17 @@ def initrd_options(a: argparse.Namespace) -> InitrdOptions:
 
 
 def inspect_options(a: argparse.Namespace) -> InspectOptions:
-    return InspectOptions(_parse(a)(a.image), _roles(a), a.bundle, a.force)
+    image = _parse(a)(a.image)
+    return InspectOptions(image, _roles(a, image), a.bundle, a.force)
 
 
 def verify_options(a: argparse.Namespace) -> VerifyOptions | VerifyBatch:
+    if len(a.image) > 1 and a.system_disk:
+        raise BadInput("--system-disk with several images would give them all the same one",
+                       hint="verify that image on its own")
+
     def options(image: ImageSource) -> VerifyOptions:
-        return VerifyOptions(image, _roles(a), a.initrd, a.kernel_version, PciHack(a.pci_hack), a.skip)
+        return VerifyOptions(image, _roles(a, image), a.initrd, a.kernel_version, PciHack(a.pci_hack), a.skip)
 
     if len(a.image) > 1:
         return VerifyBatch(_each_image(a.image, _parse(a), options))
@@ -174,9 +185,9 @@ def convert_options(a: argparse.Namespace) -> ConvertOptions | BatchOptions:
             image=image, kernel=a.kernel, initrd=a.initrd,
             output=OutputPaths.in_directory(a.output, image.name).image if several else a.output,
             format=a.format, pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
-            skip=a.skip, roles=_roles(a), force=a.force, dry_run=a.dry_run,
-            kernel_version=a.kernel_version, modules_dir=a.modules_dir,
-            modules_minimal=a.modules == "minimal", initrd_compression=a.initrd_compression, xl=xl)
+            skip=a.skip, roles=_roles(a, image), force=a.force, dry_run=a.dry_run,
+            kernel_version=a.kernel_version, force_kernel=a.force_kernel, modules_dir=a.modules_dir,
+            modules=a.modules, initrd_compression=a.initrd_compression, xl=xl)
 
     if several:
         images = _each_image(a.image, _parse(a), options)
@@ -208,7 +219,8 @@ def _check_batch(a: argparse.Namespace) -> None:
         raise BadInput(f"-o {a.output}: with several images, -o names an existing directory",
                        hint="each image's .img, .initrd and .cfg are named after it there")
     shared = [flag for flag, value in (("--name", a.name), ("--mac", a.mac), ("--uuid", a.uuid),
-                                       ("--data-disk", a.data_disk)) if value]
+                                       ("--data-disk", a.data_disk), ("--system-disk", a.system_disk))
+              if value]
     if shared:
         raise BadInput(f"{shared[0]} with several images would give them all the same one",
                        hint="convert that image on its own")

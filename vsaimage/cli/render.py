@@ -187,7 +187,7 @@ def show_inspect(screen: Screen, doc: Mapping[str, Any]) -> None:
     show_partitions(screen, doc)
     screen.facts([
         *_input_facts(doc.get("input_facts") or {}),
-        ("root", f"partition {doc['root']['partition']} ({doc['root']['reason']})"),
+        ("root", f"{_where(doc['root'])} ({doc['root']['reason']})"),
         ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
          if doc.get("boot") else "not found"),
         ("VSA version", doc.get("vsa_version") or "unknown"),
@@ -201,6 +201,12 @@ def show_inspect(screen: Screen, doc: Mapping[str, Any]) -> None:
         *([("bundle", doc["bundle"])] if doc.get("bundle") else []),
     ])
     show_steps(screen, "Edits", doc["edits"])
+
+
+def _where(role: Mapping[str, Any]) -> str:
+    if role.get("array"):
+        return f"md array {role['array']}"
+    return f"partition {role['partition']}"
 
 
 def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
@@ -259,7 +265,7 @@ def show_convert(screen: Screen, doc: Mapping[str, Any]) -> None:
     out = doc["outputs"]
     screen.facts([
         *_input_facts(doc.get("input_facts") or {}),
-        ("disk", f"{out['image']} ({out['format']}, root = /dev/xvda{doc['root_partition']})"),
+        ("disk", f"{', '.join(out['system_disks'])} ({out['format']}, root = {doc['root_device']})"),
         ("initrd", out["initrd"]),
         ("xl config", out["cfg"]),
         ("kernel", f"{doc['kernel']['path']} ({doc['kernel']['version']})"),

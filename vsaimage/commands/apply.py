@@ -9,19 +9,20 @@ import concurrent.futures
 import os
 from pathlib import Path
 
+from vsaimage.commands import room
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.commands.planning import Planned
+from vsaimage.commands.room import Choice
 from vsaimage.edits import InstallModules, UploadFile, WriteFile
 from vsaimage.edits.modules import guest_dir
-from vsaimage.errors import ImageError, VerifyError
+from vsaimage.errors import VerifyError
+from vsaimage.guest import md
 from vsaimage.guest.appliance import Guest
-from vsaimage.guest.layout import Layout
 from vsaimage.initrd.repack import RepackResult
 from vsaimage.kmod.payload import ModulePayload
 from vsaimage.outputs.staging import ensure_space
 from vsaimage.plan import postconditions, read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.xen import bootmenu
 
 Repack = concurrent.futures.Future[tuple[Path, RepackResult]]
 
@@ -38,7 +39,8 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
     # what the payload adds to the image: its files' blocks (an image's
     # allocated size, not its sparse one)
     tarball = payload.result().file.stat().st_blocks * 512 if install and payload else 0
-    written = sum(len(c.data) for c in plan.changes if isinstance(c, WriteFile))
+    writes = [c for c in plan.changes if isinstance(c, WriteFile)]
+    written = sum(len(c.data) for c in writes)
     uploads = [c for c in plan.changes if isinstance(c, UploadFile)]
     sources: dict[str, Path] = {}
     if uploads:
@@ -49,7 +51,9 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
             repacked = repack.result()[0]
         sources = {c.path: opts.kernel if c.source == "kernel" else repacked for c in uploads}
         written += sum(os.path.getsize(source) for source in sources.values())
-        _check_boot_room(g, sources, planned.layout)
+    modules = planned.modules
+    room.check(g, [*((c.path, len(c.data)) for c in writes), *room.sizes(sources.items()),
+                   *_modules_room(g, install, modules)])
     # the filesystem inside the image needs room for metadata and its journal
     ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
     if repack.done():  # a failed repack stops the convert before anything is written
@@ -79,11 +83,30 @@ def _install_modules(g: Guest, p: ModulePayload, directory: str, rep: Progress, 
         ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB)"
 
 
+def close_array(g: Guest, planned: Planned, rep: Progress) -> None:
+    """The root's md array, once edited, stopped with its members clean and
+    naming it as the guest does (md.close); refused when they then
+    disagree."""
+    array = planned.layout.array
+    if array is None:
+        return
+    g.unmount_all()
+    with rep.phase("md array"):
+        ok, why = md.close(g, array).agreement()
+    rep.debug(f"md array {array.name}: {why}")
+    if not ok:
+        raise VerifyError(f"md array {array.name}: its members do not agree after the edits: {why}")
+
+
 def verify(g: Guest, opts: ConvertOptions, planned: Planned, rep: Progress) -> None:
     """Every postcondition holds on the output, read back from the guest."""
     with rep.phase("verify"):
         g.sync()
         status = postconditions(read_snapshot(g, planned.ctx, skip=opts.skip), planned.ctx, opts.skip)
+        array = planned.layout.array
+        if array is not None:  # still in use: md marks it clean once idle, after this
+            status["md-members"], why = array.reread(g).agreement(clean=False)
+            rep.debug(f"md array {array.name}: {why}")
         failed = [name for name, ok in status.items() if not ok]
         if failed:
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
@@ -106,16 +129,9 @@ def _upload(g: Guest, sources: dict[str, Path], rep: Progress) -> list[str]:
     return unchanged
 
 
-def _check_boot_room(g: Guest, sources: dict[str, Path], layout: Layout) -> None:
-    """The kernel and initrd fit on the filesystem holding /boot (the files
-    they replace counted as free)."""
-    need = sum(os.path.getsize(s) for s in sources.values())
-    free = g.free_bytes(bootmenu.OWN_DIR) + sum(g.file_size(p) for p in sources)
-    # a little room for the menu, the directory and the filesystem's blocks
-    if need + 2**20 > free:
-        holder = layout.boot or layout.root
-        raise ImageError(
-            f"partition {holder.partition.number} (/boot) has {free / 2**20:.1f} MiB free for the kernel "
-            f"and initrd, which need {need / 2**20:.1f} MiB",
-            hint="free room in the VSA's /boot, recompress the initrd (--initrd-compression xz), "
-                 "or use --boot direct")
+def _modules_room(g: Guest, install: InstallModules | None, modules: Choice | None) -> list[tuple[str, int]]:
+    """The room the modules payload takes, as room.check counts writes."""
+    if install is None or modules is None:
+        return []
+    where = guest_dir(install.version)
+    return [(where, modules.size.need(g.room(where).block))]

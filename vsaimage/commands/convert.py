@@ -68,6 +68,7 @@ class Image(batch.Item):
     repack: apply.Repack | None = None
     unchanged: list[str] = field(default_factory=list)  # guest files an upload found in place
     doc: dict[str, Any] = field(default_factory=dict)
+    drive: int = 0  # the appliance's drive of its first system disk (the others follow)
 
     def discard(self) -> None:
         if self.staging is not None:
@@ -86,8 +87,11 @@ class Run:
     alone: bool  # one image: its failure propagates
     stack: contextlib.ExitStack  # closes the staging, scratch files and outputs at the end
     prepared: concurrent.futures.Future[initrd.Prepared] | None = None
-    payload: concurrent.futures.Future[ModulePayload] | None = None
-    repacks: dict[initrd_modules.Addition | None, apply.Repack] = field(default_factory=dict)
+    # the modules payloads by kind (minimal or not), started when first wanted
+    payloads: dict[bool, concurrent.futures.Future[ModulePayload]] = field(default_factory=dict)
+    # by what each adds: drivers, the root's md array
+    repacks: dict[tuple[initrd_modules.Addition | None, str | None], apply.Repack] = field(
+        default_factory=dict)
     # the drivers a root of LIKELY_ROOT_FS needs, and their repack, started
     # while the appliance boots
     likely: concurrent.futures.Future[initrd_modules.Addition | None] | None = None
@@ -114,7 +118,8 @@ class Run:
 
 def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
-    image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    image = Image(str(opts.image), rep, opts=opts,
+                  outputs=OutputPaths.from_option(opts.output, len(opts.roles.disks(opts.image))))
     check_xl_settings(opts, image.outputs)
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
@@ -158,15 +163,19 @@ def _convert(run: Run) -> None:
     if not live:
         return
     _start_host_work(run)
-    drives = [Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
-              for i in live if i.staging is not None]
+    drives: list[Drive] = []
+    for i in live:
+        assert i.staging is not None
+        i.drive = len(drives)
+        drives += [Drive(str(i.staging.temp(d)), readonly=False, format=i.fmt)
+                   for d in i.outputs.system_disks]
     extra = [run.payload_drive] if run.payload_drive is not None else []
     with _launch(run, [*drives, *extra]) as g:
         if extra:
             run.payload_device = g.devices()[len(drives)]
-        for n, image in enumerate(live):
+        for image in live:
             with run.attempt(image):
-                _plan(run, image, g, n, writable=True)
+                _plan(run, image, g, image.drive, writable=True)
                 _edit(run, image, g)
                 _verify(run, image, g)
             g.unmount_all()
@@ -187,15 +196,17 @@ def _dry_run(run: Run) -> None:
     drives: list[Drive] = []
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
-            drive, image.input_facts = run.stack.enter_context(unpack.readable(image.opts.image, image.rep))
-            drives.append(drive)
+            image.drive = len(drives)
+            found, image.input_facts = run.stack.enter_context(
+                unpack.readable_disks(image.opts.roles.disks(image.opts.image), image.rep))
+            drives += found
     live = run.live
     if not live:
         return
     with _launch(run, drives) as g:
-        for n, image in enumerate(live):
+        for image in live:
             with batch.attempt(image, alone=run.alone):
-                _plan(run, image, g, n, writable=False)
+                _plan(run, image, g, image.drive, writable=False)
                 assert image.planned is not None
                 image.doc = results.convert_image(image.text, image.input_facts, image.outputs,
                                                   image.opts.format, image.planned, image.planned.plan)
@@ -210,36 +221,52 @@ def _stage(run: Run) -> None:
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
             o = image.opts
-            inputs = [p for p in (o.image.path, o.kernel, o.initrd) if p is not None]
+            disks = [d.path for d in o.roles.disks(o.image)]
+            inputs = [p for p in (*disks, o.kernel, o.initrd) if p is not None]
             check_destination(image.outputs.all(), force=o.force, inputs=inputs)
     for image in run.live:
         image.staging = run.stack.enter_context(Staging(image.outputs.all()))
     for image in run.live:
         with run.attempt(image):
             assert image.staging is not None
-            image.fmt, image.input_facts = stage_input(
-                image.opts.image, image.opts.format, image.staging.temp(image.outputs.image),
-                image.outputs.image, image.staging, image.rep)
+            for disk, out in zip(image.opts.roles.disks(image.opts.image), image.outputs.system_disks,
+                                 strict=True):
+                image.fmt, facts = stage_input(disk, image.opts.format, image.staging.temp(out), out,
+                                               image.staging, image.rep)
+                image.input_facts = image.input_facts or facts
 
 
 def _start_host_work(run: Run) -> None:
     """What runs beside the appliance launch: the initrd read, then the
     repack the plan most likely asks for (the drivers a root of
-    LIKELY_ROOT_FS needs: a plan that finds another root starts its own),
-    and the modules payload."""
-    settings, shared, rep = run.settings, run.shared, run.rep
-    scratch = run.live[0].staging
-    assert scratch is not None
-    run.prepared = prepared = in_background(timed(rep, "initrd read", lambda: initrd.prepare(
+    LIKELY_ROOT_FS needs: a plan that finds another root, or an md array,
+    starts its own), and the modules payload. With --modules auto the full
+    tree is built while the plan decides: a root without room for it gets
+    the minimal set, built then."""
+    settings, shared = run.settings, run.shared
+    run.prepared = prepared = in_background(timed(run.rep, "initrd read", lambda: initrd.prepare(
         shared.initrd_in, action=run.action)))
     run.likely = in_background(lambda: initrd_drivers(settings, shared.version, prepared.result(),
                                                       LIKELY_ROOT_FS).addition)
-    run.likely_repack = _start_repack(run, run.likely, run.live[0].outputs.initrd)
+    run.likely_repack = _start_repack(run, run.likely, None, run.live[0].outputs.initrd)
+    if shared.modules_dir is not None:
+        _payload(run, minimal=settings.modules == "minimal")
+
+
+def _payload(run: Run, *, minimal: bool) -> concurrent.futures.Future[ModulePayload]:
+    """The modules payload of a kind (full or minimal), built once, in the
+    background, for every image that takes it. The full one is an image,
+    attached at the launch (so started before it); a minimal one a tar."""
+    if minimal in run.payloads:
+        return run.payloads[minimal]
+    shared, prepared = run.shared, run.prepared
+    assert shared.modules_dir is not None and prepared is not None
     modules_dir = shared.modules_dir
-    if modules_dir is None:
-        return
+    scratch = run.live[0].staging
+    assert scratch is not None
     label = run.live[0].outputs.image
-    if module_payload.transport(minimal=settings.modules_minimal) == "image":
+    if module_payload.transport(minimal=minimal) == "image":
+        assert run.launches == 0, "the full payload's drive is attached at the launch"
         image = scratch.scratch("modules.img")
         # at its final size (sparse) now: the launch attaches it, and it is
         # filled while the appliance boots
@@ -248,28 +275,28 @@ def _start_host_work(run: Run) -> None:
         run.payload_drive = Drive(str(image), readonly=True, format="raw")
 
         def build_payload() -> ModulePayload:
-            with rep.phase("modules payload"):
+            with run.rep.phase("modules payload"):
                 try:
                     return module_payload.build_image(modules_dir, shared.version, image)
                 except OSError as e:
                     raise write_error(label, e) from e
     else:
-        tarball = scratch.scratch("modules.tar")
+        tarball = scratch.scratch("modules-minimal.tar")
         # Opened here, not in the thread: the end of the convert removes its
         # scratch files, and a thread creating one late would leave it behind.
         out = run.stack.enter_context(open_output(tarball, label=label))
 
         def build_payload() -> ModulePayload:
-            # minimal: the guest also needs what the initrd loads at boot,
-            # which the repack reads anyway (decompressing it twice would
-            # double the memory peak)
-            extra = prepared.result().conf_modules if settings.modules_minimal else ()
-            with rep.phase("modules payload"):
-                return module_payload.build_payload(
-                    modules_dir, shared.version, tarball, minimal=settings.modules_minimal,
-                    extra_modules=extra, out=out)
+            # the guest also needs what the initrd loads at boot, which the
+            # repack reads anyway (decompressing it twice would double the
+            # memory peak)
+            extra = prepared.result().conf_modules
+            with run.rep.phase("modules payload"):
+                return module_payload.build_payload(modules_dir, shared.version, tarball, minimal=True,
+                                                    extra_modules=extra, out=out)
 
-    run.payload = in_background(build_payload)
+    run.payloads[minimal] = in_background(build_payload)
+    return run.payloads[minimal]
 
 
 @contextlib.contextmanager
@@ -302,7 +329,9 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     assert image.planned is not None
     image.repack = _repack_for(run, image)
     size = os.fstat(run.shared.initrd_in.fileno()).st_size
-    image.unchanged = apply.edit(g, image.opts, image.planned, run.payload, image.repack, image.rep,
+    modules = image.planned.modules
+    payload = _payload(run, minimal=modules.minimal) if modules is not None else None
+    image.unchanged = apply.edit(g, image.opts, image.planned, payload, image.repack, image.rep,
                                  image.outputs.image, reserve=size + size // 4,
                                  payload_device=run.payload_device)
 
@@ -310,6 +339,7 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
     assert image.planned is not None
     apply.verify(g, image.opts, image.planned, image.rep)
+    apply.close_array(g, image.planned, image.rep)
 
 
 def _commit(run: Run, image: Image) -> None:
@@ -339,27 +369,29 @@ def _commit(run: Run, image: Image) -> None:
 
 
 def _repack_for(run: Run, image: Image) -> apply.Repack:
-    """The repack of the drivers the image's root needs: the one started at
-    the launch when it guessed them, else one started now (the same for
-    images whose roots need the same drivers), into a scratch file each
-    image copies."""
+    """The repack of the drivers and md array line the image's root needs:
+    the one started at the launch when it guessed them, else one started now
+    (the same for images whose roots need the same), into a scratch file
+    each image copies."""
     assert image.planned is not None and run.likely is not None
-    addition = image.planned.drivers.addition
-    if addition not in run.repacks:
-        if run.likely_repack is not None and run.likely.result() == addition:
-            run.repacks[addition] = run.likely_repack
+    addition, array = image.planned.drivers.addition, image.planned.md_array
+    key = (addition, array)
+    if key not in run.repacks:
+        if run.likely_repack is not None and array is None and run.likely.result() == addition:
+            run.repacks[key] = run.likely_repack
         else:
             known: concurrent.futures.Future[initrd_modules.Addition | None] = concurrent.futures.Future()
             known.set_result(addition)
-            run.repacks[addition] = _start_repack(run, known, image.outputs.initrd)
-    return run.repacks[addition]
+            run.repacks[key] = _start_repack(run, known, array, image.outputs.initrd)
+    return run.repacks[key]
 
 
 def _start_repack(run: Run, addition: concurrent.futures.Future[initrd_modules.Addition | None],
-                  label: Path) -> apply.Repack:
-    """A repack adding the drivers `addition` names, once known. One that
-    adds drivers reads the initrd through a file of its own: repacks run at
-    once in threads, and two cannot stream from one file offset."""
+                  md_array: str | None, label: Path) -> apply.Repack:
+    """A repack adding the drivers `addition` names, once known, and the md
+    array line. One that adds any reads the initrd through a file of its
+    own: repacks run at once in threads, and two cannot stream from one
+    file offset."""
     settings, prepared = run.settings, run.prepared
     assert prepared is not None
     scratch = run.live[0].staging
@@ -373,7 +405,7 @@ def _start_repack(run: Run, addition: concurrent.futures.Future[initrd_modules.A
     def repack() -> tuple[Path, initrd.RepackResult]:
         drivers = addition.result()
         with contextlib.ExitStack() as source_stack:
-            if drivers is None:
+            if drivers is None and md_array is None:
                 source = prepared.result()
             else:
                 f = source_stack.enter_context(
@@ -381,7 +413,7 @@ def _start_repack(run: Run, addition: concurrent.futures.Future[initrd_modules.A
                 source = initrd.prepare(f, action=run.action)
             try:
                 result = initrd.finish(source, out, compression=settings.initrd_compression,
-                                       drivers=drivers, threads=REPACK_WORKERS)
+                                       drivers=drivers, md_array=md_array, threads=REPACK_WORKERS)
                 out.close()  # a failed flush is this repack's failure too
             except OSError as e:  # the input's read errors are InitrdErrors
                 raise write_error(label, e) from e
@@ -395,8 +427,8 @@ def _executed(run: Run, image: Image, initrd_result: initrd.RepackResult) -> Pla
     assert image.planned is not None
     planned = image.planned
     facts: dict[str, dict[str, object]] = {"initrd": initrd_result.as_dict()}
-    if run.payload is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
-        p = run.payload.result()
+    if planned.modules is not None and any(isinstance(c, InstallModules) for c in planned.plan.changes):
+        p = run.payloads[planned.modules.minimal].result()
         facts["modules"] = {"files": p.files, "bytes": p.bytes, "absent": list(p.absent),
                             "transport": p.transport}
     statuses: dict[str, Status] = {"initrd": initrd_status(run.action, initrd_result.already_applied,

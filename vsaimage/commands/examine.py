@@ -16,7 +16,7 @@ from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource
 from vsaimage.plan import read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import glibc, userland
 from vsaimage.vsa.release import VERSION_FILE
 from vsaimage.xen import identity
 
@@ -27,9 +27,9 @@ def examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *
              ) -> tuple[Layout, Snapshot, dict[str, Any]]:
     """One read-only launch; `also` reads more while the appliance is up.
     Returns the input's facts (format, virtual size) too."""
-    with unpack.readable(image, rep) as (drive, facts):
+    with unpack.readable_disks(roles.disks(image), rep) as (drives, facts):
         with rep.phase("appliance launch"):
-            g = guest.launch([drive], rep)
+            g = guest.launch(drives, rep)
         with g, rep.phase("read image"):
             layout, snap = read(g, image, roles, ctx, rep, skip=skip, also=also)
     return layout, snap, facts
@@ -40,10 +40,12 @@ def read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep
           also: Callable[[guest.Guest, Snapshot], None] | None = None, drive: int = 0,
           ) -> tuple[Layout, Snapshot]:
     """The layout and snapshot of the appliance's `drive`-th disk."""
-    layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive)
+    layout = mount_layout(g, str(image), root_part=roles.root_part, boot_part=roles.boot_part, drive=drive,
+                          disks=tuple(map(str, roles.disks(image))), degraded=roles.degraded)
     for line in layout_lines(layout):
         rep.debug(line)
-    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS))
+    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS,
+                                                           *userland.READS))
     if also is not None:
         also(g, snap)
     return layout, snap

@@ -17,7 +17,7 @@ from vsaimage.errors import VsaError
 from vsaimage.guest.layout import partition_facts
 from vsaimage.plan import details_doc, plan_step, postconditions
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import glibc, userland
 from vsaimage.vsa.release import module_versions, vsa_version
 from vsaimage.xen import identity
 
@@ -31,18 +31,21 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     layout, snap, facts = examine(
         opts.image, opts.roles, ctx, rep,
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
+    land = userland.detect(snap)
     doc = results.single("inspect", results.common(), {
         "success": True,
         **results.layout_doc(str(opts.image), layout, facts),
         "vsa_version": vsa_version(snap),
-        "glibc": glibc.detect(snap).as_dict(),
+        "glibc": glibc.detect(snap, userland_32bit=land.is_32bit).as_dict(),
+        "userland": land.as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
         "kernel_versions": module_versions(snap),
         "boot_kernels": list(layout.kernels),
         "init_system": found[0].init_system,
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
-        "edits": results.edit_rows(postconditions(snap, ctx), snap),
+        "edits": results.edit_rows(postconditions(snap, ctx), snap) + (
+            [results.md_members_row(layout)] if layout.array is not None else []),
         "findings": findings(snap, replace(ctx, partitions=partition_facts(layout))),
     })
     if opts.bundle is not None:

@@ -86,6 +86,16 @@ OPTIONS: tuple[Option, ...] = (
            type=int, metavar="N", doc="override the detected root partition"),
     Option(("--boot-part",), IMAGE_COMMANDS, "the boot partition's number (default: /boot in the root's "
            "fstab)", type=int, metavar="N", doc="override the detected boot partition"),
+    Option(("--system-disk",), IMAGE_COMMANDS, "another system disk of the same VM (SAN/iQ 8: the second "
+           "half of the root's md mirror), in the VM's order after IMAGE; repeatable", action="append",
+           default=[], metavar="IMG",
+           doc="another system disk of the same VM, in the VM's order after `IMAGE` (SAN/iQ 8 keeps its "
+               "root on an md RAID1 over two; an OVA gives its own); converted to `OUT-2.img` and attached "
+               "as `xvdb`; repeatable"),
+    Option(("--degraded",), IMAGE_COMMANDS, "go on with an md root one of whose members is not given",
+           action="store_true",
+           doc="go on with an md root whose other members are not given (without it, refused: the halves "
+               "would differ at the next assembly)"),
     Option(("--bundle",), ("inspect",), "also write a tarball to send back when an edit fails on a real "
            "image: a manifest and copies of the text files the edits read (no binaries)", type=Path,
            metavar="OUT.tar.gz"),
@@ -119,14 +129,22 @@ OPTIONS: tuple[Option, ...] = (
                "the output file or guest paths it would write; with `--json`, the document a convert "
                "prints, `dry_run` true"),
     Option(("--kernel-version",), ("convert",), "override the version read from the kernel header"),
+    Option(("--force-kernel",), ("convert",), "use the kernel even when its config says it cannot run the "
+           "guest's 32-bit programs, or cannot be read", action="store_true",
+           doc="use `--kernel` even when it cannot be shown to run a 32-bit userland (its "
+               "`CONFIG_IA32_EMULATION`, read from `config-VERSION` beside it or its embedded config, is off "
+               "or unreadable; below)"),
     Option(("--kernel-version",), ("verify",), "check the modules of this version (and, with --initrd, its "
            "drivers against /lib/modules/VERSION)"),
     Option(("--modules-dir",), ("convert",), "modules tree to copy, and to add the initrd's missing "
            "drivers from (default /lib/modules/<kernel version>)", type=Path, metavar="DIR"),
-    Option(("--modules",), ("convert",), "copy the whole modules tree, or only what the guest needs",
-           choices=("full", "minimal"), default="full",
+    Option(("--modules",), ("convert",), "copy the whole modules tree, only what the guest needs, or "
+           "the whole tree when the guest's root has room for it (auto)",
+           choices=("auto", "full", "minimal"), default="auto",
            doc="`minimal`: copy only the modules the guest needs (Xen block/net, ext3/4, md, raid0/1, brd, "
-               "what the initrd loads) instead of the whole tree: under 1 % of the bytes, much faster"),
+               "what the initrd loads) instead of the whole tree: under 1 % of the bytes, much faster; "
+               "`auto`: the whole tree when it leaves 64 MiB free in the root filesystem, else the minimal "
+               "set (the plan says which and why); either refused when it does not fit"),
     Option(("--initrd-compression",), ("convert", "initrd"), "recompress the initrd (default: as the input)",
            choices=COMPRESSIONS),
     Option(("--name",), ("convert",), "domain name (default: the output's name)", group=XL,
@@ -177,8 +195,16 @@ _PCI_HACK = PciHack(default("pci_hack"))
 
 @dataclass(frozen=True)
 class Roles:
+    """Which disks make up the VSA's system, and where its roles are."""
+
     root_part: int | None = None
     boot_part: int | None = None
+    system_disks: tuple[ImageSource, ...] = ()  # after the image, in the VM's order
+    degraded: bool = False
+
+    def disks(self, image: ImageSource) -> tuple[ImageSource, ...]:
+        """Every system disk, the image first (xvda)."""
+        return (image, *self.system_disks)
 
 
 @dataclass(frozen=True)
@@ -227,8 +253,9 @@ class ConvertOptions:
     force: bool = False
     dry_run: bool = False
     kernel_version: str | None = None
+    force_kernel: bool = False
     modules_dir: Path | None = None
-    modules_minimal: bool = False
+    modules: str = default("modules")  # auto, full or minimal
     initrd_compression: str | None = None
     xl: XlOptions = XlOptions()
 

@@ -10,22 +10,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from vsaimage.commands import room
 from vsaimage.commands.options import ConvertOptions
-from vsaimage.edits import EditContext, Snapshot, Status, pcihack
+from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, pcihack
+from vsaimage.edits.modules import guest_dir
+from vsaimage.errors import InitrdError, KernelError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
+from vsaimage.initrd import mdadm
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd.repack import Prepared
 from vsaimage.kmod import kernel
+from vsaimage.kmod import payload as module_payload
 from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import glibc, userland
 from vsaimage.xen import identity, xlcfg
 
 # Guest files read for the xl config rather than for an edit.
-GUEST_FACTS = (*glibc.READS, *identity.READS)
+GUEST_FACTS = (*glibc.READS, *identity.READS, *userland.READS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class Planned:
     who: identity.Identity
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
+    land: userland.Userland
+    md_array: str | None  # the mdadm.conf line the repack adds for the root's md array
+    modules: room.Choice | None  # the modules payload the guest gets, and why
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -58,19 +66,59 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     VSA does (writable for a convert), read what the edits and the xl config
     need, and plan every item. `prepared` gives the initrd as read (waiting
     for it if need be)."""
-    layout = mount_layout(g, str(opts.image), root_part=opts.roles.root_part,
-                         boot_part=opts.roles.boot_part, writable=writable, drive=drive)
+    roles = opts.roles
+    layout = mount_layout(g, str(opts.image), root_part=roles.root_part, boot_part=roles.boot_part,
+                          writable=writable, drive=drive, disks=tuple(map(str, roles.disks(opts.image))),
+                          degraded=roles.degraded)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
-    libc, who = glibc.detect(snap), _identity(opts, layout, snap)
+    land = userland.detect(snap)
+    libc, who = glibc.detect(snap, userland_32bit=land.is_32bit), _identity(opts, layout, snap)
+    kernel_note = _check_kernel_runs(opts, ctx.kernel_version or "", land)
     cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
-                    vsyscall_emulate=libc.vsyscall_emulate)
+                    vsyscall_emulate=libc.vsyscall_emulate, root_array=layout.root.partition.array)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
-    drivers = initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout.root.partition.fstype)
-    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
-                      prepared(), drivers)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers)
+    drivers = initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout.root.partition.fstype,
+                             md_needs(layout))
+    array = md_line(layout, opts.initrd, prepared())
+    guest_plan = build(snap, ctx, opts.skip)
+    modules = _modules(g, opts, guest_plan, modules_dir, prepared())
+    plan = _full_plan(opts, guest_plan, cfg, libc, who, outputs, modules_dir, prepared(), drivers, land,
+                      kernel_note, array, modules)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array, modules)
+
+
+def _modules(g: Guest, opts: ConvertOptions, guest_plan: Plan, modules_dir: Path | None,
+             prepared: Prepared) -> room.Choice | None:
+    """Which modules payload goes into the guest (--modules), measured
+    against the room in its filesystem; None when no modules are sent."""
+    install = next((c for c in guest_plan.changes if isinstance(c, InstallModules)), None)
+    if install is None or modules_dir is None:
+        return None
+
+    def measure(minimal: bool) -> module_payload.PayloadSize:
+        return module_payload.measure(modules_dir, install.version, minimal=minimal,
+                                      extra_modules=prepared.conf_modules if minimal else ())
+
+    return room.choose_modules(g, guest_dir(install.version), opts.modules, measure)
+
+
+def _check_kernel_runs(opts: ConvertOptions, version: str, land: userland.Userland) -> str | None:
+    """A 32-bit userland needs a kernel that runs 32-bit programs: refused
+    when its config says it does not, or cannot be read, unless
+    --force-kernel (then a warning). Returns the warning, if any."""
+    if not land.is_32bit:
+        return None
+    ok, why = kernel.runs_32bit(opts.kernel, version)
+    if ok:
+        return None
+    said = (f"{opts.kernel} cannot run the guest's 32-bit userland ({land.why}): {why}" if ok is False else
+            f"{opts.kernel}: cannot tell whether it runs the guest's 32-bit userland ({land.why}): {why}")
+    if not opts.force_kernel:
+        raise KernelError(said, hint="give a kernel built with CONFIG_IA32_EMULATION=y (Debian's amd64 "
+                                     "kernels are), or --force-kernel")
+    return f"{said} (--force-kernel)"
 
 
 def initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
@@ -84,48 +132,81 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
     """What the guest's own menu boots: the kernel and initrd of a direct
     boot, with its command line, from the filesystem holding /boot."""
     holder = layout.boot or layout.root
-    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate,
+                                                           cfg.root_array),
                      holder.partition.uuid, "" if layout.boot else "/boot")
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
                who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
-               prepared: Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
+               prepared: Prepared, drivers: initrd_modules.DriverPlan, land: userland.Userland,
+               kernel_note: str | None, array: str | None, modules: room.Choice | None) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
-    the initrd and the xl config after; the modules step names its source."""
-    source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
+    the initrd and the xl config after; the modules step names its source,
+    the payload chosen and why."""
+    source: dict[str, object] = {"source": str(modules_dir)}
+    if modules is not None:
+        source |= {"minimal": modules.minimal, "payload": str(modules.size), "why": modules.why,
+                   "transport": module_payload.transport(minimal=modules.minimal)}
     steps = tuple(replace(s, details={**s.details, **source})
                   if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
     copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
                     details={"input": str(opts.image), "format": opts.format})
     action, add = prepared.action, drivers.addition
-    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "")
+    title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "") + (
+        f"; {mdadm.CONF} names {cfg.root}" if array else "")
     initrd_details: dict[str, object] = {
         "input": str(opts.initrd), "pcihack": action,
-        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict()}
+        "compression": opts.initrd_compression or "as the input", "drivers": drivers.as_dict(),
+        **({"md_array": array.strip()} if array else {})}
     initrd_item = HostItem("initrd", title, str(outputs.initrd),
-                           initrd_status(action, prepared.done_nothing and add is None, done=False),
+                           initrd_status(action, prepared.done_nothing and add is None and array is None,
+                                         done=False),
                            initrd_details, tuple(drivers.warnings(opts.initrd)))
     xl_details: dict[str, object] = {
-        "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
+        "name": cfg.name, **who.as_dict(), "root": cfg.root,
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
-        "type": cfg.guest_type}
+        "type": cfg.guest_type, "userland": land.why}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
-                  warnings=(who.warning,) if who.warning else ())
+                  warnings=tuple(w for w in (who.warning, kernel_note) if w))
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
-def initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
-                   root_fstype: str) -> initrd_modules.DriverPlan:
-    """Whether the initrd can mount a root of `root_fstype` under Xen, and
-    what the repack adds when it cannot. The kernel's modules tree
+def initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared, root_fstype: str,
+                   md: tuple[tuple[str, ...], ...] = ()) -> initrd_modules.DriverPlan:
+    """Whether the initrd can mount a root of `root_fstype` (on an md array
+    needing the drivers `md`) under Xen, and what the repack adds when it
+    cannot. The kernel's modules tree
     (--modules-dir, else /lib/modules/VERSION) says what is built in and
     supplies what is added, even with --skip modules (which is about the
     guest); without a tree the check sees the initrd alone, and what it
     lacks is only warned about."""
     tree = opts.modules_dir or kernel.modules_tree(version)
-    found = initrd_modules.check(prepared.module_files, tree, root_fstype)
+    found = initrd_modules.check(prepared.module_files, tree, root_fstype, md)
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
+
+
+def md_needs(layout: Layout) -> tuple[tuple[str, ...], ...]:
+    """The drivers the root's md array needs, if it is on one."""
+    return mdadm.needs(layout.array.level) if layout.array is not None else ()
+
+
+def md_line(layout: Layout, initrd: Path, prepared: Prepared) -> str | None:
+    """The mdadm.conf line that has the initrd assemble the root's array
+    under the name the guest boots from; refused when it has no mdadm."""
+    a = layout.array
+    if a is None and not layout.root.partition.member:
+        return None
+    lacking = mdadm.missing(prepared.members)
+    name = layout.root.partition.array
+    if lacking:
+        raise InitrdError(f"{initrd}: the root is on md array {name}, and the initrd has no "
+                          f"{' and no '.join(lacking)} to assemble it",
+                          hint="install mdadm on the dom0 (its initramfs hook puts it into the initrd), "
+                               "run update-initramfs -u, and give that initrd")
+    if a is None:  # a lone member (--degraded): mdadm finds it by its superblock
+        return None
+    return mdadm.array_line(a.name, a.metadata, a.uuid)
 
 
 def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
@@ -141,7 +222,7 @@ def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
 
 
 def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
-              vsyscall_emulate: bool) -> xlcfg.XlConfig:
+              vsyscall_emulate: bool, root_array: str = "") -> xlcfg.XlConfig:
     """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
     return xlcfg.XlConfig(
@@ -160,4 +241,6 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
         vsyscall_emulate=vsyscall_emulate,
         boot=x.boot,
         guest_type=x.guest_type,
+        system_disks=tuple(str(d.absolute()) for d in outputs.disks),
+        root_array=root_array,
     )

@@ -76,18 +76,20 @@ def convert_image(text: str, input_facts: Mapping[str, Any], outputs: OutputPath
                   planned: Planned, done: Plan) -> dict[str, Any]:
     """One image of a convert: `done` is its plan as carried out, or (a dry
     run) as planned; the outputs are those it wrote, or would write."""
-    cfg = planned.cfg
+    cfg, root = planned.cfg, planned.layout.root.partition
     return {
         "success": True,
         "input": text,
         "input_facts": dict(input_facts),
         "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
-                    "format": fmt},
-        "root_partition": planned.layout.root.partition.number,
+                    "format": fmt, "system_disks": [str(p) for p in outputs.system_disks]},
+        "root_partition": None if root.array else root.number,
+        "root_device": cfg.root,
         "boot_partition": planned.layout.boot.partition.number if planned.layout.boot else None,
         "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
         "xl": {"name": cfg.name, **planned.who.as_dict(), "boot": cfg.boot, "type": cfg.guest_type},
         "glibc": planned.libc.as_dict(),
+        "userland": planned.land.as_dict(),
         # The guest reads /sys/hypervisor/uuid (the pinned uuid) when it can,
         # and falls back to a value built from the pinned MAC otherwise.
         "motherboard_uuid": cfg.uuid,
@@ -109,13 +111,20 @@ def common(*, launches: int | None = None, rep: Progress | None = None) -> dict[
 
 def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any]) -> dict[str, Any]:
     """An image's partitions and roles, and the input's own facts."""
-    return {
+    doc = {
         "image": image,
         "input_facts": dict(facts),
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
     }
+    if layout.array is not None:
+        a = layout.array
+        members = [f"{layout.disks[m.disk]} partition {m.partition}" for m in a.members]
+        doc["root_array"] = {"name": a.name, "uuid": a.uuid, "metadata": a.metadata, "level": a.level,
+                             "raid_disks": a.raid_disks, "system_disks": list(layout.disks),
+                             "members": members}
+    return doc
 
 
 def edit_rows(status: Mapping[str, bool], snap: Snapshot) -> list[EditRow]:
@@ -133,3 +142,14 @@ def verify_image(layout: Mapping[str, Any], rows: Sequence[EditRow]) -> dict[str
     """An image's verify part: every row, and the steps not in place."""
     missing = [r["step"] for r in rows if r["status"] == "not applied"]
     return {"success": not missing, **layout, "edits": list(rows), "missing": missing}
+
+
+def md_members_row(layout: Layout) -> EditRow:
+    """The root's md array: its members' superblocks agree (md.Array.agreement
+    says what that compares and why it shows the members hold the same)."""
+    array = layout.array
+    assert array is not None
+    ok, why = array.agreement()
+    names = ", ".join(f"{layout.disks[m.disk]} partition {m.partition}" for m in array.members)
+    return {"step": "md-members", "title": f"the members of md array {array.name} agree ({names})",
+            "status": "applied" if ok else "not applied", "details": {"why": why}}

@@ -17,7 +17,6 @@ from vsaimage.errors import BadInput, InitrdError, KernelError
 from vsaimage.initrd import cpio
 from vsaimage.inputs.source import open_input
 from vsaimage.kmod import kernel
-from vsaimage.kmod.payload import transport
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def set_up(opts: ConvertOptions) -> Iterator[Shared]:
         raise KernelError(f"{opts.kernel}: no such file (--kernel)")
     with _open_initrd(opts.initrd) as initrd_in:
         ctx = EditContext(pci_hack=opts.pci_hack, console_autologin=opts.console_autologin,
-                          kernel_version=version, modules_transport=transport(minimal=opts.modules_minimal))
+                          kernel_version=version)
         yield Shared(version, initrd_in, _modules_dir(opts, version), ctx)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from vsaimage.commands import batch, results
 from vsaimage.commands.examine import examine, read
 from vsaimage.commands.options import Refused, VerifyBatch, VerifyOptions
+from vsaimage.commands.planning import md_needs
 from vsaimage.edits import EditContext, Snapshot, pcihack
 from vsaimage.errors import Failure, InitrdError
 from vsaimage.guest import appliance as guest
@@ -67,6 +68,8 @@ def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: 
                      "status": "applied" if check.ok else "not applied"})
     if check.module_files is not None and opts.kernel_version is not None:
         rows += _initrd_drivers(check.module_files, kernel.modules_tree(opts.kernel_version), layout)
+    if layout.array is not None:
+        rows.append(results.md_members_row(layout))
     return results.verify_image(results.layout_doc(str(opts.image), layout, facts), rows)
 
 
@@ -119,7 +122,7 @@ def _initrd_drivers(module_files: tuple[str, ...], tree: Path, layout: Layout) -
     is on this machine (its modules.builtin says what is built in)."""
     if not (tree / "modules.builtin").is_file():
         return []
-    found = initrd_modules.check(module_files, tree, layout.root.partition.fstype)
+    found = initrd_modules.check(module_files, tree, layout.root.partition.fstype, md_needs(layout))
     return [{"step": "initrd-drivers",
              "title": f"xen_blkfront and the root filesystem's driver in the initrd or built in ({tree})",
              "status": "not applied" if found.missing else "applied",

@@ -49,9 +49,6 @@ class EditContext:
     # --boot pvgrub|pygrub: the kernel the guest's own menu boots. None: a
     # direct boot, or only checking (which then accepts either).
     boot: BootFiles | None = None
-    # How a convert sends the modules in ("image" or "tar", chosen before
-    # the launch: kmod/payload.py); None when only checking.
-    modules_transport: str | None = None
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,6 @@ class Modules:
             raise EditError("the modules step needs the kernel version (--kernel or --kernel-version)")
         changes = [] if _installed(snap, version) else [InstallModules(version)]
         details = {"version": version, "dir": guest_dir(version)}
-        if ctx.modules_transport is not None:
-            details["transport"] = ctx.modules_transport
         return decide(self.name, list(changes), details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:

@@ -6,12 +6,15 @@ empty on a PV domU; its tables already know the Xen platform device
 `binary` variant, point the four programs that read the real list at it by
 rewriting the path inside them (same length, so offsets in the binaries hold).
 The `bind` variant (mounting /hack/bus/pci over /proc/bus/pci from the initrd)
-lives in pcihack.py (put into the initrd by initrd/repack.py).
+lives in pcihack.py (put into the initrd by initrd/repack.py); where the
+guest's rc.sysinit mounts /proc again on top of it (CentOS 5's does), the
+bind is done again right after, in rc.sysinit (written here).
 """
 
 from __future__ import annotations
 
-from vsaimage.edits import Change, EditContext, PciHack, Snapshot, StepPlan, WriteFile, decide
+from vsaimage.edits import Change, EditContext, PciHack, Snapshot, StepPlan, WriteFile, decide, text_write
+from vsaimage.edits.pcihack import RC_SYSINIT, rebound, with_rebind
 from vsaimage.edits.textfile import exact_write
 from vsaimage.errors import EditError
 
@@ -50,12 +53,17 @@ def _binary_wanted(ctx: EditContext) -> bool:
     return ctx.pci_hack in (PciHack.BOTH, PciHack.BINARY)
 
 
+def _bind_wanted(ctx: EditContext) -> bool:
+    return ctx.pci_hack in (PciHack.BOTH, PciHack.BIND)
+
+
 class Pci:
     name = "pci"
     title = "Fake PCI device list for the Xen platform device"
 
     def reads(self, ctx: EditContext) -> tuple[str, ...]:
-        return (FAKE_PATH, *BINARIES) if _binary_wanted(ctx) else (FAKE_PATH,)
+        return ((FAKE_PATH, *BINARIES) if _binary_wanted(ctx) else (FAKE_PATH,)) + (
+            (RC_SYSINIT,) if _bind_wanted(ctx) else ())
 
     def lists(self, ctx: EditContext) -> tuple[str, ...]:
         return ()
@@ -83,10 +91,18 @@ class Pci:
                          "it reads the real, empty one" for p in without]
                 if notes:
                     details["notes"] = notes
+        sysinit = snap.text(RC_SYSINIT)
+        if _bind_wanted(ctx) and sysinit is not None:
+            rebind_text, added = with_rebind(sysinit)
+            changes += text_write(snap, RC_SYSINIT, rebind_text, 0o755)
+            if added:
+                details["rebind_after_proc_mount"] = [f"{RC_SYSINIT}:{n}" for n in added]
         return decide(self.name, changes, details)
 
     def check(self, snap: Snapshot, ctx: EditContext) -> bool:
         if snap.get(FAKE_PATH).data != FAKE_DEVICES.encode():
+            return False
+        if _bind_wanted(ctx) and not rebound(snap.text(RC_SYSINIT) or ""):
             return False
         if not _binary_wanted(ctx):
             return True

@@ -1,6 +1,8 @@
-"""The `bind` half of the PCI step, as the initrd carries it: the pcihack
-init-bottom script and its line in scripts/init-bottom/ORDER. Pure text;
-initrd/repack.py puts them into (or takes them out of) the archive.
+"""The `bind` half of the PCI step: the pcihack init-bottom script and its
+line in scripts/init-bottom/ORDER, which initrd/repack.py puts into (or
+takes out of) the archive; and the same bind done again by the guest's
+rc.sysinit after it mounts /proc a second time (pci.py writes it). Pure
+text.
 
 The script bind-mounts the root's /hack/bus/pci on /proc/bus/pci after the
 root is mounted, so the VSA software reads the fake device list (pci.py).
@@ -97,3 +99,51 @@ def order_with_pcihack(text: str) -> str:
 def order_without_pcihack(text: str) -> str:
     """ORDER with our line taken out, every other line kept byte for byte."""
     return "".join(line for line in text.splitlines(keepends=True) if not _is_ours(line))
+
+
+# --- after the guest mounts /proc again ------------------------------------------
+
+# CentOS 5's rc.sysinit runs `mount -n -t proc /proc /proc` without checking
+# whether /proc is mounted: the new proc lands on top of the one the initrd
+# moved there, hiding pcihack's bind mount. The bind is done again right
+# after each such line, in the guest's own rc.sysinit: the earliest place
+# that runs after it, long before base_init runs hwid.
+RC_SYSINIT = "/etc/rc.d/rc.sysinit"
+REBIND = ("# vsaimage: the proc mount above hides the fake PCI list pcihack bound; bind it again\n"
+          "[ -d /hack/bus/pci ] && [ -d /proc/bus/pci ] && "
+          "mount -n -o bind /hack/bus/pci /proc/bus/pci || :\n")
+_PROC_MOUNT_RE = re.compile(r"mount\s(?:[^#;&|]*\s)?-t\s*proc\s(?:[^#;&|]*\s)?/proc/?")
+
+
+def proc_remounts(text: str) -> list[int]:
+    """The (0-based) lines of a shell script that mount proc on /proc
+    whatever is there: a `mount ... -t proc ... /proc` command that starts
+    its line, not guarded by a test (`[ -r /proc/mounts ] || mount ...`)."""
+    return [n for n, line in enumerate(text.splitlines())
+            if _PROC_MOUNT_RE.fullmatch(line.strip())]
+
+
+def _rebound_at(lines: list[str], n: int) -> bool:
+    return "".join(lines[n + 1:n + 3]) == REBIND
+
+
+def with_rebind(text: str) -> tuple[str, list[int]]:
+    """`text` with the bind done again after each line that mounts /proc
+    again, every other byte kept; and the 1-based numbers of those lines
+    (in the result) that did not have it yet."""
+    lines = text.splitlines(keepends=True)
+    added: list[int] = []
+    for n in reversed(proc_remounts(text)):
+        if _rebound_at(lines, n):
+            continue
+        if not lines[n].endswith("\n"):
+            lines[n] += "\n"
+        lines[n + 1:n + 1] = REBIND.splitlines(keepends=True)
+        added.append(n + 1)
+    return "".join(lines), sorted(added)
+
+
+def rebound(text: str) -> bool:
+    """Whether every line that mounts /proc again is followed by the bind."""
+    lines = text.splitlines(keepends=True)
+    return all(_rebound_at(lines, n) for n in proc_remounts(text))

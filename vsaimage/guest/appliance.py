@@ -167,6 +167,18 @@ def _first_line(e: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class Room:
+    """A guest filesystem's free room (statvfs), and where it is mounted."""
+
+    free: int  # bytes an unprivileged writer may still use
+    block: int  # bytes
+    inodes: int  # free inodes
+    size: int  # bytes, the whole filesystem
+    mountpoint: str  # in the guest's tree
+    partition: Partition | None
+
+
+@dataclass(frozen=True)
 class Partition:
     number: int
     device: str  # appliance device, e.g. /dev/sda5
@@ -176,8 +188,15 @@ class Partition:
     fstype: str  # "" when no filesystem was recognised
     label: str
     uuid: str
+    array: str = ""  # an md array, as the guest names it (/dev/md200): `number` then only keys it
+    # A lone member of that array standing for it (--degraded): mounted with
+    # its filesystem type given, since blkid sees only the md superblock.
+    member: bool = False
 
     def as_dict(self) -> dict[str, object]:
+        if self.array:
+            return {"array": self.array, "size": self.size, "fstype": self.fstype or None,
+                    "label": self.label or None, "uuid": self.uuid or None}
         return {
             "number": self.number,
             "start": self.start,
@@ -200,6 +219,8 @@ class Guest:
         self._entries: dict[str, Entry | None] = {}
         # mount point -> partition, for what is mounted read-only below /
         self._readonly: dict[str, Partition] = {}
+        # mount point -> partition, for everything mounted by mount()
+        self._mounted: dict[str, Partition] = {}
 
     def __enter__(self) -> Guest:
         return self
@@ -244,6 +265,69 @@ class Guest:
             ))
         return sorted(parts, key=lambda p: p.number)
 
+    # --- md arrays (md.py makes sense of them) ------------------------------
+
+    def md_devices(self) -> list[str]:
+        """The md arrays the appliance assembled at launch."""
+        return list(self.g.list_md_devices())
+
+    def md_detail(self, device: str) -> dict[str, str]:
+        """mdadm --detail --export of an array: level, devices (how many it
+        should have), metadata, uuid, name."""
+        return dict(self.g.md_detail(device))
+
+    def md_members(self, device: str) -> list[tuple[str, str]]:
+        """(member device, md's flags: F faulty, S spare, ...) of an array."""
+        return [(m["mdstat_device"], m["mdstat_flags"]) for m in self.g.md_stat(device)]
+
+    def device_size(self, device: str) -> int:
+        return int(self.g.blockdev_getsize64(device))
+
+    def read_device(self, device: str, offset: int, size: int) -> bytes:
+        """Bytes of a block device (an md member's superblock)."""
+        return bytes(self.g.pread_device(device, size, offset))
+
+    def write_device(self, device: str, offset: int, data: bytes) -> None:
+        """Bytes written to a block device (an md member's superblock)."""
+        done = 0
+        while done < len(data):
+            done += int(self.g.pwrite_device(device, data[done:], offset + done))
+
+    def free_lone_members(self) -> None:
+        """Stop the arrays md holds inactive: udev's incremental assembly
+        claims a member whose other members are not attached without running
+        it, and the member cannot be mounted alone (--degraded) until then.
+        mdadm names such arrays from /dev/md127 downwards; the running ones
+        are left alone."""
+        running = set(self.md_devices())
+        for n in range(127, 0, -1):
+            device = f"/dev/md{n}"
+            if device in running:
+                continue
+            try:
+                self.g.md_stop(device)
+            except RuntimeError:  # no such array: the names below are free too
+                return
+
+    def md_stop(self, device: str) -> None:
+        """Stop an array: md writes every member's superblock, clean."""
+        self.g.md_stop(device)
+
+    def volume(self, device: str, number: int, name: str, *, member_fs: str | None = None) -> Partition:
+        """An md array as the roles see a partition: `number` (no partition
+        has it) keys it, `name` is how the guest calls it (/dev/md200).
+        `member_fs`: `device` is a lone member holding the array's data at
+        its start, with this filesystem (--degraded)."""
+        try:
+            info = self.g.blkid(device)
+        except RuntimeError:
+            info = {}
+        if member_fs is not None:
+            return Partition(number, device, 0, self.device_size(device), None, member_fs, "",
+                             "", array=name, member=True)
+        return Partition(number, device, 0, self.device_size(device), None, info.get("TYPE", ""),
+                         info.get("LABEL", ""), info.get("UUID", ""), array=name)
+
     # --- finding the roles, then mounting as the running VSA does ------------
 
     def probe(self, parts: Sequence[Partition], patterns: Sequence[str]) -> Probe:
@@ -259,7 +343,7 @@ class Guest:
                 where = _PROBE_TOP.format(p.number)
                 self.g.mkmountpoint(where)
                 try:
-                    self.g.mount_ro(p.device, where)
+                    self._mount(p, where, writable=False)
                     mounted.append(p)
                 except RuntimeError:  # damaged or foreign: simply not a candidate
                     self.g.rmmountpoint(where)
@@ -279,16 +363,22 @@ class Guest:
         """Mount `part` at `where` in the guest's tree (the root first, at /)."""
         target = where if where == "/" else self.resolve(where).real
         try:
-            if writable:
-                self.g.mount(part.device, target)
-            else:
-                self.g.mount_ro(part.device, target)
+            self._mount(part, target, writable=writable)
         except RuntimeError as e:
             raise ApplianceError(f"cannot mount partition {part.number} ({part.device}) on {where}: "
                                  f"{_first_line(e)}") from e
         if target != "/" and not writable:
             self._readonly[target] = part
+        self._mounted[target] = part
         self._entries.clear()
+
+    def _mount(self, part: Partition, target: str, *, writable: bool) -> None:
+        if part.member:
+            self.g.mount_vfs("" if writable else "ro", part.fstype, part.device, target)
+        elif writable:
+            self.g.mount(part.device, target)
+        else:
+            self.g.mount_ro(part.device, target)
 
     def make_writable(self, paths: Sequence[str]) -> None:
         """Remount read-write each filesystem below / mounted read-only (the
@@ -303,6 +393,7 @@ class Guest:
     def unmount_all(self) -> None:
         self.g.umount_all()
         self._readonly.clear()
+        self._mounted.clear()
         self._entries.clear()
 
     def fence(self, mountpoints: Sequence[str]) -> None:
@@ -423,14 +514,23 @@ class Guest:
         entry = self._lookup(r.real) if r.kind == "file" else None
         return entry.size if entry is not None else 0
 
-    def free_bytes(self, path: str) -> int:
+    def room(self, path: str) -> Room:
         """Room left to an unprivileged writer on the filesystem that holds
-        `path` (or would: its nearest existing parent)."""
+        `path` (or would: its nearest existing parent), and which that is."""
         real = self.resolve(path).real
-        while real != "/" and self._lookup(real) is None:
-            real = posixpath.dirname(real)
+        # from the top down: a missing directory's children cannot be listed
+        here = "/"
+        for name in (n for n in real.split("/") if n):
+            below = posixpath.join(here, name)
+            if self._lookup(below) is None:
+                break
+            here = below
+        real = here
         st = self.g.statvfs(real)
-        return int(st["bavail"]) * int(st["bsize"])
+        top = max((t for t in self._mounted if guestpath.under(real, t)), key=len, default="/")
+        part = self._mounted.get(top)
+        return Room(int(st["bavail"]) * int(st["bsize"]), int(st["bsize"]), int(st["favail"]),
+                    int(st["blocks"]) * int(st["frsize"]), top, part)
 
     def tar_in(self, tarball: Path, directory: str,
                progress: Callable[[int], None] | None = None) -> None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vsaimage.errors import GuestPathError, ImageError
+from vsaimage.guest import md
 from vsaimage.model import PartitionFacts
-from vsaimage.vsa import grubconf
+from vsaimage.vsa import grubconf, syslinux
 
 if TYPE_CHECKING:  # appliance.py imports guestfs; only the commands that launch it load it
     from vsaimage.guest.appliance import Guest, Partition, Probe
@@ -31,8 +32,9 @@ class Role:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"partition": self.partition.number, "device": self.partition.device,
-                "reason": self.reason}
+        p = self.partition
+        return {"partition": None if p.array else p.number, "device": p.device, "reason": self.reason,
+                **({"array": p.array} if p.array else {})}
 
 
 @dataclass(frozen=True)
@@ -42,24 +44,49 @@ class Layout:
     root: Role
     boot: Role | None
     kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* at the top of the boot partition
+    array: md.Array | None = None  # the md array the root is on
+    disks: tuple[str, ...] = ()  # the image's system disks as the user named them, xvda's first
+
+
+# md arrays are keyed among the partitions by numbers from here on (no MBR
+# or GPT partition has one): the probe and the roles treat them alike.
+ARRAY_BASE = 1000
 
 
 # What marks a VSA root, and a kernel at the top of a boot partition (globs).
 _ROOT_MARKS = ("etc/lefthand", "etc/inittab")
 _KERNELS = ("vmlinuz*", "bzImage*")
-# The VSA's grub config on a boot partition, or in a root without one.
+# The VSA's grub config on a boot partition, or in a root without one; its
+# SYSLINUX-family config (SAN/iQ 8) wherever those loaders look, in one glob.
 _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
+_SYSLINUX_CONFIGS = ("{" + ",".join(d + "/" if d else "" for d in syslinux.DIRECTORIES) + "}"
+                     "{" + ",".join(syslinux.NAMES) + "}")
+_BOOT_CONFIGS = (*_GRUB_CONFIGS, _SYSLINUX_CONFIGS)
 
 
 def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
-                boot_part: int | None = None, writable: bool = False, drive: int = 0) -> Layout:
+                 boot_part: int | None = None, writable: bool = False, drive: int = 0,
+                 disks: tuple[str, ...] = (), degraded: bool = False) -> Layout:
     """Find the root and boot partitions of the appliance's `drive`-th disk
     (several are attached when several images share a launch), and mount
     them as the running VSA does: the root at / (writable when asked), the
     boot partition where the root's fstab puts it. Every guest path then
-    resolves as inside the VSA, until Guest.unmount_all."""
-    device = guest.devices()[drive]
+    resolves as inside the VSA, until Guest.unmount_all. `disks`: the
+    image's system disks as the user named them, attached from `drive` on
+    in that order; the root may be an md array over them, refused when it
+    misses a member unless `degraded`."""
+    names = disks or (image,)
+    devices = guest.devices()[drive:drive + len(names)]
+    device = devices[0]
     parts = guest.partitions(device)
+    arrays = md.find_arrays(guest, devices)
+    volumes = [guest.volume(a.device, ARRAY_BASE + n, a.name) for n, a in enumerate(arrays)]
+    others = [(p.device, p.fstype) for d in devices[1:] for p in guest.partitions(d)]
+    lone = md.lone_members(guest, devices, [*((p.device, p.fstype) for p in parts), *others], arrays)
+    if degraded and lone:
+        guest.free_lone_members()
+        volumes += [guest.volume(x.member.device, ARRAY_BASE + len(volumes) + n, x.name, member_fs=x.fstype)
+                    for n, x in enumerate(lone) if x.fstype is not None]
     if not parts:
         raise ImageError(f"{image}: no partitions found",
                          hint="give the whole disk (dd of /dev/sdX), not one partition")
@@ -69,11 +96,21 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_GRUB_CONFIGS))
+    probe = guest.probe(_candidates([*parts, *volumes]), (*_ROOT_MARKS, *_KERNELS, *_BOOT_CONFIGS))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
-        root = _find_root(guest, image, parts, probe)
+        try:
+            root = _find_root(guest, image, [*parts, *volumes], probe)
+        except ImageError:
+            if lone and not degraded:
+                raise _lone_error(lone, names) from None
+            raise
+    if root.partition.member:
+        root = Role(root.partition, f"{root.reason}; a lone member of its md array (--degraded)")
+    array = next((a for a, v in zip(arrays, volumes[:len(arrays)], strict=True) if v == root.partition), None)
+    if array is not None:
+        _check_members(array, names, degraded)
     guest.mount(root.partition, writable=writable)
 
     mounts = fstab_mounts(guest.read("/etc/fstab").data)
@@ -94,18 +131,47 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     # the VSA's other filesystems (/var/log, ...) are not mounted: a path
     # into one would land in the root's directory that it hides
     guest.fence([mp for mp in mounts if mp not in mounted])
-    return Layout(device, tuple(parts), root, boot, kernels)
+    return Layout(device, tuple(parts), root, boot, kernels, array, names)
+
+
+def _lone_error(lone: Sequence[md.Lone], disks: tuple[str, ...]) -> ImageError:
+    """No root on the partitions, and md members whose arrays were not
+    assembled: their other members are missing."""
+    return ImageError(
+        f"{disks[0]}: no VSA root on its partitions, and {'; '.join(x.describe(disks) for x in lone)}, "
+        "whose other members are not attached",
+        hint="give the VM's other system disks with --system-disk IMG, in the VM's order "
+             "(or --degraded to convert one member alone, where its data starts at offset 0: "
+             "metadata 0.90 or 1.0)")
+
+
+def _check_members(array: md.Array, disks: tuple[str, ...], degraded: bool) -> None:
+    """A root array missing a member is refused unless --degraded: the
+    converted half would differ from the other at its next assembly."""
+    if not array.degraded or degraded:
+        return
+    found = ", ".join(f"{disks[m.disk]} partition {m.partition}" for m in array.members)
+    raise ImageError(
+        f"{disks[0]}: the root is on md array {array.name} ({array.level}, uuid {array.uuid}) of "
+        f"{array.raid_disks} members, and only {len(array.members)} is attached: {found}",
+        hint="give the VM's other system disks with --system-disk IMG, in the VM's order "
+             "(or --degraded to convert this member alone)")
 
 
 def layout_lines(layout: Layout) -> list[str]:
     """The roles found and why, as -v shows them."""
     boot = layout.boot
-    return [f"root: partition {layout.root.partition.number} ({layout.root.reason})",
+    return [f"root: {where(layout.root.partition)} ({layout.root.reason})",
             f"boot: partition {boot.partition.number} ({boot.reason})" if boot else "boot: none found"]
 
 
+def where(p: Partition) -> str:
+    """A partition or md array, as a user reads it."""
+    return f"md array {p.array}" if p.array else f"partition {p.number}"
+
+
 def facts(p: Partition) -> PartitionFacts:
-    return PartitionFacts(p.number, p.fstype, p.label, p.uuid)
+    return PartitionFacts(p.number, p.fstype, p.label, p.uuid, p.array)
 
 
 def partition_facts(layout: Layout) -> tuple[PartitionFacts, ...]:
@@ -133,7 +199,7 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition], probe: Prob
     marked = [p for p in parts if all(p.number in probe.hits[m] for m in _ROOT_MARKS)]
     found = [p for p in marked if _is_root(guest, p)]
     if not found:
-        fs = ", ".join(f"{p.number}:{p.fstype or '?'}" for p in parts)
+        fs = ", ".join(f"{p.array or p.number}:{p.fstype or '?'}" for p in parts)
         raise ImageError(f"{image}: no partition holds a VSA root (/etc/lefthand and /etc/inittab); "
                          f"partitions: {fs}", hint="use --root-part N if the root is there but unusual")
     if len(found) > 1:
@@ -146,21 +212,21 @@ def _find_root(guest: Guest, image: str, parts: Sequence[Partition], probe: Prob
     return Role(found[0], "holds /etc/lefthand and /etc/inittab")
 
 
-def _grub_configs(guest: Guest, parts: Sequence[Partition], probe: Probe) -> dict[str, str]:
-    """The grub configs the probe saw, each read with its partition mounted
-    at /, by where they were found."""
-    configs: dict[str, str] = {}
-    for pattern in _GRUB_CONFIGS:
+def _grub_configs(guest: Guest, parts: Sequence[Partition], probe: Probe) -> dict[str, grubconf.GrubConfig]:
+    """The boot configs the probe saw (grub's, SYSLINUX's), each read with
+    its partition mounted at / and parsed, by where they were found."""
+    configs: dict[str, grubconf.GrubConfig] = {}
+    for pattern in _BOOT_CONFIGS:
         for p in parts:
-            if p.number not in probe.hits[pattern]:
-                continue
-            guest.mount(p)
-            try:
-                data = guest.read(f"/{pattern}").data
-            finally:
-                guest.unmount_all()
-            if data is not None:
-                configs[f"/{pattern} on partition {p.number}"] = data.decode("latin-1")
+            for name in probe.hits[pattern].get(p.number, []):
+                guest.mount(p)
+                try:
+                    data = guest.read(f"/{name}").data
+                finally:
+                    guest.unmount_all()
+                if data is not None:
+                    configs[f"/{name} on partition {p.number}"] = syslinux.read_config(
+                        name, data.decode("latin-1"))
     return configs
 
 

@@ -41,12 +41,15 @@ class DriverCheck:
         return {"needed": ["|".join(a) for a in self.needed], "missing": self.missing}
 
 
-def check(members: Iterable[str], builtin: str, root_fstype: str) -> DriverCheck:
+def check(members: Iterable[str], builtin: str, root_fstype: str,
+          more: tuple[tuple[str, ...], ...] = ()) -> DriverCheck:
     """What an initrd with `members` (paths inside it) and a kernel whose
-    modules.builtin reads `builtin` lack to mount a root of `root_fstype`."""
+    modules.builtin reads `builtin` lack to mount a root of `root_fstype`;
+    `more`: what the root's device needs besides (an md array's personality
+    and md_mod), each a tuple of alternatives."""
     found = {name for m in members if "/modules/" in f"/{m}" and (name := module_name(m))}
     found |= {name for line in builtin.splitlines() if (name := module_name(line.strip()))}
     needed: list[tuple[str, ...]] = [XEN_BLOCK]
     if root_fstype in FS_DRIVERS:
         needed.append(FS_DRIVERS[root_fstype])
-    return DriverCheck(tuple(needed), frozenset(found))
+    return DriverCheck((*needed, *more), frozenset(found))

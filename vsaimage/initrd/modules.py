@@ -119,12 +119,13 @@ class DriverPlan:
                 "source": str(self.tree) if self.tree else None, "why": self.why()}
 
 
-def check(module_files: Iterable[str], tree: Path, fstype: str) -> DriverCheck:
+def check(module_files: Iterable[str], tree: Path, fstype: str,
+          more: tuple[tuple[str, ...], ...] = ()) -> DriverCheck:
     """initrd_drivers.check with what the kernel of `tree` has built in (when
     the tree says: without modules.builtin, only the initrd counts)."""
     builtin = tree / "modules.builtin"
     text = builtin.read_text("utf-8", "replace") if builtin.is_file() else ""
-    return initrd_drivers.check(module_files, text, fstype)
+    return initrd_drivers.check(module_files, text, fstype, more)
 
 
 def plan(drivers: DriverCheck, tree: Path, version: str, root: str) -> DriverPlan:
@@ -161,7 +162,7 @@ def add(members: Members, addition: Addition) -> tuple[list[str], list[str]]:
               and members.get(f"{addition.root}/{name}".encode()) is None]
     for rel in (*inputs, *addition.files):
         key = f"{addition.root}/{rel}"
-        parent = _directory(members, key.rpartition("/")[0], added)
+        parent = directory(members, key.rpartition("/")[0], added)
         members.add(key.encode(), S_IFREG | 0o644, _read(addition.tree / rel), like=parent)
         added.append(key)
     _list_in_conf(members, addition.names, added, changed)
@@ -176,15 +177,16 @@ def _read(path: Path) -> bytes:
         raise BadInput(f"cannot read {path}: {e.strerror or e}") from e
 
 
-def _directory(members: Members, key: str, added: list[str]) -> Header:
-    """The directory `key`, made with its missing parents (0755)."""
+def directory(members: Members, key: str, added: list[str]) -> Header:
+    """The directory `key`, made with its missing parents (0755; their keys
+    go to `added`)."""
     found = members.get(key.encode())
     if found is not None:
         if not found.isdir:
             raise InitrdError(f"cannot add modules to the initrd: {key} in it is not a directory")
         return found
     parent_key = key.rpartition("/")[0]
-    like = _directory(members, parent_key, added) if parent_key else members.first
+    like = directory(members, parent_key, added) if parent_key else members.first
     added.append(key)
     return members.add(key.encode(), S_IFDIR | 0o755, like=like)
 
@@ -203,7 +205,7 @@ def _list_in_conf(members: Members, names: tuple[str, ...], added: list[str],
     data = body.encode("utf-8", "surrogateescape")
     if conf is None:
         members.add(CONF_MODULES.encode(), S_IFREG | 0o644, data,
-                    like=_directory(members, CONF_MODULES.rpartition("/")[0], added))
+                    like=directory(members, CONF_MODULES.rpartition("/")[0], added))
         added.append(CONF_MODULES)
     else:
         members.set_data(CONF_MODULES.encode(), data)

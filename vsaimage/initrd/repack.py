@@ -33,7 +33,7 @@ from vsaimage.edits.pcihack import (
     order_without_pcihack,
 )
 from vsaimage.errors import InitrdError
-from vsaimage.initrd import archive, cpio
+from vsaimage.initrd import archive, cpio, mdadm
 from vsaimage.initrd import modules as initrd_modules
 from vsaimage.initrd.archive import S_IFDIR, S_IFREG, Header, Segment
 from vsaimage.initrd.cpio import COMPRESSIONS
@@ -142,6 +142,24 @@ def _add(members: Members, done: _Changes) -> None:
         changed.append(PCIHACK_PATH)
 
 
+def _name_array(members: Members, line: str, done: _Changes) -> None:
+    """mdadm.conf names the root's array (mdadm.py)."""
+    key = mdadm.CONF.encode()
+    conf = members.get(key)
+    if conf is not None and not conf.isreg:
+        raise InitrdError(f"cannot name the root's md array: {mdadm.CONF} in the initrd is not a file")
+    text = (members.text(key) or b"").decode("utf-8", "surrogateescape")
+    new = mdadm.with_array(text, line).encode("utf-8", "surrogateescape")
+    if conf is None:
+        added: list[str] = []
+        members.add(key, S_IFREG | 0o644, new,
+                    like=initrd_modules.directory(members, mdadm.CONF.rpartition("/")[0], added))
+        done.added += [*added, mdadm.CONF]
+    elif new != members.text(key):
+        members.set_data(key, new)
+        done.changed.append(mdadm.CONF)
+
+
 def _module_versions(keys: Iterable[bytes]) -> tuple[str, ...]:
     found = set()
     for key in keys:
@@ -166,7 +184,8 @@ def _module_files(headers: Iterable[Header]) -> tuple[str, ...]:
 
 
 # The small members the edits read: their content is kept by the scan.
-_READ = (ORDER_PATH.encode(), PCIHACK_PATH.encode(), initrd_modules.CONF_MODULES.encode())
+_READ = (ORDER_PATH.encode(), PCIHACK_PATH.encode(), initrd_modules.CONF_MODULES.encode(),
+         mdadm.CONF.encode())
 
 
 @dataclass
@@ -232,9 +251,10 @@ def prepare(source: BinaryIO, *, action: Action = "add") -> Prepared:
 
 
 def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None, threads: int = 2,
-           drivers: initrd_modules.Addition | None = None) -> RepackResult:
-    """Add the `drivers` modules, and write the initrd to `out`; returns
-    what was done.
+           drivers: initrd_modules.Addition | None = None, md_array: str | None = None) -> RepackResult:
+    """Add the `drivers` modules and the `md_array` line of mdadm.conf (the
+    root's array: mdadm.py), and write the initrd to `out`; returns what was
+    done.
 
     Early uncompressed segments are kept byte for byte and first; the main
     segment is rewritten as newc in its own order, with every header field
@@ -246,10 +266,15 @@ def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
     if threads < 1:
         raise InitrdError(f"zstd thread count must be 1 or more, not {threads}")
     done, split, members = prepared.done, prepared.split, prepared.members
-    if drivers is not None:
+    if drivers is not None or md_array is not None:
         members = members.copy()
+        done = _Changes(list(done.added), list(done.changed), list(done.removed))
+    if drivers is not None:
         added, changed = initrd_modules.add(members, drivers)
-        done = _Changes([*done.added, *added], [*done.changed, *changed], list(done.removed))
+        done.added += added
+        done.changed += changed
+    if md_array is not None:
+        _name_array(members, md_array, done)
     out_compression = compression or split.compression
     applied = done.none
     start = out.tell()

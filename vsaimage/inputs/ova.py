@@ -7,7 +7,7 @@ chooses another, and only that member is written out, for qemu to read."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ class OvaDisk:
     disk_id: str
     file: str  # the member's name in the archive
     capacity: int | None  # bytes, as the OVF declares it
+    controller: str | None = None  # the InstanceID of the controller its Item names as rasd:Parent
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.disk_id, "file": self.file, "capacity": self.capacity}
+        return {"id": self.disk_id, "file": self.file, "capacity": self.capacity,
+                "controller": self.controller}
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,21 @@ class Ova:
     def system_disk(self) -> OvaDisk:
         return self.disks[self.chosen - 1]
 
+    @property
+    def fellows(self) -> tuple[int, ...]:
+        """The other system disks (1-based, in the VM's order): those on the
+        chosen disk's controller (SAN/iQ 8: SCSI 0:0 and 0:1; its data disks
+        are on SCSI 1). None when the OVF does not say the controller."""
+        controller = self.system_disk.controller
+        if controller is None:
+            return ()
+        return tuple(n for n, d in enumerate(self.disks, start=1)
+                     if n != self.chosen and d.controller == controller)
+
     def as_dict(self) -> dict[str, Any]:
         return {"descriptor": self.descriptor, "vm_name": self.vm_name,
-                "disks": [d.as_dict() for d in self.disks], "system_disk": self.chosen}
+                "disks": [d.as_dict() for d in self.disks], "system_disk": self.chosen,
+                "system_disks": [self.chosen, *self.fellows]}
 
 
 def read_ova(path: Path, disk: int | None = None) -> Ova:
@@ -123,6 +137,8 @@ def _parse(path: Path, name: str, text: bytes) -> tuple[str | None, list[OvaDisk
                 continue
             ref = (item.findtext("rasd:HostResource", namespaces=ns) or "").rsplit("/", 1)[-1]
             if ref in declared and declared[ref] not in ordered:
+                parent = item.findtext("rasd:Parent", namespaces=ns)
+                declared[ref] = replace(declared[ref], controller=parent.strip() if parent else None)
                 ordered.append(declared[ref])
     # disks the hardware section does not attach come after, as declared
     return vm_name, ordered + [d for d in declared.values() if d not in ordered]

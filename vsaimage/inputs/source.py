@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +38,14 @@ class ImageSource:
     def packed(self) -> bool:
         """Compressed or in an OVA: libguestfs cannot read it as it is."""
         return self.format not in diskformat.QEMU_FORMATS
+
+    def ova_system_disks(self) -> tuple[ImageSource, ...]:
+        """The other system disks an OVA's VM has (Ova.fellows), each taken
+        out of the same archive as this one is."""
+        if self.ova is None:
+            return ()
+        return tuple(replace(self, text=f"{self.text} (disk {n})", ova=replace(self.ova, chosen=n))
+                     for n in self.ova.fellows)
 
     def facts(self) -> dict[str, Any]:
         """What inspect and convert report about the input itself."""

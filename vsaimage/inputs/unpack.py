@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,3 +66,12 @@ def readable(image: ImageSource, rep: Progress) -> Iterator[tuple[Drive, dict[st
         u = unpack(image, Path(tmp) / "disk", label=image.path, rep=rep)
         facts = {**image.facts(), "virtual_size": u.virtual_size, "unpacked_format": u.format}
         yield Drive(str(u.path), readonly=True, format=u.format), facts
+
+
+@contextlib.contextmanager
+def readable_disks(images: Sequence[ImageSource],
+                   rep: Progress) -> Iterator[tuple[list[Drive], dict[str, Any]]]:
+    """`readable` for each of a VM's system disks (the first one's facts)."""
+    with contextlib.ExitStack() as stack:
+        found = [stack.enter_context(readable(image, rep)) for image in images]
+        yield [drive for drive, _ in found], found[0][1]

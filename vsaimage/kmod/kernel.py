@@ -7,8 +7,11 @@ than from the file name, which the user may have changed.
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vsaimage.errors import KernelError
@@ -85,3 +88,83 @@ def check_initrd_versions(kernel_version: str, initrd_versions: Sequence[str]) -
         f"the initrd holds modules for {', '.join(others)}, not for kernel {kernel_version}:"
         " the guest may not find its disk drivers at boot"
     )
+
+
+# --- whether the kernel runs 32-bit programs ------------------------------------
+
+IA32 = "CONFIG_IA32_EMULATION"
+# scripts/extract-ikconfig: the embedded config (CONFIG_IKCONFIG) is a gzip
+# stream between these markers, inside the kernel's compressed payload.
+_IKCFG_START, _IKCFG_END = b"IKCFG_ST", b"IKCFG_ED"
+# The payload compressions Python reads itself, by the magic that starts them.
+_PAYLOADS: tuple[tuple[bytes, Callable[[bytes], bytes]], ...] = (
+    (b"\x1f\x8b\x08", lambda d: zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(d)),
+    (b"\xfd7zXZ\x00", lambda d: lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(d)),
+    (b"\x5d\x00\x00", lambda d: lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(d)),
+    (b"BZh", lambda d: bz2.BZ2Decompressor().decompress(d)),
+)
+
+
+def config_value(config: str, name: str) -> str | None:
+    """The value of `name` in a kernel .config: "y", "m", a string; "n" for
+    `# NAME is not set`; None when the config does not mention it."""
+    for line in config.splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip().strip('"')
+        if line.strip() == f"# {name} is not set":
+            return "n"
+    return None
+
+
+def _ikconfig_in(data: bytes) -> str | None:
+    start = data.find(_IKCFG_START)
+    if start < 0:
+        return None
+    end = data.find(_IKCFG_END, start)
+    blob = data[start + len(_IKCFG_START): end if end > 0 else None]
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(blob).decode("utf-8", "replace")
+    except zlib.error:
+        return None
+
+
+def embedded_config(image: bytes) -> str | None:
+    """The config a kernel built with CONFIG_IKCONFIG carries, found as
+    scripts/extract-ikconfig finds it: in the file itself (a vmlinux), else
+    in the payload a compression magic starts (gzip, xz, lzma or bzip2);
+    None when there is none this can read (a zstd or lz4 payload)."""
+    found = _ikconfig_in(image)
+    if found is not None:
+        return found
+    for magic, decompress in _PAYLOADS:
+        at = image.find(magic)
+        while at >= 0:
+            try:
+                found = _ikconfig_in(decompress(image[at:]))
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
+                found = None
+            if found is not None:
+                return found
+            at = image.find(magic, at + 1)
+    return None
+
+
+def runs_32bit(kernel: Path, version: str) -> tuple[bool | None, str]:
+    """Whether the kernel runs 32-bit x86 programs (CONFIG_IA32_EMULATION=y),
+    from /boot/config-VERSION beside it, else from its embedded config;
+    None when neither can be read. The reason names where it was read."""
+    beside = kernel.parent / f"config-{version}"
+    try:
+        config, where = beside.read_text(encoding="utf-8", errors="replace"), str(beside)
+    except OSError:
+        try:
+            image = kernel.read_bytes()
+        except OSError as e:
+            return None, f"cannot read {kernel}: {e.strerror or e}"
+        embedded = embedded_config(image)
+        if embedded is None:
+            return None, (f"no {beside.name} beside {kernel}, and no embedded config (CONFIG_IKCONFIG) "
+                          "in it that can be read")
+        config, where = embedded, f"the config embedded in {kernel}"
+    value = config_value(config, IA32)
+    return value == "y", f"{IA32}={value or 'unset'} in {where}"

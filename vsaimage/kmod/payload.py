@@ -60,6 +60,30 @@ def transport(*, minimal: bool) -> Transport:
 
 
 @dataclass(frozen=True)
+class PayloadSize:
+    """What a payload puts into the guest's filesystem (measure() counts it
+    without writing anything; build_payload reports the same)."""
+
+    files: int  # regular files
+    bytes: int  # their size
+    dirs: int  # directories (and symlinks, an inode each too)
+
+    def need(self, block: int) -> int:
+        """The bytes it takes at most in a filesystem of `block`-byte
+        blocks: each file and directory rounded up to whole blocks, and
+        ext2/3's indirect blocks (one per 256 data blocks of 4 KiB is
+        generous)."""
+        return self.bytes + (self.files + self.dirs) * block + self.bytes // 256
+
+    @property
+    def inodes(self) -> int:
+        return self.files + self.dirs
+
+    def __str__(self) -> str:
+        return f"{self.files} files, {self.bytes / 2**20:.1f} MiB"
+
+
+@dataclass(frozen=True)
 class ModulePayload:
     version: str
     file: Path  # the tar, or the ext2 image
@@ -70,6 +94,7 @@ class ModulePayload:
     absent: tuple[str, ...] = ()  # wanted names this kernel has neither as module nor builtin
     builtin: tuple[str, ...] = ()  # wanted names built into this kernel: nothing to copy
     dropped: tuple[str, ...] = ()  # tree members left out (symlinks out, special files)
+    dir_count: int = 0  # directories and symlinks in it
     transport: Transport = "tar"
     # an image's tree, copied piece by piece (for progress): the pieces in
     # order, and the directories that hold them, made and then stamped
@@ -101,6 +126,7 @@ class _Counts:
     files: int = 0
     bytes: int = 0
     modules: int = 0
+    dirs: int = 0  # directories and symlinks
     dropped: list[str] = field(default_factory=list)
 
     def add(self, name: str, size: int) -> None:
@@ -108,6 +134,13 @@ class _Counts:
         self.bytes += size
         if name.endswith(SUFFIXES):
             self.modules += 1
+
+    def count(self, name: str, st: os.stat_result) -> None:
+        """A member the payload holds: a file, else a directory or symlink."""
+        if stat.S_ISREG(st.st_mode):
+            self.add(name, st.st_size)
+        else:
+            self.dirs += 1
 
 
 def _members(root: Path, counts: _Counts) -> Iterator[tuple[str, Path, os.stat_result]]:
@@ -135,8 +168,8 @@ def _write_tar(root: Path, out: BinaryIO) -> _Counts:
             info.uid = info.gid = 0
             info.uname = info.gname = "root"
             info.mtime = int(st.st_mtime)
+            counts.count(name, st)
             if info.isreg():
-                counts.add(name, info.size)
                 with path.open("rb") as f:
                     tar.addfile(info, f)
             else:
@@ -228,7 +261,7 @@ def build_payload(
                 raw.flush()
                 return ModulePayload(
                     version, dest, counts.files, counts.bytes, False, counts.modules,
-                    dropped=tuple(counts.dropped),
+                    dropped=tuple(counts.dropped), dir_count=counts.dirs,
                 )
             selection = select(modules_dir, wanted(extra_modules))
             with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
@@ -238,10 +271,30 @@ def build_payload(
             return ModulePayload(
                 version, dest, counts.files, counts.bytes, True, counts.modules,
                 absent=selection.absent, builtin=selection.builtin, dropped=tuple(counts.dropped),
+                dir_count=counts.dirs,
             )
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+
+
+def measure(modules_dir: Path, version: str, *, minimal: bool = False,
+            extra_modules: Sequence[str] = ()) -> PayloadSize:
+    """What build_payload would put into the guest, counted the same way
+    without writing the tarball (the minimal tree is staged, a few MiB, for
+    depmod's files)."""
+    _check_tree(modules_dir, version)
+    counts = _Counts()
+    if not minimal:
+        for name, _, st in _members(modules_dir, counts):
+            counts.count(name, st)
+        return PayloadSize(counts.files, counts.bytes, counts.dirs)
+    selection = select(modules_dir, wanted(extra_modules))
+    with tempfile.TemporaryDirectory(prefix="vsaimage-modules-") as staging:
+        tree = _stage_minimal(modules_dir, version, selection.paths, Path(staging))
+        for name, _, st in _members(tree, counts):
+            counts.count(name, st)
+    return PayloadSize(counts.files, counts.bytes, counts.dirs)
 
 
 # --- the payload as an ext2 image ----------------------------------------------
@@ -277,6 +330,8 @@ def _survey(root: Path) -> _Tree:
         if stat.S_ISDIR(st.st_mode):
             tree.stamps[name] = DirStamp(name, stat.S_IMODE(st.st_mode), int(st.st_mtime))
         tree.hard_links |= stat.S_ISREG(st.st_mode) and st.st_nlink > 1
+        if not stat.S_ISREG(st.st_mode):
+            tree.counts.dirs += 1
         if (st.st_dev, st.st_ino) in seen:  # a hard link: one inode, counted once (as the tar does)
             continue
         seen.add((st.st_dev, st.st_ino))
@@ -390,4 +445,4 @@ def build_image(
     return ModulePayload(version, dest, c.files, c.bytes, minimal, c.modules,
                          absent=selection.absent if selection else (),
                          builtin=selection.builtin if selection else (), dropped=tuple(c.dropped),
-                         transport="image", parts=parts, dirs=dirs)
+                         dir_count=c.dirs, transport="image", parts=parts, dirs=dirs)

@@ -24,11 +24,17 @@ class OutputPaths:
     image: Path
     initrd: Path
     cfg: Path
+    disks: tuple[Path, ...] = ()  # the VM's other system disks: OUT-2.img, OUT-3.img, ...
 
     @classmethod
-    def from_option(cls, out: Path) -> OutputPaths:
-        stem = out.with_suffix("") if out.suffix == ".img" else out
-        return cls(out, stem.with_name(stem.name + ".initrd"), stem.with_name(stem.name + ".cfg"))
+    def from_option(cls, out: Path, system_disks: int = 1) -> OutputPaths:
+        """OUT.img (or OUT), OUT.initrd, OUT.cfg, and OUT-N.img (OUT-N) for
+        the N-th of `system_disks`."""
+        img = out.suffix == ".img"
+        stem = out.with_suffix("") if img else out
+        return cls(out, stem.with_name(stem.name + ".initrd"), stem.with_name(stem.name + ".cfg"),
+                   tuple(stem.with_name(f"{stem.name}-{n}{out.suffix if img else ''}")
+                         for n in range(2, system_disks + 1)))
 
     @classmethod
     def in_directory(cls, directory: Path, name: str) -> OutputPaths:
@@ -36,8 +42,15 @@ class OutputPaths:
         converted at once: each named after its input)."""
         return cls.from_option(directory / f"{name}.img")
 
+    @property
+    def system_disks(self) -> tuple[Path, ...]:
+        """Every converted system disk, in the VM's order."""
+        return (self.image, *self.disks)
+
     def all(self) -> tuple[Path, ...]:
-        return (self.image, self.initrd, self.cfg)
+        """The disk first; the other system disks last, so that a commit
+        renames the disks after the initrd and config (Staging.commit)."""
+        return (self.image, self.initrd, self.cfg, *self.disks)
 
 
 def check_destination(paths: Sequence[Path], *, force: bool, inputs: Sequence[Path]) -> None:
@@ -123,9 +136,9 @@ class Staging:
                 t.unlink()
 
     def commit(self) -> None:
-        """Rename every temporary into place, the first final (the disk of a
-        convert) last: a crash between two renames leaves no final disk
-        without its initrd and config."""
+        """Rename every temporary into place, in order, the first final (the
+        disk of a convert) last: a crash between two renames leaves no final
+        first disk without its initrd, config and other system disks."""
         for f in [*self.finals[1:], *self.finals[:1]]:
             t = self.temps[f]
             if t.exists():

@@ -31,13 +31,21 @@ _SYMBOL_VERSION = re.compile(rb"GLIBC_(\d+)\.(\d+)")
 class Glibc:
     version: tuple[int, int] | None
     source: str  # where the version was read, or why it is unknown
+    # A 32-bit userland (vsa/userland.py) calls the 32-bit vDSO, whatever its
+    # glibc: the 64-bit vsyscall page is not its business.
+    userland_32bit: bool = False
 
     @property
     def vsyscall_emulate(self) -> bool:
+        if self.userland_32bit:
+            return False
         return self.version is None or self.version < FIRST_WITHOUT_VSYSCALL
 
     @property
     def why(self) -> str:
+        if self.userland_32bit:
+            return ("the userland is 32-bit: its programs call the 32-bit vDSO, never the 64-bit vsyscall "
+                    "page, so no vsyscall=emulate")
         if self.version is None:
             return "glibc version unknown: vsyscall=emulate, in case it calls the vsyscall page"
         v = f"{self.version[0]}.{self.version[1]}"
@@ -71,7 +79,7 @@ def version_from_library(data: bytes) -> tuple[int, int] | None:
     return max(versions) if versions else None
 
 
-def detect(snap: Snapshot) -> Glibc:
+def detect(snap: Snapshot, *, userland_32bit: bool = False) -> Glibc:
     """The glibc of the guest, from libc.so.6: the name of the library it
     leads to (libc-X.Y.so up to 2.33), else the version in its contents."""
     for path in READS:
@@ -79,9 +87,9 @@ def detect(snap: Snapshot) -> Glibc:
         if f.real is not None:
             version = version_from_name(posixpath.basename(f.real))
             if version:
-                return Glibc(version, f"{path} -> {f.real}")
+                return Glibc(version, f"{path} -> {f.real}", userland_32bit)
         if f.data is not None:
             version = version_from_library(f.data)
             if version:
-                return Glibc(version, f"version string in {path}")
-    return Glibc(None, f"no libc.so.6 with a version in {' or '.join(LIBC_DIRS)}")
+                return Glibc(version, f"version string in {path}", userland_32bit)
+    return Glibc(None, f"no libc.so.6 with a version in {' or '.join(LIBC_DIRS)}", userland_32bit)

@@ -73,9 +73,10 @@ def parse(text: str) -> GrubConfig:
     return GrubConfig(tuple(entries), default, default_line)
 
 
-def default_root(text: str) -> tuple[str | None, str]:
-    """(root= of the default entry, how it was found)."""
-    cfg = parse(text)
+def default_root(config: str | GrubConfig) -> tuple[str | None, str]:
+    """(root= of the default entry, how it was found), of a grub.conf text
+    or of a config already parsed (syslinux.py parses its own)."""
+    cfg = parse(config) if isinstance(config, str) else config
     entry = cfg.default_entry()
     said = cfg.default_line or "no default line: entry 0"
     if entry is None:
@@ -89,6 +90,9 @@ def matches(spec: str, part: PartitionFacts) -> bool:
     """Whether a device spec (a root= value, an fstab entry's device:
     UUID=, LABEL= or /dev/sdXN and the like) names this partition of the
     system disk."""
+    if part.array:  # an md array: by its name, or its filesystem's UUID or label
+        return spec == part.array or (spec.partition("=")[0] in ("UUID", "LABEL") and matches(
+            spec, PartitionFacts(0, part.fstype, part.label, part.uuid)))
     key, _, value = spec.partition("=")
     if key == "UUID" and value:
         return part.uuid.lower() == value.lower()
@@ -107,14 +111,16 @@ def pick_slot(candidates: Sequence[PartitionFacts], spec: str | None) -> Partiti
     return found[0] if len(found) == 1 else None
 
 
-def choose_slot(candidates: Sequence[PartitionFacts], configs: Mapping[str, str]) -> tuple[int | None, str]:
+def choose_slot(candidates: Sequence[PartitionFacts],
+                configs: Mapping[str, str | GrubConfig]) -> tuple[int | None, str]:
     """(the partition number of the candidate root that a grub config's
     default entry boots, the reason naming every slot); None when no config
-    settles it. `configs`: grub config texts by where they were read."""
+    settles it. `configs`: grub config texts (or parsed boot configs) by
+    where they were read."""
     slots = ", ".join(str(p.number) for p in candidates)
     reasons = []
-    for where, text in sorted(configs.items()):
-        spec, why = default_root(text)
+    for where, config in sorted(configs.items()):
+        spec, why = default_root(config)
         picked = pick_slot(candidates, spec)
         if picked is not None:
             return picked.number, f"the default entry of {where} boots it ({why}); system slots: {slots}"

@@ -20,6 +20,9 @@ from vsaimage.xen.bootmenu import BOOT_MODES, GRUB_CFG, KERNEL
 # Data disks are attached where the VMware VSA had its SCSI host1 disks; the
 # udev edit maps xvdc..xvdg onto those /dev/scsi names and no further.
 DATA_VDEVS = ("xvdc", "xvdd", "xvde", "xvdf", "xvdg")
+# The VM's system disks (SAN/iQ 8 has two: its root is an md mirror over
+# them) come before: xvda, then these.
+SYSTEM_VDEVS = ("xvda", "xvdb")
 
 # Fixed, so a given root filesystem UUID always yields the same domU identity.
 _IDENTITY_NAMESPACE = uuid.UUID("c8e77060-f256-491a-bf4e-dcea462c1e1f")
@@ -55,6 +58,15 @@ class XlConfig:
     # copies, through its /boot/grub/grub.cfg (bootmenu.py).
     boot: str = "direct"
     guest_type: str = "pv"
+    # The VM's other system disks (xvdb), each in `disk_format`.
+    system_disks: tuple[str, ...] = ()
+    # The md array the root is on, as the guest names it (/dev/md200), which
+    # the repacked initrd assembles; root_part is then not used.
+    root_array: str = ""
+
+    @property
+    def root(self) -> str:
+        return self.root_array or f"/dev/xvda{self.root_part}"
 
 
 def extra_args(vsyscall_emulate: bool) -> str:
@@ -63,10 +75,10 @@ def extra_args(vsyscall_emulate: bool) -> str:
     return "console=hvc0 net.ifnames=0" + (" vsyscall=emulate" if vsyscall_emulate else "")
 
 
-def command_line(root_part: int, vsyscall_emulate: bool) -> str:
+def command_line(root_part: int, vsyscall_emulate: bool, root_array: str = "") -> str:
     """The kernel command line a direct boot gets from xl (root=, then
     extra), which the guest's own menu repeats."""
-    return f"root=/dev/xvda{root_part} {extra_args(vsyscall_emulate)}"
+    return f"root={root_array or f'/dev/xvda{root_part}'} {extra_args(vsyscall_emulate)}"
 
 
 def derive_identity(seed: str) -> tuple[str, str]:
@@ -167,6 +179,9 @@ def check_settings(cfg: XlConfig) -> None:
         raise BadInput(
             f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
         )
+    if len(cfg.system_disks) >= len(SYSTEM_VDEVS):
+        raise BadInput(f"{1 + len(cfg.system_disks)} system disks: at most {len(SYSTEM_VDEVS)} "
+                       f"({', '.join(SYSTEM_VDEVS)}; the data disks are xvdc..xvdg)")
     if cfg.disk_format not in DISK_FORMATS:
         raise BadInput(f"unknown disk format {cfg.disk_format!r} (raw or qcow2)")
     validate_bridge(cfg.bridge)
@@ -177,6 +192,7 @@ def check_settings(cfg: XlConfig) -> None:
     if cfg.guest_type not in GUEST_TYPES:
         raise BadInput(f"unknown guest type {cfg.guest_type!r} ({', '.join(GUEST_TYPES)})")
     paths = [(cfg.disk, "the output image"),
+             *((d, f"system disk {v}") for v, d in zip(SYSTEM_VDEVS[1:], cfg.system_disks, strict=False)),
              *((d, f"data disk {v}") for v, d in zip(DATA_VDEVS, cfg.data_disks, strict=False))]
     if cfg.boot == "direct":  # the config names no dom0 file but the disks otherwise
         paths += [(cfg.kernel, "the kernel"), (cfg.ramdisk, "the initrd")]
@@ -187,9 +203,12 @@ def check_settings(cfg: XlConfig) -> None:
 def render(cfg: XlConfig) -> str:
     """The text of the xl config for `cfg`."""
     check_settings(cfg)
-    root_part = positive(cfg.root_part, "the root partition number")
+    if not cfg.root_array:
+        positive(cfg.root_part, "the root partition number")
 
     disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
+    for vdev, target in zip(SYSTEM_VDEVS[1:], cfg.system_disks, strict=False):
+        disks.append(_disk_spec(cfg.disk_format, vdev, _absolute(target, f"system disk {vdev}")))
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)
@@ -200,7 +219,7 @@ def render(cfg: XlConfig) -> str:
         "# uuid and the MAC are pinned: the VSA derives its identity from them.\n"
         f'type = "{cfg.guest_type}"\n'
         f"name = {_quote(cfg.name, 'the domain name')}\n"
-        f"{_boot_lines(cfg, root_part)}"
+        f"{_boot_lines(cfg)}"
         f"memory = {positive(cfg.memory, 'memory')}\n"
         f"vcpus = {positive(cfg.vcpus, 'vcpus')}\n"
         f'uuid = "{cfg.uuid}"\n'
@@ -215,7 +234,7 @@ def render(cfg: XlConfig) -> str:
     )
 
 
-def _boot_lines(cfg: XlConfig, root_part: int) -> str:
+def _boot_lines(cfg: XlConfig) -> str:
     if cfg.boot == "pygrub":
         return (f"# pygrub (xen-utils) boots the default entry of the disk's {GRUB_CFG}:\n"
                 f"# its own copy of the kernel ({KERNEL}), nothing of the dom0.\n"
@@ -226,5 +245,5 @@ def _boot_lines(cfg: XlConfig, root_part: int) -> str:
                 f'kernel = "{PVGRUB[cfg.guest_type]}"\n')
     return (f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
             f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
-            f'root = "/dev/xvda{root_part}"\n'
+            f"root = {_quote(cfg.root, 'the root device')}\n"
             f'extra = "{extra_args(cfg.vsyscall_emulate)}"\n')
