@@ -86,11 +86,11 @@ def test_label_uuid_scsi_pseudo_and_commented_entries_are_kept() -> None:
 
 
 def test_unknown_device_is_a_warning_naming_the_line() -> None:
-    text = "/dev/sda5 / ext3 defaults 1 1\n/dev/sdg1 /x ext3 defaults 1 2\nFOO=bar /y ext3 defaults 1 2\n"
+    text = "/dev/sda5 / ext3 defaults 1 1\n/dev/sdi1 /x ext3 defaults 1 2\nFOO=bar /y ext3 defaults 1 2\n"
     new, rewrites, warnings = patch_fstab(text, ())
     assert new.splitlines()[1:] == text.splitlines()[1:] and len(rewrites) == 1
     assert warnings == [
-        f"{FSTAB}:2 `/dev/sdg1 /x ext3 defaults 1 2`: /dev/sdg1 is not a disk name known to exist "
+        f"{FSTAB}:2 `/dev/sdi1 /x ext3 defaults 1 2`: /dev/sdi1 is not a disk name known to exist "
         "under Xen; left as is",
         f"{FSTAB}:3 `FOO=bar /y ext3 defaults 1 2`: FOO=bar is not a disk name known to exist "
         "under Xen; left as is",

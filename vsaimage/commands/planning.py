@@ -6,12 +6,13 @@ config) before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, Snapshot, Status, pcihack
+from vsaimage.errors import BadInput
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
 from vsaimage.initrd import modules as initrd_modules
@@ -21,11 +22,11 @@ from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc
+from vsaimage.vsa import cmdline, glibc, slots
 from vsaimage.xen import identity, xlcfg
 
 # Guest files read for the xl config rather than for an edit.
-GUEST_FACTS = (*glibc.READS, *identity.READS)
+GUEST_FACTS = (*glibc.READS, *identity.READS, *cmdline.READS, *slots.READS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Planned:
     who: identity.Identity
     libc: glibc.Glibc
     drivers: initrd_modules.DriverPlan
+    args: cmdline.KernelArgs  # the VSA's own kernel arguments
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -62,15 +64,33 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
                          boot_part=opts.roles.boot_part, writable=writable, drive=drive)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
+    _check_data_disks(opts, slots.find(snap))
     libc, who = glibc.detect(snap), _identity(opts, layout, snap)
+    args = kernel_args(snap, libc.vsyscall_emulate)
     cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
-                    vsyscall_emulate=libc.vsyscall_emulate)
+                    vsyscall_emulate=libc.vsyscall_emulate, vendor_args=args.kept)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = _initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout)
-    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, outputs, modules_dir,
+    plan = _full_plan(opts, build(snap, ctx, opts.skip), cfg, libc, who, args, outputs, modules_dir,
                       prepared(), drivers)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, args)
+
+
+def _check_data_disks(opts: ConvertOptions, found: slots.Slots) -> None:
+    """No more data disks than the VSA has slots for: one more would have
+    no /dev/scsi name it looks for."""
+    given, have = len(opts.xl.data_disks), len(found.data)
+    if given > have:
+        raise BadInput(f"{opts.image}: {given} --data-disk given, but the VSA has {have} data-disk slots "
+                       f"({found.source})", hint=f"give at most {have}")
+
+
+def kernel_args(snap: Snapshot, vsyscall_emulate: bool) -> cmdline.KernelArgs:
+    """The VSA's own arguments (its grub menu's default entry) and what
+    becomes of each under Xen, beside those vsaimage adds."""
+    configs = {p: text for p in cmdline.READS if (text := snap.text(p)) is not None}
+    return cmdline.from_grub(configs, xlcfg.own_args(vsyscall_emulate))
 
 
 def initrd_status(action: pcihack.Action, unchanged: bool, *, done: bool) -> Status:
@@ -84,13 +104,13 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
     """What the guest's own menu boots: the kernel and initrd of a direct
     boot, with its command line, from the filesystem holding /boot."""
     holder = layout.boot or layout.root
-    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate),
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg),
                      holder.partition.uuid, "" if layout.boot else "/boot")
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
-               who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
-               prepared: Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
+               who: identity.Identity, args: cmdline.KernelArgs, outputs: OutputPaths,
+               modules_dir: Path | None, prepared: Prepared, drivers: initrd_modules.DriverPlan) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source."""
     source = {"source": str(modules_dir), "minimal": opts.modules_minimal}
@@ -109,10 +129,18 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": f"/dev/xvda{cfg.root_part}",
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
-        "type": cfg.guest_type}
+        "type": cfg.guest_type, "command_line": xlcfg.command_line(cfg),
+        "kernel_args": arguments_doc(args, cfg.vsyscall_emulate, cfg.user_args)}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
                   warnings=(who.warning,) if who.warning else ())
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
+
+
+def arguments_doc(args: cmdline.KernelArgs, vsyscall_emulate: bool,
+                  extra: Sequence[str] = ()) -> dict[str, object]:
+    """Each argument of the guest's command line and where it comes from:
+    the VSA's kept and dropped (with why), vsaimage's, --extra's."""
+    return {**args.as_dict(), "added": list(xlcfg.own_args(vsyscall_emulate)), "extra": list(extra)}
 
 
 def _initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared,
@@ -140,7 +168,7 @@ def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
 
 
 def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
-              vsyscall_emulate: bool) -> xlcfg.XlConfig:
+              vsyscall_emulate: bool, vendor_args: tuple[str, ...] = ()) -> xlcfg.XlConfig:
     """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
     return xlcfg.XlConfig(
@@ -159,4 +187,6 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
         vsyscall_emulate=vsyscall_emulate,
         boot=x.boot,
         guest_type=x.guest_type,
+        vendor_args=vendor_args,
+        user_args=x.extra,
     )
