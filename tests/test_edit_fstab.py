@@ -144,3 +144,12 @@ def test_missing_fstab_names_the_skip() -> None:
         Fstab().plan(snapshot({}), CTX)
     assert "--skip fstab" in (err.value.hint or "")
     assert not Fstab().check(snapshot({}), CTX)
+
+
+def test_sixth_and_seventh_data_disks_get_their_xen_names() -> None:
+    """LeftHand OS 11.5 and later have 7 data-disk slots: sdg and sdh are
+    xvdh and xvdi under Xen (no filesystem facts: the Xen name)."""
+    text = "/dev/sdg1 /x ext3 defaults 1 2\n/dev/sdh2 /y ext3 defaults 1 2\n"
+    new, rewrites, warnings = patch_fstab(text, ())
+    assert new == "/dev/xvdh1 /x ext3 defaults 1 2\n/dev/xvdi2 /y ext3 defaults 1 2\n"
+    assert len(rewrites) == 2 and warnings == []
