@@ -89,7 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--input-format",), IMAGE_COMMANDS, "the image's format (default: told from its content)",
            choices=FORMATS),
     Option(("--disk",), IMAGE_COMMANDS, "an OVA's disk to take, counted from 1 in the VM's hardware order "
-           "(default: the first, the system disk)", type=int, metavar="N"),
+           "(default: the first, the system disk); or a tar archive's disk image, by its name in the "
+           "archive or counted from 1 (needed when it holds several)", metavar="N|NAME"),
     Option(("--root-part",), IMAGE_COMMANDS, "the root partition's number (default: found by content)",
            type=int, metavar="N", doc="override the detected root partition"),
     Option(("--boot-part",), IMAGE_COMMANDS, "the boot partition's number (default: /boot in the root's "
