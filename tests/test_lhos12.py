@@ -6,75 +6,17 @@ seven slots and the vendor's kernel arguments in the xl config."""
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from fixtures.build_image import cached_image
-from support import DebianKernel, Run, fingerprint, nobody_dir, run_cli
-from xl_reader import parse as parse_xl
+from support import LHOS12_MEMBER as MEMBER
+from support import Lhos12, fingerprint, run_cli
 from xl_reader import parse_spec
 
 pytestmark = pytest.mark.integration
 
 MiB = 2**20
-MEMBER = "KVM-VSA-12.7.00.0226_01.img"
-READ = ("/etc/init/vsaimage-hvc0.conf", "/etc/inittab", "/etc/sysconfig/init", "/etc/securetty",
-        "/etc/udev/scripts/xvd-hack.sh", "/etc/udev/rules.d/10-console.rules", "/etc/init/tty.conf")
-
-
-@dataclass(frozen=True)
-class Lhos12:
-    archive: Path
-    sha_before: str
-    raw: Path  # the variant's image, as packed
-    out: Path
-    run: Run
-    cfg: dict[str, object]
-    files: dict[str, bytes | None]
-
-
-def pack(raw: Path, where: Path) -> Path:
-    """The 32 GiB disk as HPE ships the KVM flavour: a GNU sparse tar, gzip'd."""
-    member = where / MEMBER
-    subprocess.run(["cp", "--sparse=always", str(raw), str(member)], check=True)
-    archive = where / f"{MEMBER}.tgz"
-    subprocess.run(["tar", "-S", "-czf", str(archive), "-C", str(where), MEMBER], check=True)
-    member.unlink()
-    return archive
-
-
-@pytest.fixture(scope="module")
-def lhos12(debian_kernel: DebianKernel) -> Lhos12:
-    import guestfs
-
-    where = nobody_dir() / "lhos12"
-    where.mkdir(exist_ok=True)
-    raw = cached_image("lhos12")
-    archive = pack(raw, where)
-    disks = []
-    for n in range(7):
-        d = where / f"data{n}.img"
-        d.unlink(missing_ok=True)
-        d.touch()
-        disks += ["--data-disk", str(d)]
-    sha = fingerprint(archive)
-    out = where / "lhos12-xen.img"
-    r = run_cli("convert", archive, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
-                "-o", out, "--force", "--modules", "minimal", *disks, "--extra", "loglevel=7", "--json")
-    assert r.code == 0, r.stderr
-    g = guestfs.GuestFS(python_return_dict=True)
-    g.add_drive_opts(str(out), readonly=True, format="raw")
-    g.launch()
-    try:
-        g.mount_ro("/dev/sda1", "/")
-        files = {p: bytes(g.read_file(p)) if g.is_file(p) else None for p in READ}
-    finally:
-        g.close()
-    cfg = parse_xl(out.with_suffix(".cfg").read_text())
-    return Lhos12(archive, sha, raw, out, r, cfg, files)
 
 
 def test_output_is_the_whole_disk_and_sparse(lhos12: Lhos12) -> None:
