@@ -24,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `fixtures
 
 import support
 from support import (
+    LHOS12_MEMBER,
+    LHOS12_READ,
     Converted,
     DebianKernel,
+    Lhos12,
     OwnKernel,
     Readback,
     Saniq8,
@@ -287,3 +290,46 @@ def _saniq8_converted(debian_kernel: DebianKernel) -> Saniq8:
                 "--initrd", debian_kernel.initrd, "-o", out, "--json")
     assert r.code == 0, r.stderr
     return Saniq8(srcs, before, (out, d / "vsa-xen-2.img"), d / "vsa-xen.initrd", d / "vsa-xen.cfg", r)
+
+
+@pytest.fixture(scope="session")
+def lhos12(debian_kernel: DebianKernel) -> Lhos12:
+    """LeftHand OS 12 as the KVM download ships it (a GNU sparse tar,
+    gzip'd), converted once with seven small sparse data disks and --extra;
+    its root read back with a separate read-only handle."""
+    return shared("lhos12-converted", lambda: _lhos12(debian_kernel))
+
+
+def _lhos12(debian_kernel: DebianKernel) -> Lhos12:
+    import guestfs
+
+    from xl_reader import parse as parse_xl
+
+    where = nobody_dir() / "lhos12"
+    where.mkdir(exist_ok=True)
+    raw = fixture_image("lhos12")
+    member = where / LHOS12_MEMBER
+    subprocess.run(["cp", "--sparse=always", str(raw), str(member)], check=True)
+    archive = where / f"{LHOS12_MEMBER}.tgz"
+    subprocess.run(["tar", "-S", "-czf", str(archive), "-C", str(where), LHOS12_MEMBER], check=True)
+    member.unlink()
+    disks = tuple(where / f"data{n}.img" for n in range(7))
+    for d in disks:
+        with open(d, "wb") as f:
+            f.truncate(16 * 2**20)
+    sha = fingerprint(archive)
+    out = where / "lhos12-xen.img"
+    r = run_cli("convert", archive, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
+                "-o", out, "--force", "--modules", "minimal", *(a for d in disks for a in ("--data-disk", d)),
+                "--extra", "loglevel=7", "--json")
+    assert r.code == 0, r.stderr
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.add_drive_opts(str(out), readonly=True, format="raw")
+    g.launch()
+    try:
+        g.mount_ro("/dev/sda1", "/")
+        files = {p: bytes(g.read_file(p)) if g.is_file(p) else None for p in LHOS12_READ}
+    finally:
+        g.close()
+    cfg = parse_xl(out.with_suffix(".cfg").read_text())
+    return Lhos12(archive, sha, raw, out, disks, r, cfg, files)

@@ -177,6 +177,26 @@ class Variant:
     run: Run
 
 
+LHOS12_MEMBER = "KVM-VSA-12.7.00.0226_01.img"
+# What the LeftHand OS 12 tests read back from its converted root.
+LHOS12_READ = ("/etc/init/vsaimage-hvc0.conf", "/etc/inittab", "/etc/sysconfig/init", "/etc/securetty",
+               "/etc/udev/scripts/xvd-hack.sh", "/etc/udev/rules.d/10-console.rules", "/etc/init/tty.conf")
+
+
+@dataclass(frozen=True)
+class Lhos12:
+    """The lhos12 variant converted once from its .img.tgz, seven data disks."""
+
+    archive: Path
+    sha_before: str
+    raw: Path  # the variant's image, as packed
+    out: Path
+    data_disks: tuple[Path, ...]
+    run: Run
+    cfg: dict[str, Any]
+    files: dict[str, bytes | None]
+
+
 @dataclass(frozen=True)
 class Readback:
     """Files of the converted root, read with a separate read-only handle."""

@@ -101,7 +101,10 @@ def test_manifest_partitions_and_roles(stock_bundle: Bundle) -> None:
     assert m["boot"]["partition"] == layout.boot_part and m["boot"]["reason"]
     assert m["vsa_version"] == VSA_VERSION
     assert m["kernels"] == {"modules": [KERNEL_VERSION], "boot": [f"vmlinuz-{KERNEL_VERSION}"]}
-    assert m["init_system"] == {"guess": "sysvinit", "evidence": [INITTAB]}
+    assert m["init_system"]["name"] == "sysvinit"
+    evidence = m["init_system"]["evidence"]
+    assert evidence[0].startswith("/sbin/init: ELF program naming 'INIT_VERSION=sysvinit-")
+    assert evidence[1].startswith(f"{INITTAB}: ")
     assert m["md_arrays"] == [] and m["lvm"] == []
     assert {e["step"] for e in m["edits"]} >= {"mobo-uuid", "pci", "console"}
 
@@ -155,7 +158,7 @@ def test_tarball_is_deterministic(stock_bundle: Bundle) -> None:
 def test_inspect_json_fields(stock_bundle: Bundle) -> None:
     doc = stock_bundle.run.doc
     assert doc["bundle"] == str(stock_bundle.path)
-    assert doc["init_system"]["guess"] == "sysvinit"
+    assert doc["init_system"]["name"] == "sysvinit"
     assert doc["md_arrays"] == [] and doc["lvm"] == []
     assert stock_bundle.run.stderr.count("appliance launch: done") == 1
 
@@ -257,7 +260,7 @@ def test_md_raid1_and_lvm_reported(md_image: Path, tmp_path: Path) -> None:
     assert (m["md_arrays"], m["lvm"]) == (md, lvm)
     assert [p["fstype"] for p in m["partitions"]] == ["ext3", "linux_raid_member", "linux_raid_member",
                                                       "LVM2_member"]
-    assert m["vsa_version"] == "md-test" and m["init_system"]["guess"] == "sysvinit"
+    assert m["vsa_version"] == "md-test" and m["init_system"]["name"] == "sysvinit"
     # everything else the edits read is missing, and listed as such
     status = {e["path"]: e["status"] for e in m["files"]}
     assert status == {**dict.fromkeys((LHN_FUNCTIONS, BRAND_INIT, RC_DRIVERS, SECURETTY, "/etc/fstab",
@@ -273,7 +276,7 @@ def test_md_human_lines() -> None:
     from vsaimage.cli.render import Screen, show_inspect
 
     doc = {"image": "md.img", "partitions": [], "root": {"partition": 1, "reason": "r"},
-           "boot": None, "init_system": {"guess": "sysvinit", "evidence": [INITTAB]},
+           "boot": None, "init_system": {"name": "sysvinit", "evidence": [INITTAB]},
            "md_arrays": [{"uuid": str(MD_UUID), "name": MD_NAME, "members": [2, 3]}],
            "lvm": [{"partition": 4, "uuid": PV_UUID}], "edits": [], "bundle": "x.tar.gz"}
     out = io.StringIO()
@@ -333,20 +336,6 @@ def test_md_and_lvm_grouping() -> None:
     assert bundle.md_arrays([_part(1, "ext3")]) == []
 
 
-@pytest.mark.parametrize(("inittab", "systemd", "guess"), [
-    ("id:3:initdefault:\n", [], "sysvinit"),
-    ("# inittab is no longer used when using systemd.\n", ["/etc/systemd/system"], "systemd"),
-    (None, ["/lib/systemd/system/*.service"], "systemd"),
-    ("id:3:initdefault:\n", ["/etc/systemd/system"], "ambiguous"),
-    ("\n# nothing\n", [], "unknown"),
-    (None, [], "unknown"),
-])
-def test_guess_init(inittab: str | None, systemd: list[str], guess: str) -> None:
-    got = bundle.guess_init(inittab, systemd)
-    assert got["guess"] == guess
-    assert (INITTAB in got["evidence"]) == (guess in ("sysvinit", "ambiguous"))
-
-
 def test_offsets() -> None:
     assert bundle.offsets(b"xx/proc/bus/pci/devices\0/proc/bus/pci/devices", PCI_PATH) == [2, 24]
     assert bundle.offsets(b"aaa", b"aa") == [0, 1]
@@ -356,7 +345,6 @@ def test_offsets() -> None:
 def test_manifest_entries_and_tarball() -> None:
     doc = {"tool_version": "9.9", "partitions": [], "root": None, "boot": None}
     gathered = bundle.Gathered(
-        init_system={"guess": "unknown", "evidence": []},
         files={"/etc/inittab": GuestFile("/etc/inittab", b"id:3:initdefault:\n", 0o644,
                                          real="/etc/sysconfig/inittab"),
                "/etc/fstab": GuestFile("/etc/fstab", None),

@@ -176,7 +176,8 @@ def test_xl_config(converted: Converted) -> None:
     assert cfg["type"] == "pv"
     assert cfg["root"] == "/dev/xvda5"
     # the example VSA has CentOS 5's glibc 2.5, which calls the vsyscall page
-    assert cfg["extra"] == "console=hvc0 net.ifnames=0 vsyscall=emulate"
+    # the VSA's own arguments but root=LABEL=/ and its VGA/serial consoles
+    assert cfg["extra"] == "ro quiet console=hvc0 net.ifnames=0 vsyscall=emulate"
     assert converted.run.doc["glibc"]["version"] == "2.5"
     assert converted.run.doc["glibc"]["source"] == "/lib64/libc.so.6 -> /lib64/libc-2.5.so"
     assert cfg["ramdisk"] == str(converted.initrd)

@@ -143,9 +143,9 @@ def test_unknown_skip(example_image: Path, debian_kernel: DebianKernel, tmp_path
 
 
 def test_too_many_data_disks(example_image: Path, debian_kernel: DebianKernel, tmp_path: Path) -> None:
-    disks = [a for i in range(6) for a in ("--data-disk", str(tmp_path / f"d{i}.img"))]
+    disks = [a for i in range(8) for a in ("--data-disk", str(tmp_path / f"d{i}.img"))]
     r = convert(example_image, tmp_path / "out.img", debian_kernel, *disks)
-    assert_refused(r, "at most 5")
+    assert_refused(r, "8 --data-disk given: at most 7 (xvdc..xvdi")
 
 
 @pytest.mark.parametrize(("flag", "value", "says"), [

@@ -86,11 +86,11 @@ def test_label_uuid_scsi_pseudo_and_commented_entries_are_kept() -> None:
 
 
 def test_unknown_device_is_a_warning_naming_the_line() -> None:
-    text = "/dev/sda5 / ext3 defaults 1 1\n/dev/sdg1 /x ext3 defaults 1 2\nFOO=bar /y ext3 defaults 1 2\n"
+    text = "/dev/sda5 / ext3 defaults 1 1\n/dev/sdi1 /x ext3 defaults 1 2\nFOO=bar /y ext3 defaults 1 2\n"
     new, rewrites, warnings = patch_fstab(text, ())
     assert new.splitlines()[1:] == text.splitlines()[1:] and len(rewrites) == 1
     assert warnings == [
-        f"{FSTAB}:2 `/dev/sdg1 /x ext3 defaults 1 2`: /dev/sdg1 is not a disk name known to exist "
+        f"{FSTAB}:2 `/dev/sdi1 /x ext3 defaults 1 2`: /dev/sdi1 is not a disk name known to exist "
         "under Xen; left as is",
         f"{FSTAB}:3 `FOO=bar /y ext3 defaults 1 2`: FOO=bar is not a disk name known to exist "
         "under Xen; left as is",
@@ -144,3 +144,12 @@ def test_missing_fstab_names_the_skip() -> None:
         Fstab().plan(snapshot({}), CTX)
     assert "--skip fstab" in (err.value.hint or "")
     assert not Fstab().check(snapshot({}), CTX)
+
+
+def test_sixth_and_seventh_data_disks_get_their_xen_names() -> None:
+    """LeftHand OS 11.5 and later have 7 data-disk slots: sdg and sdh are
+    xvdh and xvdi under Xen (no filesystem facts: the Xen name)."""
+    text = "/dev/sdg1 /x ext3 defaults 1 2\n/dev/sdh2 /y ext3 defaults 1 2\n"
+    new, rewrites, warnings = patch_fstab(text, ())
+    assert new == "/dev/xvdh1 /x ext3 defaults 1 2\n/dev/xvdi2 /y ext3 defaults 1 2\n"
+    assert len(rewrites) == 2 and warnings == []

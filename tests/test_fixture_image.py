@@ -27,6 +27,9 @@ LAYOUT_NAMES = sorted(bi.LAYOUTS)
 # debugfs reads a path without following symlinks: content checks run on
 # the layouts whose seed files are plain files.
 PLAIN_LAYOUTS = [name for name in LAYOUT_NAMES if not bi.LAYOUTS[name].links]
+# The SAN/iQ 9.5 layouts, whose root is the example tree as it is (lhos12
+# lays LeftHand OS 12's files over it and has no boot partition).
+SANIQ_PLAIN = [name for name in PLAIN_LAYOUTS if not bi.LAYOUTS[name].overlay]
 EXT3_INCOMPAT_FORBIDDEN = 0x40 | 0x80 | 0x200  # extents, 64bit, flex_bg
 
 
@@ -127,8 +130,11 @@ def test_layout_facts_are_consistent(name: str) -> None:
     for p in logicals:
         assert extended[0].start < p.start and p.end <= extended[0].end
     assert [p.number for p in logicals] == list(range(5, 5 + len(logicals)))
-    assert lay.root.role == "root" and lay.root.logical
-    assert lay.boot.role == "boot" and lay.boot.bootable
+    if lay.boot_part is None:  # LeftHand OS 12: the root is the first, bootable partition
+        assert lay.root.role == "root" and lay.root.bootable and not lay.root.logical
+    else:
+        assert lay.root.role == "root" and lay.root.logical
+        assert lay.boot.role == "boot" and lay.boot.bootable
     assert lay.root.size >= 2 * bi.GiB  # room for a ~450 MB modules tree
     assert max(p.end for p in parts) <= lay.size
     assert [p.role for p in parts].count("root") == 1
@@ -194,7 +200,7 @@ def test_filesystems(images: dict[str, Path], name: str) -> None:
                 assert f.read(10) == b"SWAPSPACE2"
 
 
-@pytest.mark.parametrize("name", PLAIN_LAYOUTS)
+@pytest.mark.parametrize("name", SANIQ_PLAIN)
 def test_root_holds_the_seed_files(images: dict[str, Path], name: str) -> None:
     lay, image = bi.LAYOUTS[name], images[name]
     root = lay.root
@@ -241,7 +247,7 @@ def test_links_are_symlinks(images: dict[str, Path], name: str) -> None:
             assert stat(image, lay.root, moved) is not None, moved
 
 
-@pytest.mark.parametrize("name", PLAIN_LAYOUTS)
+@pytest.mark.parametrize("name", SANIQ_PLAIN)
 def test_seed_targets_look_as_the_edits_expect(images: dict[str, Path], name: str) -> None:
     lay, image = bi.LAYOUTS[name], images[name]
     root = lay.root
@@ -313,8 +319,11 @@ def test_fstab_resolves_to_the_layout(images: dict[str, Path], name: str) -> Non
         for line in cat(image, lay.root, "/etc/fstab").decode().splitlines()
         if (fields := line.split()) and not fields[0].startswith("#")
     }
-    assert fstab["/boot"] == lay.fstab["/boot"]
-    assert _resolve(fstab["/boot"], image, lay) == lay.boot_part
+    if lay.boot_part is None:
+        assert "/boot" not in fstab and fstab["/"] == lay.fstab["/"]
+    else:
+        assert fstab["/boot"] == lay.fstab["/boot"]
+        assert _resolve(fstab["/boot"], image, lay) == lay.boot_part
     assert _resolve(fstab["/"], image, lay) == lay.root_part
 
 
@@ -331,7 +340,7 @@ def test_only_one_partition_looks_like_a_root(images: dict[str, Path], name: str
     assert roots == [lay.root_part]
 
 
-@pytest.mark.parametrize("name", LAYOUT_NAMES)
+@pytest.mark.parametrize("name", [n for n in LAYOUT_NAMES if bi.LAYOUTS[n].boot_part is not None])
 def test_boot_partition(images: dict[str, Path], name: str) -> None:
     lay, image = bi.LAYOUTS[name], images[name]
     kernel = cat(image, lay.boot, f"/vmlinuz-{bi.KERNEL_VERSION}")
@@ -380,3 +389,26 @@ def test_size_option_moves_only_the_end_of_the_extended_partition() -> None:
     with pytest.raises(ValueError):
         bi.layout_for("stock", bi.GiB)
     assert bi._parse_size("6G") == 6 * bi.GiB and bi._parse_size("512MiB") == 512 * bi.MiB
+
+
+def test_lhos12_root_is_rhel6_with_upstart_and_its_own_boot(images: dict[str, Path]) -> None:
+    """LeftHand OS 12: /boot a directory of the root, upstart jobs, an
+    inittab with the runlevel only, glibc 2.12, seven data-disk slots."""
+    lay, image = bi.LAYOUTS["lhos12"], images["lhos12"]
+    root = lay.root
+    assert cat(image, root, "/etc/lefthand/.version").decode().strip().startswith("12.")
+    kernel = cat(image, root, f"/boot/vmlinuz-{bi.LHOS12_KERNEL}")
+    pointer = struct.unpack_from("<H", kernel, 0x20E)[0] + 0x200
+    assert kernel[pointer:].split(b"\0", 1)[0].split()[0].decode() == bi.LHOS12_KERNEL
+    grub = cat(image, root, "/boot/grub/grub.conf").decode()
+    assert f"kernel /boot/vmlinuz-{bi.LHOS12_KERNEL} ro root=LABEL=/" in grub
+    assert f"initrd /boot/initramfs-{bi.LHOS12_KERNEL}.img" in grub
+    inittab = [ln for ln in cat(image, root, bi.INITTAB).decode().splitlines() if not ln.startswith("#")]
+    assert [ln for ln in inittab if ln.strip()] == ["id:3:initdefault:"]
+    assert b"exec /sbin/mingetty" in cat(image, root, "/etc/init/tty.conf")
+    assert b"ACTIVE_CONSOLES=" in cat(image, root, "/etc/sysconfig/init")
+    assert stat(image, root, "/lib64/libc-2.12.so") is not None
+    assert stat(image, root, "/lib64/libc-2.5.so") is None
+    vmw = cat(image, root, f"{bi.PLATFORM_DIR}/platform.xml.vmw").decode()
+    assert [f"target{t}" in vmw for t in range(7)] == [True] * 7
+    assert all(b"vmlinuz" not in debugfs(image, p, "ls /") for p in lay.partitions if p.fs == "ext3")

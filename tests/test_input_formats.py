@@ -153,11 +153,14 @@ def test_truncated_sparse_vmdk(variants: dict[str, Path], tmp_path: Path) -> Non
     _refused(tmp_path, bad, match="points after EOF")
 
 
-def test_ova_without_ovf(variants: dict[str, Path], tmp_path: Path) -> None:
-    bad = tmp_path / "vsa.ova"
-    with tarfile.open(bad, "w") as tar:
+def test_tar_without_ovf_is_a_tar_of_a_disk(variants: dict[str, Path], tmp_path: Path) -> None:
+    """Told by content, not by name: a tar with no OVF descriptor is an
+    archive holding a disk image, not a broken OVA."""
+    odd = tmp_path / "vsa.ova"
+    with tarfile.open(odd, "w") as tar:
         tar.add(variants["vmdk-stream"], arcname="vsa-disk1.vmdk")
-    _refused(tmp_path, bad, match="no OVF descriptor")
+    src = parse_image(str(odd))
+    assert src.format == "tar" and src.tar is not None and src.tar.chosen.name == "vsa-disk1.vmdk"
 
 
 def test_ova_whose_ovf_names_a_missing_disk(variants: dict[str, Path], tmp_path: Path,
@@ -170,8 +173,8 @@ def test_ova_whose_ovf_names_a_missing_disk(variants: dict[str, Path], tmp_path:
 
 def test_disk_out_of_range_and_not_an_ova(variants: dict[str, Path], tmp_path: Path) -> None:
     _refused(tmp_path, variants["ova"], "--disk", "3", match="--disk 3: the VM has 2 disk(s)")
-    with pytest.raises(ImageError, match="--disk chooses a disk of an OVA, and this is qcow2"):
-        parse_image(str(variants["qcow2"]), disk=1)
+    with pytest.raises(ImageError, match="--disk chooses a disk of an OVA or a tar archive, and this is"):
+        parse_image(str(variants["qcow2"]), disk="1")
     with pytest.raises(ImageError, match="an iSCSI LUN is read as a raw disk"):
         parse_image("iscsi://h/iqn.2003-10.com.lefthandnetworks:vsa/0", input_format="vmdk")
 

@@ -117,3 +117,32 @@ def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
         *(("/etc/fstab", n) for n in (1, 2, 3, 8)), ("/boot/grub/grub.conf", 15)]
     assert doc["recorded_macs"] == [
         {"mac": "00:50:56:9a:3c:11", "source": "/etc/sysconfig/network-scripts/ifcfg-eth0 HWADDR"}]
+
+
+def test_inspect_lhos12_before_converting() -> None:
+    """LeftHand OS 12 (RHEL 6): upstart found from /sbin/init and its jobs,
+    the console planned as an upstart job, the grub entry's arguments kept
+    and dropped, 7 data-disk slots, /boot inside the root."""
+    from fixtures.build_image import cached_image
+
+    r = run_cli("inspect", cached_image("lhos12"), "--json")
+    assert r.code == 0, r.stderr
+    doc = r.doc
+    assert doc["root"]["partition"] == 1 and doc["boot"] is None and doc["boot_in_root"] is True
+    assert doc["init_system"]["name"] == "upstart"
+    assert doc["init_system"]["evidence"][0] == "/sbin/init: file naming 'upstart 0.6.5'"
+    console = doc["findings"]["console"]
+    assert console["file"] == "/etc/init/vsaimage-hvc0.conf"
+    assert console["hvc0"] == "exec /sbin/mingetty --loginprog=/sbin/lhn_login /dev/hvc0"
+    assert "started by /etc/init/start-ttys.conf" in console["tty1"]
+    args = doc["kernel_args"]
+    assert args["kept"] == ["ro", "ramdisk_size=32768", "elevator=deadline", "ipv6.disable=1",
+                            "scsi_mod.scan=sync"]
+    dropped = [d["arg"] for d in args["dropped"]]
+    assert dropped == ["root=LABEL=/", "console=ttyS0,9600", "crashkernel=128M@33M"]
+    assert args["added"] == ["console=hvc0", "net.ifnames=0", "vsyscall=emulate"]
+    slots = doc["data_disks"]
+    assert slots["count"] == 7 and [s["xen"] for s in slots["slots"]] == [f"xvd{c}" for c in "cdefghi"]
+    human = run_cli("inspect", cached_image("lhos12")).stdout
+    for said in ("init system", "hvc0 will run", "kernel args dropped", "7 (xvdc..xvdi)"):
+        assert said in human, said

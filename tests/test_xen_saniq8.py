@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 from test_saniq8 import member
-from test_xen_boot import FAKE_PCI_LINE, REPORT_END, Boot, XenRun, boot_all, clean_halt
 from xenharness import run as harness
 
 from support import DebianKernel, Saniq8
 from vsaimage.guest import md
+from xenboot import FAKE_PCI_LINE, REPORT_END, Boot, XenRun, boot_all, clean_halt
 
 pytestmark = pytest.mark.integration
 

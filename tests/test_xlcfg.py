@@ -98,8 +98,10 @@ def test_boot_loaders_name_nothing_of_the_dom0(guest_type: str) -> None:
 def test_command_line_is_what_xl_passes() -> None:
     """xl gives a direct boot `root=<root> <extra>`: the guest's own menu
     repeats exactly that."""
-    got = parse(render(config(root_part=5, vsyscall_emulate=True)))
-    assert command_line(5, True) == f"root={got['root']} {got['extra']}"
+    cfg = config(root_part=5, vsyscall_emulate=True, vendor_args=("elevator=deadline",), user_args=("debug",))
+    got = parse(render(cfg))
+    assert command_line(cfg) == f"root={got['root']} {got['extra']}"
+    assert got["extra"] == "elevator=deadline console=hvc0 net.ifnames=0 vsyscall=emulate debug"
 
 
 def test_disk_specs() -> None:
@@ -172,9 +174,11 @@ def test_derive_identity_empty_seed() -> None:
         derive_identity("  ")
 
 
-def test_six_data_disks() -> None:
-    with pytest.raises(BadInput, match=r"at most 5 --data-disk \(xvdc\.\.xvdg\)"):
-        render(config(data_disks=tuple(f"/dev/sd{c}" for c in "bcdefg")))
+def test_eight_data_disks_refused_seven_attached() -> None:
+    with pytest.raises(BadInput, match=r"8 --data-disk given: at most 7 \(xvdc\.\.xvdi"):
+        render(config(data_disks=tuple(f"/dev/sd{c}" for c in "bcdefghi")))
+    got = parse(render(config(data_disks=tuple(f"/dev/sd{c}" for c in "bcdefgh"))))
+    assert [parse_spec(d)["vdev"] for d in strings(got["disk"])[1:]] == [f"xvd{c}" for c in "cdefghi"]
 
 
 def test_validate_mac() -> None:

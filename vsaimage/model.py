@@ -11,8 +11,10 @@ speak of the same values without importing one another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 # A step's status: "apply" in a plan, "applied" once convert carried it out;
@@ -35,8 +37,9 @@ class GuestFile:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What edits may look at: the files they listed in `reads`, and every path
-    found under the directories they listed in `lists`."""
+    """What edits may look at: the files they listed in `reads` (a pattern
+    there reads every listed file it matches), and every path found under
+    the directories they listed in `lists`."""
 
     files: Mapping[str, GuestFile]
     paths: frozenset[str] = frozenset()
@@ -47,6 +50,31 @@ class Snapshot:
     def text(self, path: str) -> str | None:
         data = self.get(path).data
         return None if data is None else data.decode("latin-1")
+
+    def glob(self, pattern: str) -> list[str]:
+        """The listed paths a pattern of `reads` names (see expand)."""
+        return expand(pattern, self.paths)
+
+
+def is_pattern(path: str) -> bool:
+    """Whether a path an edit reads is a pattern (`/etc/init/*.conf`,
+    `/etc/lefthand/**/platform.xml.vmw`)."""
+    return "/**/" in path or any(c in posixpath.basename(path) for c in "*?[")
+
+
+def expand(pattern: str, paths: Iterable[str]) -> list[str]:
+    """The paths of `paths` in the pattern's directory (or anywhere below
+    it, after a `/**/`) whose names match its last component, sorted; a
+    plain path stands for itself. Only the last component may hold
+    wildcards, and they never match a `/`."""
+    if not is_pattern(pattern):
+        return [pattern]
+    top, name = posixpath.split(pattern)
+    if top.endswith("/**"):
+        under = top.removesuffix("**")
+        return sorted(p for p in paths if p.startswith(under) and fnmatchcase(posixpath.basename(p), name))
+    return sorted(p for p in paths
+                  if posixpath.dirname(p) == top and fnmatchcase(posixpath.basename(p), name))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from vsaimage.edits import (
     EditContext,
     GuestFile,
     InstallModules,
+    MakeLink,
     Snapshot,
     Status,
     StepPlan,
@@ -30,6 +31,7 @@ from vsaimage.edits import (
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.edits.catalog import NAMES
 from vsaimage.errors import BadInput, GuestPathError
+from vsaimage.model import expand
 
 TITLES = {e.name: e.title for e in ALL_EDITS}
 
@@ -130,6 +132,8 @@ def _change_line(change: Mapping[str, object]) -> str:
         return f"write {change['write']} ({change['bytes']} bytes, mode {change['mode']})"
     if "upload" in change:
         return f"upload the {change['from']} to {change['upload']}"
+    if "link" in change:
+        return f"link {change['link']} -> {change['to']}"
     if "install_modules" in change:
         return f"install the modules into {change['install_modules']}"
     return f"write {change['output']}"
@@ -142,6 +146,8 @@ def step_dict(s: StepPlan) -> dict[str, object]:
             changes.append({"write": c.path, "bytes": len(c.data), "mode": f"{c.mode:04o}"})
         elif isinstance(c, UploadFile):
             changes.append({"upload": c.path, "from": c.source})
+        elif isinstance(c, MakeLink):
+            changes.append({"link": c.path, "to": c.target})
         else:
             changes.append({"install_modules": modules.guest_dir(c.version)})
     return {"step": s.step, "title": TITLES[s.step], "status": s.status,
@@ -157,7 +163,7 @@ def build(snap: Snapshot, ctx: EditContext, skip: frozenset[str]) -> Plan:
 def plan_step(edit: Edit, snap: Snapshot, ctx: EditContext) -> StepPlan:
     """The edit's plan, refused when a path it reads (and so every path it
     writes) leads nowhere usable: a dangling symlink, a loop, /proc ..."""
-    for path in edit.reads(ctx):
+    for path in (p for pattern in edit.reads(ctx) for p in expand(pattern, snap.paths)):
         error = snap.get(path).error
         if error is not None:
             raise GuestPathError(f"{error} (step {edit.name})",
@@ -182,7 +188,9 @@ class GuestReader(Protocol):
 def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] = frozenset(),
                   extra: Sequence[str] = ()) -> Snapshot:
     """Read every file and listing the edits (those not skipped) need, with
-    guest paths resolved as in the running VSA."""
+    guest paths resolved as in the running VSA. The listings come first: a
+    pattern among the reads (`/etc/init/*.conf`) reads the files they found
+    there."""
     reads: list[str] = list(extra)
     lists: list[str] = []
     for edit in ALL_EDITS:
@@ -192,4 +200,5 @@ def read_snapshot(guest: GuestReader, ctx: EditContext, *, skip: frozenset[str] 
     paths: set[str] = set()
     for d in dict.fromkeys(lists):
         paths |= guest.list(d)
-    return Snapshot({p: guest.read(p) for p in dict.fromkeys(reads)}, frozenset(paths))
+    found = (p for pattern in reads for p in expand(pattern, paths))
+    return Snapshot({p: guest.read(p) for p in dict.fromkeys(found)}, frozenset(paths))

@@ -177,8 +177,8 @@ def convert_options(a: argparse.Namespace) -> ConvertOptions | BatchOptions:
     if a.boot != "direct" and "bootloader" in a.skip:
         raise BadInput(f"--boot {a.boot} with --skip bootloader: the disk would have no kernel to boot",
                        hint="drop one of them")
-    xl = XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac, a.uuid, tuple(a.data_disk), a.new_identity,
-                   a.boot, a.type)
+    xl = XlOptions(a.name, a.memory, a.vcpus, a.bridge, a.mac, a.uuid, tuple(a.data_disk), tuple(a.extra),
+                   a.new_identity, a.boot, a.type)
 
     def options(image: ImageSource) -> ConvertOptions:
         return ConvertOptions(

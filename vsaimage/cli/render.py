@@ -101,6 +101,8 @@ def _change(change: Mapping[str, Any]) -> str:
     """One change of a step as a line: the guest path or host file it writes."""
     if "install_modules" in change:
         return f"{change['install_modules']}/ (modules)"
+    if "link" in change:
+        return f"{change['link']} -> {change['to']}"
     return str(change.get("write") or change.get("output"))
 
 
@@ -108,7 +110,7 @@ def _change(change: Mapping[str, Any]) -> str:
 # (notes get lines of their own under the table).
 _QUIET_KEYS = {"file", "dir", "rules", "script", "devices", "version", "input_bytes", "output_bytes",
                "module_versions", "input_compression", "already_applied", "entries", "early_segments",
-               "notes"}
+               "notes", "init", "slots", "kernel_args", "command_line"}
 
 
 def _details(details: Mapping[str, Any]) -> str:
@@ -188,13 +190,14 @@ def show_inspect(screen: Screen, doc: Mapping[str, Any]) -> None:
     screen.facts([
         *_input_facts(doc.get("input_facts") or {}),
         ("root", f"{_where(doc['root'])} ({doc['root']['reason']})"),
-        ("boot", f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
-         if doc.get("boot") else "not found"),
+        ("boot", _boot_partition(doc)),
         ("VSA version", doc.get("vsa_version") or "unknown"),
         ("glibc", _glibc(doc)),
         ("eth0 MAC", "; ".join(f"{m['mac']} ({m['source']})" for m in doc.get("recorded_macs") or [])
          or "none recorded"),
         *_findings(doc.get("findings") or {}),
+        *_kernel_args(doc.get("kernel_args")),
+        *_data_disks(doc.get("data_disks")),
         ("kernel modules", ", ".join(doc.get("kernel_versions") or []) or "none"),
         ("boot kernels", ", ".join(doc.get("boot_kernels") or []) or "none"),
         *_storage_facts(doc),
@@ -209,6 +212,14 @@ def _where(role: Mapping[str, Any]) -> str:
     return f"partition {role['partition']}"
 
 
+def _boot_partition(doc: Mapping[str, Any]) -> str:
+    if doc.get("boot"):
+        return f"partition {doc['boot']['partition']} ({doc['boot']['reason']})"
+    if doc.get("boot_in_root"):
+        return f"/boot is a directory of the root, {_where(doc['root'])} (no boot partition)"
+    return "not found"
+
+
 def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
     """The init system, md RAID and LVM lines of inspect."""
     init = doc.get("init_system") or {}
@@ -217,7 +228,7 @@ def _storage_facts(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
                    + ", ".join(str(n) for n in a["members"]) for a in doc.get("md_arrays") or [])
     lvm = "; ".join(f"PV on partition {v['partition']} uuid {v['uuid']}" for v in doc.get("lvm") or [])
     return [
-        ("init system", f"{init.get('guess', 'unknown')}" + (f" ({evidence})" if evidence else "")),
+        ("init system", f"{init.get('name', 'unknown')}" + (f" ({evidence})" if evidence else "")),
         ("md RAID", md or "none"),
         ("LVM", lvm or "none"),
     ]
@@ -229,6 +240,10 @@ def _findings(found: Mapping[str, Any]) -> list[tuple[str, object]]:
     console = found.get("console") or {}
     if "tty1" in console:
         lines.append(("tty1 runs", console["tty1"] or "nothing"))
+        lines.append(("hvc0 will run", f"{console['hvc0']} ({console['file']})"))
+    lines += [("other gettys", said) for said in console.get("gettys") or []]
+    if console.get("serial"):
+        lines.append(("serial console", console["serial"]))
     fstab = found.get("fstab") or {}
     rewritten = [f"{r['file']}:{r['line']} {r['from'].split()[0]} -> {r['to'].split()[0]}"
                  for r in fstab.get("rewritten") or []]
@@ -236,6 +251,24 @@ def _findings(found: Mapping[str, Any]) -> list[tuple[str, object]]:
     lines += [("warning", w) for w in fstab.get("warnings") or []]
     lines += [(f"{step} stops", f["error"]) for step, f in found.items() if "error" in f]
     return lines + _notes(found)
+
+
+def _kernel_args(args: Mapping[str, Any] | None) -> list[tuple[str, object]]:
+    """The VSA's kernel arguments: where from, kept, dropped and why, added."""
+    if not args:
+        return []
+    dropped = "; ".join(f"{d['arg']} ({d['why']})" for d in args["dropped"])
+    return [("kernel args from", args["source"]),
+            ("kernel args kept", " ".join(args["kept"]) or "none"),
+            ("kernel args dropped", dropped or "none"),
+            ("kernel args added", " ".join([*args["added"], *args.get("extra", [])]))]
+
+
+def _data_disks(slots: Mapping[str, Any] | None) -> list[tuple[str, object]]:
+    if not slots:
+        return []
+    xen = [s["xen"] for s in slots["slots"]]
+    return [("data-disk slots", f"{slots['count']} ({xen[0]}..{xen[-1]}) from {slots['source']}")]
 
 
 def _glibc(doc: Mapping[str, Any]) -> str:
@@ -273,6 +306,7 @@ def show_convert(screen: Screen, doc: Mapping[str, Any]) -> None:
         ("domain", f"{doc['xl']['name']}  uuid {doc['xl']['uuid']}  mac {doc['xl']['mac']}"),
         ("MAC from", doc["xl"].get("mac_source", "")),
         ("glibc", _glibc(doc)),
+        *_command_line(doc),
         *_initrd_drivers(doc),
         ("motherboard UUID", f"{doc['motherboard_uuid']} (without /sys/hypervisor/uuid: "
                              f"{doc['motherboard_uuid_fallback']})"),
@@ -286,6 +320,16 @@ def _boot(xl: Mapping[str, Any]) -> str:
     how = {"direct": "the xl config names the kernel and initrd above, on this host",
            "pygrub": f"pygrub {own}", "pvgrub": f"pvgrub2 {own}"}
     return f"{xl['type'].upper()}, {xl['boot']}: {how[xl['boot']]}"
+
+
+def _command_line(doc: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The guest's kernel command line, and what of the VSA's it dropped."""
+    xl = next((s for s in doc["steps"] if s["step"] == "xl"), None)
+    details = xl["details"] if xl else {}
+    if "command_line" not in details:
+        return []
+    dropped = " ".join(d["arg"] for d in details["kernel_args"]["dropped"])
+    return [("command line", details["command_line"]), ("VSA args dropped", dropped or "none")]
 
 
 def _initrd_drivers(doc: Mapping[str, Any]) -> list[tuple[str, object]]:

@@ -13,7 +13,7 @@ from vsaimage.commands import room
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.commands.planning import Planned
 from vsaimage.commands.room import Choice
-from vsaimage.edits import InstallModules, UploadFile, WriteFile
+from vsaimage.edits import InstallModules, MakeLink, UploadFile, WriteFile
 from vsaimage.edits.modules import guest_dir
 from vsaimage.errors import VerifyError
 from vsaimage.guest import md
@@ -59,10 +59,12 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
     if repack.done():  # a failed repack stops the convert before anything is written
         repack.result()
     with rep.phase("edits"):
-        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile | UploadFile)])
+        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile | UploadFile | MakeLink)])
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
+            elif isinstance(c, MakeLink):
+                g.symlink(c.path, c.target)
     unchanged = _upload(g, sources, rep) if sources else []
     if install is not None:
         assert payload is not None, "modules step planned although skipped"

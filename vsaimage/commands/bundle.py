@@ -1,6 +1,6 @@
 """What a user with a real VSA image can send back instead of the disk: the
-facts inspect finds beyond the partition roles (init system, md RAID and LVM
-members), and `inspect --bundle OUT.tar.gz`, a small deterministic tarball
+facts inspect finds beyond the partition roles (md RAID and LVM members),
+and `inspect --bundle OUT.tar.gz`, a small deterministic tarball
 holding a manifest and copies of exactly the text files the edits read.
 
 Of the binaries the PCI edit patches only the size, the mode and where the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from vsaimage.edits import GuestFile, Snapshot, console, drivers, mobo_uuid, pci, platform
+from vsaimage.edits import GuestFile, Snapshot, console, drivers, mobo_uuid, pci, platform, systemd, upstart
 from vsaimage.outputs.staging import Staging, check_destination, write_bytes
 from vsaimage.vsa.release import VERSION_FILE
 
@@ -39,10 +39,9 @@ TEXT_FILES: tuple[str, ...] = (
     "/etc/fstab",
     VERSION_FILE,
 )
+# What the console step reads of an upstart or systemd guest, where present.
+CONSOLE_FILES: tuple[str, ...] = (*upstart.READS, *systemd.READS)
 BINARIES: tuple[str, ...] = pci.BINARIES
-# Evidence for systemd; an inittab with active lines is the evidence for sysvinit.
-SYSTEMD_DIRS = ("/etc/systemd/system",)
-SYSTEMD_UNIT_GLOBS = ("/lib/systemd/system/*.service", "/usr/lib/systemd/system/*.service")
 
 MD_TYPE = "linux_raid_member"
 LVM_TYPE = "LVM2_member"
@@ -69,20 +68,6 @@ def lvm_members(parts: Iterable[Partition]) -> list[dict[str, Any]]:
     return [{"partition": p.number, "uuid": p.uuid or None} for p in parts if p.fstype == LVM_TYPE]
 
 
-def _active_inittab(text: str | None) -> bool:
-    return text is not None and any(
-        line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
-
-
-def guess_init(inittab: str | None, systemd_evidence: Sequence[str]) -> dict[str, Any]:
-    """sysvinit when the inittab has active lines, systemd when units or its
-    configuration directory are present; both or neither say so."""
-    sysv, systemd = _active_inittab(inittab), bool(systemd_evidence)
-    guess = {(True, False): "sysvinit", (False, True): "systemd",
-             (True, True): "ambiguous", (False, False): "unknown"}[sysv, systemd]
-    return {"guess": guess, "evidence": [console.INITTAB] * sysv + list(systemd_evidence)}
-
-
 def offsets(data: bytes, needle: bytes) -> list[int]:
     """Every offset of `needle` in `data` (overlaps included)."""
     found, i = [], data.find(needle)
@@ -97,32 +82,28 @@ def offsets(data: bytes, needle: bytes) -> list[int]:
 
 @dataclass(frozen=True)
 class Gathered:
-    """What the bundle and the extra inspect lines need from the guest."""
+    """What the bundle needs from the guest."""
 
-    init_system: dict[str, Any]
     files: dict[str, GuestFile]  # text files to copy (data None: missing)
     rules_dir: bool  # /etc/udev/rules.d exists (it may be empty)
     binaries: dict[str, GuestFile]
 
 
-def gather(guest: Guest, snap: Snapshot, *, files: bool) -> Gathered:
-    """Look for systemd and, when `files`, read the bundle's text files (paths
-    resolved as in the running VSA). Files the snapshot already holds are not
-    read again."""
-    systemd = [d for d in SYSTEMD_DIRS if guest.glob(d)]
-    systemd += [pattern for pattern in SYSTEMD_UNIT_GLOBS if guest.glob(pattern)]
-    init = guess_init(snap.text(console.INITTAB), systemd)
-    if not files:
-        return Gathered(init, {}, False, {})
+def gather(guest: Guest, snap: Snapshot) -> Gathered:
+    """Read the bundle's text files (paths resolved as in the running VSA;
+    a pattern of the console step's, every listed file it matches). Files
+    the snapshot already holds are not read again."""
     rules = sorted(p for p in guest.list(UDEV_RULES) if PurePosixPath(p).parent == PurePosixPath(UDEV_RULES))
 
     def read(path: str) -> GuestFile:
         return snap.files[path] if path in snap.files else guest.read(path)
 
+    console_files = [p for pattern in CONSOLE_FILES for p in snap.glob(pattern)]
     have = {p: read(p) for p in (*TEXT_FILES, *rules)}
+    have |= {p: f for p in console_files if (f := read(p)).data is not None or f.error is not None}
     binaries = {p: read(p) for p in BINARIES}
     rules_dir = bool(rules) or guest.read(UDEV_RULES).mode is not None
-    return Gathered(init, have, rules_dir, binaries)
+    return Gathered(have, rules_dir, binaries)
 
 
 # --- the manifest and the tarball (pure) ------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vsaimage.commands.options import Roles
+from vsaimage.commands.planning import GUEST_FACTS
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.guest import appliance as guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout
@@ -16,9 +17,7 @@ from vsaimage.inputs import unpack
 from vsaimage.inputs.source import ImageSource
 from vsaimage.plan import read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc, userland
 from vsaimage.vsa.release import VERSION_FILE
-from vsaimage.xen import identity
 
 
 def examine(image: ImageSource, roles: Roles, ctx: EditContext, rep: Progress, *,
@@ -44,8 +43,7 @@ def read(g: guest.Guest, image: ImageSource, roles: Roles, ctx: EditContext, rep
                           disks=tuple(map(str, roles.disks(image))), degraded=roles.degraded)
     for line in layout_lines(layout):
         rep.debug(line)
-    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *glibc.READS, *identity.READS,
-                                                           *userland.READS))
+    snap = read_snapshot(g, ctx, skip=skip, extra=(VERSION_FILE, *GUEST_FACTS))
     if also is not None:
         also(g, snap)
     return layout, snap

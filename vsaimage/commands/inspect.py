@@ -11,13 +11,14 @@ from typing import Any
 from vsaimage.commands import bundle, results
 from vsaimage.commands.examine import examine
 from vsaimage.commands.options import InspectOptions
+from vsaimage.commands.planning import arguments_doc, kernel_args
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
 from vsaimage.errors import VsaError
 from vsaimage.guest.layout import partition_facts
 from vsaimage.plan import details_doc, plan_step, postconditions
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc, userland
+from vsaimage.vsa import glibc, initsys, slots, userland
 from vsaimage.vsa.release import module_versions, vsa_version
 from vsaimage.xen import identity
 
@@ -30,7 +31,7 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     found: list[bundle.Gathered] = []
     layout, snap, facts = examine(
         opts.image, opts.roles, ctx, rep,
-        also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
+        also=(lambda g, s: found.append(bundle.gather(g, s))) if opts.bundle is not None else None)
     land = userland.detect(snap)
     doc = results.single("inspect", results.common(), {
         "success": True,
@@ -39,9 +40,11 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
         "glibc": glibc.detect(snap, userland_32bit=land.is_32bit).as_dict(),
         "userland": land.as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],
+        "kernel_args": _kernel_args(snap),
+        "data_disks": slots.find(snap).as_dict(),
         "kernel_versions": module_versions(snap),
         "boot_kernels": list(layout.kernels),
-        "init_system": found[0].init_system,
+        "init_system": initsys.detect(snap).as_dict(),
         "md_arrays": bundle.md_arrays(layout.partitions),
         "lvm": bundle.lvm_members(layout.partitions),
         "edits": results.edit_rows(postconditions(snap, ctx), snap) + (
@@ -54,6 +57,13 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
             bundle.write(opts.bundle, bundle.tarball(bundle.manifest(doc, found[0], name), found[0].files))
         doc["bundle"] = str(opts.bundle)
     return doc
+
+
+def _kernel_args(snap: Snapshot) -> dict[str, object]:
+    """The VSA's kernel arguments and those vsaimage adds, as a convert
+    without --extra would put them on the guest's command line."""
+    vsyscall = glibc.detect(snap).vsyscall_emulate
+    return arguments_doc(kernel_args(snap, vsyscall), vsyscall)
 
 
 def findings(snap: Snapshot, ctx: EditContext) -> dict[str, object]:

@@ -21,6 +21,7 @@ from vsaimage.initrd.cpio import COMPRESSIONS
 from vsaimage.inputs.diskformat import FORMATS
 from vsaimage.inputs.source import ImageSource
 from vsaimage.plan import check_skips
+from vsaimage.vsa import cmdline
 from vsaimage.xen import xlcfg
 from vsaimage.xen.bootmenu import BOOT_MODES
 
@@ -63,8 +64,15 @@ class Option:
 
 def _data_disks(disks: list[Path]) -> list[Path]:
     if len(disks) > len(xlcfg.DATA_VDEVS):
-        raise BadInput(f"{len(disks)} --data-disk given: at most 5 (xvdc..xvdg)")
+        raise BadInput(xlcfg.too_many_disks(len(disks)))
     return disks
+
+
+def _extra(texts: list[str]) -> tuple[str, ...]:
+    """--extra's words, as the kernel will split them."""
+    words = cmdline.split_args(" ".join(texts))
+    xlcfg.check_args(words)
+    return words
 
 
 XL = "xl config"
@@ -81,7 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--input-format",), IMAGE_COMMANDS, "the image's format (default: told from its content)",
            choices=FORMATS),
     Option(("--disk",), IMAGE_COMMANDS, "an OVA's disk to take, counted from 1 in the VM's hardware order "
-           "(default: the first, the system disk)", type=int, metavar="N"),
+           "(default: the first, the system disk); or a tar archive's disk image, by its name in the "
+           "archive or counted from 1 (needed when it holds several)", metavar="N|NAME"),
     Option(("--root-part",), IMAGE_COMMANDS, "the root partition's number (default: found by content)",
            type=int, metavar="N", doc="override the detected root partition"),
     Option(("--boot-part",), IMAGE_COMMANDS, "the boot partition's number (default: /boot in the root's "
@@ -166,8 +175,15 @@ OPTIONS: tuple[Option, ...] = (
            "as the original", action="store_true", group=XL,
            doc="a fresh random MAC and domain UUID, for a clone that must not pose as the original "
                "(otherwise the VSA keeps its own MAC, below)"),
-    Option(("--data-disk",), ("convert",), "a data disk (xvdc..xvdg, at most five; repeatable)",
-           action="append", default=[], type=Path, metavar="PATH", group=XL, validate=_data_disks),
+    Option(("--data-disk",), ("convert",), "a data disk (xvdc..xvdi, at most seven; repeatable)",
+           action="append", default=[], type=Path, metavar="PATH", group=XL, validate=_data_disks,
+           doc="a data disk (xvdc..xvdi, at most seven, in the order of the VSA's data-disk slots; "
+               "repeatable)"),
+    Option(("--extra",), ("convert",), "more kernel arguments for the guest, after the VSA's and "
+           "vsaimage's (repeatable)", action="append", default=[], metavar="ARGS", group=XL,
+           validate=_extra,
+           doc="more kernel arguments for the guest (quote several: `--extra \"loglevel=7 debug\"`; "
+               "repeatable), after the VSA's own and vsaimage's (below)"),
     Option(("--boot",), ("convert",), "direct: the xl config names the kernel and initrd on the dom0; "
            "pvgrub or pygrub: copy them into the VSA's /boot with a GRUB 2 menu, and the xl config names "
            "only the boot loader (the domU survives dom0 kernel upgrades)", choices=BOOT_MODES,
@@ -234,6 +250,7 @@ class XlOptions:
     mac: str | None = None
     uuid: str | None = None
     data_disks: tuple[Path, ...] = ()
+    extra: tuple[str, ...] = ()  # kernel arguments, split
     new_identity: bool = False
     boot: str = default("boot")  # xen.bootmenu.BOOT_MODES
     guest_type: str = default("type")  # xen.xlcfg.GUEST_TYPES

@@ -6,7 +6,7 @@ config) before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from vsaimage.commands import room
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, pcihack
 from vsaimage.edits.modules import guest_dir
-from vsaimage.errors import InitrdError, KernelError
+from vsaimage.errors import BadInput, InitrdError, KernelError
 from vsaimage.guest.appliance import Guest
 from vsaimage.guest.layout import Layout, layout_lines, mount_layout, partition_facts
 from vsaimage.initrd import mdadm
@@ -26,11 +26,11 @@ from vsaimage.model import BootFiles
 from vsaimage.outputs.staging import OutputPaths
 from vsaimage.plan import HostItem, Plan, build, read_snapshot
 from vsaimage.progress import Progress
-from vsaimage.vsa import glibc, userland
+from vsaimage.vsa import cmdline, glibc, slots, userland
 from vsaimage.xen import identity, xlcfg
 
 # Guest files read for the xl config rather than for an edit.
-GUEST_FACTS = (*glibc.READS, *identity.READS, *userland.READS)
+GUEST_FACTS = (*glibc.READS, *identity.READS, *userland.READS, *cmdline.READS, *slots.READS)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class Planned:
     land: userland.Userland
     md_array: str | None  # the mdadm.conf line the repack adds for the root's md array
     modules: room.Choice | None  # the modules payload the guest gets, and why
+    args: cmdline.KernelArgs  # the VSA's own kernel arguments
 
     def tell(self, rep: Progress) -> None:
         """The plan's warnings (an fstab entry naming a disk Xen will not
@@ -72,11 +73,14 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
                           degraded=roles.degraded)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
+    _check_data_disks(opts, slots.find(snap))
     land = userland.detect(snap)
     libc, who = glibc.detect(snap, userland_32bit=land.is_32bit), _identity(opts, layout, snap)
     kernel_note = _check_kernel_runs(opts, ctx.kernel_version or "", land)
+    args = kernel_args(snap, libc.vsyscall_emulate)
     cfg = xl_config(opts, outputs, root_part=layout.root.partition.number, uuid=who.uuid, mac=who.mac,
-                    vsyscall_emulate=libc.vsyscall_emulate, root_array=layout.root.partition.array)
+                    vsyscall_emulate=libc.vsyscall_emulate, root_array=layout.root.partition.array,
+                    vendor_args=args.kept)
     if cfg.boot != "direct":
         ctx = replace(ctx, boot=_boot_files(cfg, layout, ctx.kernel_version or ""))
     drivers = initrd_drivers(opts, ctx.kernel_version or "", prepared(), layout.root.partition.fstype,
@@ -84,9 +88,25 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     array = md_line(layout, opts.initrd, prepared())
     guest_plan = build(snap, ctx, opts.skip)
     modules = _modules(g, opts, guest_plan, modules_dir, prepared())
-    plan = _full_plan(opts, guest_plan, cfg, libc, who, outputs, modules_dir, prepared(), drivers, land,
-                      kernel_note, array, modules)
-    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array, modules)
+    plan = _full_plan(opts, guest_plan, cfg, libc, who, args, outputs, modules_dir, prepared(), drivers,
+                      land, kernel_note, array, modules)
+    return Planned(layout, ctx, plan, cfg, who, libc, drivers, land, array, modules, args)
+
+
+def _check_data_disks(opts: ConvertOptions, found: slots.Slots) -> None:
+    """No more data disks than the VSA has slots for: one more would have
+    no /dev/scsi name it looks for."""
+    given, have = len(opts.xl.data_disks), len(found.data)
+    if given > have:
+        raise BadInput(f"{opts.image}: {given} --data-disk given, but the VSA has {have} data-disk slots "
+                       f"({found.source})", hint=f"give at most {have}")
+
+
+def kernel_args(snap: Snapshot, vsyscall_emulate: bool) -> cmdline.KernelArgs:
+    """The VSA's own arguments (its grub menu's default entry) and what
+    becomes of each under Xen, beside those vsaimage adds."""
+    configs = {p: text for p in cmdline.READS if (text := snap.text(p)) is not None}
+    return cmdline.from_grub(configs, xlcfg.own_args(vsyscall_emulate))
 
 
 def _modules(g: Guest, opts: ConvertOptions, guest_plan: Plan, modules_dir: Path | None,
@@ -132,15 +152,15 @@ def _boot_files(cfg: xlcfg.XlConfig, layout: Layout, version: str) -> BootFiles:
     """What the guest's own menu boots: the kernel and initrd of a direct
     boot, with its command line, from the filesystem holding /boot."""
     holder = layout.boot or layout.root
-    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg.root_part, cfg.vsyscall_emulate,
-                                                           cfg.root_array),
+    return BootFiles(cfg.boot, version, xlcfg.command_line(cfg),
                      holder.partition.uuid, "" if layout.boot else "/boot")
 
 
 def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc: glibc.Glibc,
-               who: identity.Identity, outputs: OutputPaths, modules_dir: Path | None,
-               prepared: Prepared, drivers: initrd_modules.DriverPlan, land: userland.Userland,
-               kernel_note: str | None, array: str | None, modules: room.Choice | None) -> Plan:
+               who: identity.Identity, args: cmdline.KernelArgs, outputs: OutputPaths,
+               modules_dir: Path | None, prepared: Prepared, drivers: initrd_modules.DriverPlan,
+               land: userland.Userland, kernel_note: str | None, array: str | None,
+               modules: room.Choice | None) -> Plan:
     """The guest steps with the host items around them: the disk copy first,
     the initrd and the xl config after; the modules step names its source,
     the payload chosen and why."""
@@ -166,21 +186,28 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
     xl_details: dict[str, object] = {
         "name": cfg.name, **who.as_dict(), "root": cfg.root,
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
-        "type": cfg.guest_type, "userland": land.why}
+        "type": cfg.guest_type, "userland": land.why, "command_line": xlcfg.command_line(cfg),
+        "kernel_args": arguments_doc(args, cfg.vsyscall_emulate, cfg.user_args)}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
                   warnings=tuple(w for w in (who.warning, kernel_note) if w))
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
+
+
+def arguments_doc(args: cmdline.KernelArgs, vsyscall_emulate: bool,
+                  extra: Sequence[str] = ()) -> dict[str, object]:
+    """Each argument of the guest's command line and where it comes from:
+    the VSA's kept and dropped (with why), vsaimage's, --extra's."""
+    return {**args.as_dict(), "added": list(xlcfg.own_args(vsyscall_emulate)), "extra": list(extra)}
 
 
 def initrd_drivers(opts: ConvertOptions, version: str, prepared: Prepared, root_fstype: str,
                    md: tuple[tuple[str, ...], ...] = ()) -> initrd_modules.DriverPlan:
     """Whether the initrd can mount a root of `root_fstype` (on an md array
     needing the drivers `md`) under Xen, and what the repack adds when it
-    cannot. The kernel's modules tree
-    (--modules-dir, else /lib/modules/VERSION) says what is built in and
-    supplies what is added, even with --skip modules (which is about the
-    guest); without a tree the check sees the initrd alone, and what it
-    lacks is only warned about."""
+    cannot. The kernel's modules tree (--modules-dir, else
+    /lib/modules/VERSION) says what is built in and supplies what is added,
+    even with --skip modules (which is about the guest); without a tree the
+    check sees the initrd alone, and what it lacks is only warned about."""
     tree = opts.modules_dir or kernel.modules_tree(version)
     found = initrd_modules.check(prepared.module_files, tree, root_fstype, md)
     return initrd_modules.plan(found, tree, version, prepared.module_root(version))
@@ -222,7 +249,8 @@ def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
 
 
 def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uuid: str, mac: str,
-              vsyscall_emulate: bool, root_array: str = "") -> xlcfg.XlConfig:
+              vsyscall_emulate: bool, root_array: str = "",
+              vendor_args: tuple[str, ...] = ()) -> xlcfg.XlConfig:
     """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
     return xlcfg.XlConfig(
@@ -243,4 +271,6 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
         guest_type=x.guest_type,
         system_disks=tuple(str(d.absolute()) for d in outputs.disks),
         root_array=root_array,
+        vendor_args=vendor_args,
+        user_args=x.extra,
     )

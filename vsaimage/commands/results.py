@@ -86,6 +86,7 @@ def convert_image(text: str, input_facts: Mapping[str, Any], outputs: OutputPath
         "root_partition": None if root.array else root.number,
         "root_device": cfg.root,
         "boot_partition": planned.layout.boot.partition.number if planned.layout.boot else None,
+        "boot_in_root": planned.layout.boot_in_root,
         "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,
         "xl": {"name": cfg.name, **planned.who.as_dict(), "boot": cfg.boot, "type": cfg.guest_type},
         "glibc": planned.libc.as_dict(),
@@ -117,6 +118,7 @@ def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any]) -> dict[str
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
+        "boot_in_root": layout.boot_in_root,
     }
     if layout.array is not None:
         a = layout.array

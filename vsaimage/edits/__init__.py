@@ -77,7 +77,16 @@ class UploadFile:
     source: Literal["kernel", "initrd"]
 
 
-Change = WriteFile | InstallModules | UploadFile
+@dataclass(frozen=True)
+class MakeLink:
+    """A symlink at `path` (replacing what is there) pointing at `target`,
+    as systemd enables a unit: the link is what it reads."""
+
+    path: str
+    target: str
+
+
+Change = WriteFile | InstallModules | UploadFile | MakeLink
 
 @dataclass(frozen=True)
 class StepPlan:

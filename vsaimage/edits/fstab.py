@@ -1,7 +1,7 @@
 """Edit `fstab`: every disk the guest names must exist under Xen.
 
 A PV domU has no /dev/sdX nor /dev/hdX: its disks are xvda (the system disk)
-and xvdc..xvdg (the data disks, the table of the udev edit). An fstab entry
+and xvdc..xvdi (the data disks, the table of the udev edit). An fstab entry
 naming /dev/sda5 fails its fsck, and a Red Hat style rc.sysinit then stops at
 a root password prompt. Such entries become `UUID=` of the filesystem that
 inspection found on that partition (the name does not then depend on how the
@@ -21,18 +21,18 @@ from dataclasses import dataclass
 
 from vsaimage.edits import Change, EditContext, PartitionFacts, Snapshot, StepPlan, decide, text_write
 from vsaimage.edits.textfile import require_text, split_lines
+from vsaimage.vsa import grubconf
 
 FSTAB = "/etc/fstab"
-# Where the VSA's boot partition is mounted in its root; absent from the
-# snapshot when /boot is not mounted there.
-GRUB_CONFIGS = ("/boot/grub/grub.conf", "/boot/grub/menu.lst")
+GRUB_CONFIGS = grubconf.GUEST_PATHS
 
 _DEVICE = re.compile(r"/dev/([sh]d[a-z])(\d*)")
 # The VMware VSA boots from sda (SCSI host0) and keeps its data disks on
-# host1 (sdb..sdf in probe order); Hyper-V boots it from IDE (hda). Under Xen
-# they are the disks of the xl config and of the udev table.
+# host1 (sdb..sdh in probe order: 7 from LeftHand OS 11.5 on); Hyper-V boots
+# it from IDE (hda). Under Xen they are the disks of the xl config and of
+# the udev table.
 XEN_DISKS = {"sda": "xvda", "hda": "xvda", "sdb": "xvdc", "sdc": "xvdd", "sdd": "xvde",
-             "sde": "xvdf", "sdf": "xvdg"}  # fmt: skip
+             "sde": "xvdf", "sdf": "xvdg", "sdg": "xvdh", "sdh": "xvdi"}  # fmt: skip
 SYSTEM_DISKS = frozenset({"sda", "hda"})
 _KEPT_KEYS = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=")
 # /dev names that do not depend on the disk's bus.

@@ -489,6 +489,19 @@ class Guest:
         self.g.chmod(mode, r.real)
         self._entries.clear()
 
+    def symlink(self, path: str, target: str) -> None:
+        """Make `path` a symlink to `target` (stored as given), replacing a
+        link or file there, its directory resolved as the VSA would and
+        created 0755."""
+        parent = self.resolve(posixpath.dirname(path))
+        real = posixpath.join(parent.real, posixpath.basename(path))
+        entry = self._lookup(real) if parent.kind == "dir" else None
+        if entry is not None and entry.kind not in ("file", "link"):
+            raise GuestPathError(f"{path}: not a regular file or symlink ({real})")
+        self.g.mkdir_p(parent.real)
+        self.g.ln_sf(target, real)
+        self._entries.clear()
+
     def upload(self, source: Path, path: str) -> bool:
         """Copy the host file `source` to `path` (mode 0644, parents 0755);
         False, and nothing written, when `path` already holds those bytes."""

@@ -5,7 +5,8 @@ public methods, and leaves the roles mounted (mount_layout): never writes,
 but the root is mounted read-write for a convert. The root is the partition whose filesystem holds
 /etc/lefthand/ and /etc/inittab as the VSA sees them; the boot partition is
 what the root's fstab mounts on /boot, else the first partition with a
-kernel at its top.
+kernel at its top; when there is none and the root's /boot holds a kernel
+(LeftHand OS 12), /boot is a directory of the root.
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ class Layout:
     device: str
     partitions: tuple[Partition, ...]
     root: Role
-    boot: Role | None
-    kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* at the top of the boot partition
+    boot: Role | None  # None: /boot is the root's own directory (see kernels)
+    kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* in /boot (the boot partition's top, or the root's)
     array: md.Array | None = None  # the md array the root is on
     disks: tuple[str, ...] = ()  # the image's system disks as the user named them, xvda's first
+
+    @property
+    def boot_in_root(self) -> bool:
+        """/boot is a directory of the root holding the kernels, not a partition."""
+        return self.boot is None and bool(self.kernels)
 
 
 # md arrays are keyed among the partitions by numbers from here on (no MBR
@@ -56,6 +62,7 @@ ARRAY_BASE = 1000
 # What marks a VSA root, and a kernel at the top of a boot partition (globs).
 _ROOT_MARKS = ("etc/lefthand", "etc/inittab")
 _KERNELS = ("vmlinuz*", "bzImage*")
+_ROOT_KERNELS = tuple(f"boot/{k}" for k in _KERNELS)
 # The VSA's grub config on a boot partition, or in a root without one; its
 # SYSLINUX-family config (SAN/iQ 8) wherever those loaders look, in one glob.
 _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
@@ -96,7 +103,8 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    probe = guest.probe(_candidates([*parts, *volumes]), (*_ROOT_MARKS, *_KERNELS, *_BOOT_CONFIGS))
+    probe = guest.probe(_candidates([*parts, *volumes]),
+                        (*_ROOT_MARKS, *_KERNELS, *_ROOT_KERNELS, *_BOOT_CONFIGS))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
@@ -128,6 +136,9 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             mounted.add(where)
         kernels = tuple(sorted(name for pattern in _KERNELS
                                for name in probe.hits[pattern].get(boot.partition.number, [])))
+    else:
+        kernels = tuple(sorted(name.removeprefix("boot/") for pattern in _ROOT_KERNELS
+                               for name in probe.hits[pattern].get(root.partition.number, [])))
     # the VSA's other filesystems (/var/log, ...) are not mounted: a path
     # into one would land in the root's directory that it hides
     guest.fence([mp for mp in mounts if mp not in mounted])
@@ -162,7 +173,16 @@ def layout_lines(layout: Layout) -> list[str]:
     """The roles found and why, as -v shows them."""
     boot = layout.boot
     return [f"root: {where(layout.root.partition)} ({layout.root.reason})",
-            f"boot: partition {boot.partition.number} ({boot.reason})" if boot else "boot: none found"]
+            f"boot: partition {boot.partition.number} ({boot.reason})" if boot
+            else f"boot: {boot_words(layout)}"]
+
+
+def boot_words(layout: Layout) -> str:
+    """Where /boot is when no partition is mounted there."""
+    if layout.boot_in_root:
+        return (f"/boot is a directory of the root, {where(layout.root.partition)} "
+                f"(no boot partition; it holds {', '.join(layout.kernels)})")
+    return "none found"
 
 
 def where(p: Partition) -> str:

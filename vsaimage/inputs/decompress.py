@@ -41,7 +41,7 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
                 cancel.check()
                 n = len(chunk)
                 if chunk != _ZERO_CHUNK[:n]:
-                    for start, end in _data_runs(chunk):
+                    for start, end in data_runs(chunk):
                         out.seek(pos + start)
                         out.write(chunk[start:end])
                         written += end - start
@@ -69,7 +69,7 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
 
 
 
-def _data_runs(chunk: bytes) -> list[tuple[int, int]]:
+def data_runs(chunk: bytes) -> list[tuple[int, int]]:
     """(start, end) of the runs of blocks of `chunk` that are not all zeros,
     each written with one call."""
     runs: list[tuple[int, int]] = []

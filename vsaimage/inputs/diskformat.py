@@ -15,7 +15,7 @@ from vsaimage.errors import ImageError
 # The names --input-format takes; "vhd" is what qemu calls "vpc".
 QEMU_FORMATS = ("raw", "qcow2", "vmdk", "vhd", "vhdx")
 COMPRESSED = ("gzip", "xz", "zstd")
-FORMATS = (*QEMU_FORMATS, *COMPRESSED, "ova")
+FORMATS = (*QEMU_FORMATS, *COMPRESSED, "ova", "tar")  # tar: a disk image in a (compressed) tar
 
 _MAGIC = (
     (b"QFI\xfb", "qcow2"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vsaimage.errors import BadInput, ImageError
-from vsaimage.inputs import diskformat, iscsi
+from vsaimage.inputs import diskformat, iscsi, tarball
 from vsaimage.inputs.ova import Ova, read_ova
 from vsaimage.model import Drive
 
@@ -33,10 +33,11 @@ class ImageSource:
     format: str = "raw"  # one of diskformat.FORMATS
     virtual_size: int | None = None  # known before unpacking for the qemu formats
     ova: Ova | None = None
+    tar: tarball.Tarball | None = None
 
     @property
     def packed(self) -> bool:
-        """Compressed or in an OVA: libguestfs cannot read it as it is."""
+        """Compressed, in an OVA or a tar: libguestfs cannot read it as it is."""
         return self.format not in diskformat.QEMU_FORMATS
 
     def ova_system_disks(self) -> tuple[ImageSource, ...]:
@@ -52,6 +53,8 @@ class ImageSource:
         doc: dict[str, Any] = {"format": self.format, "virtual_size": self.virtual_size}
         if self.ova is not None:
             doc["ova"] = self.ova.as_dict()
+        if self.tar is not None:
+            doc["tar"] = self.tar.as_dict()
         return doc
 
     @property
@@ -68,7 +71,8 @@ class ImageSource:
         iSCSI LUN the end of its IQN and the LUN (`vsa1-0`)."""
         if self.path is not None:
             stem = self.path.stem or self.path.name
-            return Path(stem).stem or stem if self.format in diskformat.COMPRESSED else stem
+            packed = self.format in diskformat.COMPRESSED or (self.tar is not None and self.tar.filters)
+            return Path(stem).stem or stem if packed else stem
         assert self.iscsi_target
         iqn, lun = self.iscsi_target.rsplit("/", 1)
         return re.sub(r"[^A-Za-z0-9._-]", "_", f"{iqn.rsplit(':', 1)[-1]}-{lun}")
@@ -97,9 +101,10 @@ class ImageSource:
         return self.text
 
 
-def parse_image(text: str, *, input_format: str | None = None, disk: int | None = None) -> ImageSource:
+def parse_image(text: str, *, input_format: str | None = None, disk: str | None = None) -> ImageSource:
     """The image argument, its format (`input_format`, else told from its
-    content) checked on the host; `disk` chooses an OVA's disk (1-based)."""
+    content) checked on the host; `disk` chooses an OVA's disk (counted
+    from 1) or a tar archive's disk image (its name, or counted from 1)."""
     if text.startswith("iscsi://"):
         if input_format not in (None, "raw") or disk is not None:
             raise ImageError(f"{text}: an iSCSI LUN is read as a raw disk (no --input-format, no --disk)")
@@ -120,10 +125,18 @@ def parse_image(text: str, *, input_format: str | None = None, disk: int | None 
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         raise ImageError(f"{text}: empty file")
     fmt = input_format or diskformat.detect(path)
+    if fmt in (*diskformat.COMPRESSED, "ova", "tar") and stat.S_ISREG(st.st_mode):
+        found = tarball.probe(path)
+        if found is not None and (fmt == "tar" or not found[2]):
+            return ImageSource(text, path=path, format="tar", tar=tarball.read_tarball(path, found, disk))
+        if fmt == "tar":
+            raise ImageError(f"{text}: not a tar archive (--input-format tar)")
     if disk is not None and fmt != "ova":
-        raise ImageError(f"{text}: --disk chooses a disk of an OVA, and this is {fmt}")
+        raise ImageError(f"{text}: --disk chooses a disk of an OVA or a tar archive, and this is {fmt}")
     if fmt == "ova":
-        return ImageSource(text, path=path, format=fmt, ova=read_ova(path, disk))
+        if disk is not None and not disk.isdigit():
+            raise ImageError(f"{text}: --disk {disk}: an OVA's disks are counted from 1 (--disk N)")
+        return ImageSource(text, path=path, format=fmt, ova=read_ova(path, int(disk) if disk else None))
     if fmt in diskformat.COMPRESSED:
         return ImageSource(text, path=path, format=fmt)
     if fmt == "raw":

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vsaimage.errors import ImageError
-from vsaimage.inputs import decompress, diskformat, ova
+from vsaimage.inputs import decompress, diskformat, ova, tarball
 from vsaimage.inputs.source import ImageSource, check_partition_table
 from vsaimage.model import Drive
 from vsaimage.progress import Progress
@@ -46,6 +46,18 @@ def unpack(image: ImageSource, dst: Path, *, label: Path, rep: Progress) -> Unpa
             raise ImageError(f"{image.path}: the OVA's disk {disk.file} is {fmt}, not a disk image")
         size = diskformat.virtual_size(dst, fmt)
         return Unpacked(dst, diskformat.qemu_name(fmt), size)
+    if image.tar is not None:
+        member = image.tar.chosen
+        with rep.phase(f"tar member {member.name}", nbytes=True) as ph:
+            written = tarball.extract(image.tar, dst, label=label, progress=ph.advance)
+            ph.detail = f"({member.size / 2**30:.1f} GiB, {written / 2**20:.0f} MiB of data)"
+        fmt = diskformat.detect(dst)
+        if fmt not in diskformat.QEMU_FORMATS:
+            raise ImageError(f"{image.path}: the archive's {member.name} is {fmt}, not a disk image")
+        if fmt == "raw":
+            check_partition_table(dst, name=f"{image.path} ({member.name})")
+            return Unpacked(dst, "raw", member.size)
+        return Unpacked(dst, diskformat.qemu_name(fmt), diskformat.virtual_size(dst, fmt))
     with rep.phase(f"decompress ({image.format})", nbytes=True) as ph:
         size, written = decompress.decompress(image.path, image.format, dst, label=label,
                                               progress=ph.advance)

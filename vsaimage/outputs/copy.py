@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,14 @@ def stage_input(image: ImageSource, out_format: str, img: Path, label: Path, sta
     if src is None:
         source, in_format = image.iscsi_uri, None
     elif image.packed:
-        straight = image.format in COMPRESSED and out_format == "raw"
+        # a raw disk goes straight to the output; a tar's member may not be raw
+        straight = (image.format in COMPRESSED or image.tar is not None) and out_format == "raw"
         u = unpack.unpack(image, img if straight else staging.scratch("input"), label=label, rep=rep)
         facts = {**facts, "virtual_size": u.virtual_size, "unpacked_format": u.format}
-        if straight:
+        if straight and u.format == "raw":
             return "raw", facts
+        if straight:
+            u = replace(u, path=u.path.rename(staging.scratch("input")))
         source, in_format = str(u.path), u.format
     else:
         source, in_format = str(src), qemu_name(image.format)

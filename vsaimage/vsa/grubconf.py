@@ -15,6 +15,10 @@ from dataclasses import dataclass, replace
 
 from vsaimage.model import PartitionFacts
 
+# Where the VSA's menu is as the running VSA sees it: on the boot partition
+# mounted at /boot, or in the root's own /boot.
+GUEST_PATHS = ("/boot/grub/grub.conf", "/boot/grub/menu.lst")
+
 _DEVICE = re.compile(r"/dev/(?:[sh]d|xvd|vd)[a-z](\d+)")
 
 

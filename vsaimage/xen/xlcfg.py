@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vsaimage import __version__
 from vsaimage.errors import BadInput
 from vsaimage.xen.bootmenu import BOOT_MODES, GRUB_CFG, KERNEL
 
-# Data disks are attached where the VMware VSA had its SCSI host1 disks; the
-# udev edit maps xvdc..xvdg onto those /dev/scsi names and no further.
-DATA_VDEVS = ("xvdc", "xvdd", "xvde", "xvdf", "xvdg")
+# Data disks are attached where the VMware VSA had its SCSI host1 disks, in
+# the order of its platform file's slots (the udev edit maps them onto those
+# /dev/scsi names); LeftHand OS 11.5 and later take seven.
+DATA_VDEVS = ("xvdc", "xvdd", "xvde", "xvdf", "xvdg", "xvdh", "xvdi")
 # The VM's system disks (SAN/iQ 8 has two: its root is an md mirror over
 # them) come before: xvda, then these.
 SYSTEM_VDEVS = ("xvda", "xvdb")
@@ -63,22 +65,32 @@ class XlConfig:
     # The md array the root is on, as the guest names it (/dev/md200), which
     # the repacked initrd assembles; root_part is then not used.
     root_array: str = ""
+    # The VSA's own kernel arguments kept (vsa/cmdline.py), and --extra's.
+    vendor_args: tuple[str, ...] = ()
+    user_args: tuple[str, ...] = ()
 
     @property
     def root(self) -> str:
         return self.root_array or f"/dev/xvda{self.root_part}"
 
 
-def extra_args(vsyscall_emulate: bool) -> str:
-    # net.ifnames=0: the NIC stays eth0, which the VSA reads its MAC (its
-    # serial) from; a Debian initramfs's udev would rename it enX0.
-    return "console=hvc0 net.ifnames=0" + (" vsyscall=emulate" if vsyscall_emulate else "")
+def own_args(vsyscall_emulate: bool) -> tuple[str, ...]:
+    """The arguments vsaimage adds. net.ifnames=0: the NIC stays eth0, which
+    the VSA reads its MAC (its serial) from; a Debian initramfs's udev would
+    rename it enX0."""
+    return ("console=hvc0", "net.ifnames=0", *(("vsyscall=emulate",) if vsyscall_emulate else ()))
 
 
-def command_line(root_part: int, vsyscall_emulate: bool, root_array: str = "") -> str:
+def extra_args(cfg: XlConfig) -> str:
+    """The config's `extra`: the VSA's arguments, vsaimage's, then --extra's
+    (the kernel takes the last of a repeated one)."""
+    return " ".join((*cfg.vendor_args, *own_args(cfg.vsyscall_emulate), *cfg.user_args))
+
+
+def command_line(cfg: XlConfig) -> str:
     """The kernel command line a direct boot gets from xl (root=, then
     extra), which the guest's own menu repeats."""
-    return f"root={root_array or f'/dev/xvda{root_part}'} {extra_args(vsyscall_emulate)}"
+    return f"root={cfg.root} {extra_args(cfg)}"
 
 
 def derive_identity(seed: str) -> tuple[str, str]:
@@ -176,12 +188,10 @@ def check_settings(cfg: XlConfig) -> None:
         raise BadInput("the domain name is empty")
     validate_name(cfg.name)
     if len(cfg.data_disks) > len(DATA_VDEVS):
-        raise BadInput(
-            f"{len(cfg.data_disks)} data disks given: at most 5 --data-disk (xvdc..xvdg)"
-        )
+        raise BadInput(too_many_disks(len(cfg.data_disks)))
     if len(cfg.system_disks) >= len(SYSTEM_VDEVS):
         raise BadInput(f"{1 + len(cfg.system_disks)} system disks: at most {len(SYSTEM_VDEVS)} "
-                       f"({', '.join(SYSTEM_VDEVS)}; the data disks are xvdc..xvdg)")
+                       f"({', '.join(SYSTEM_VDEVS)}; the data disks are {DATA_VDEVS[0]}..{DATA_VDEVS[-1]})")
     if cfg.disk_format not in DISK_FORMATS:
         raise BadInput(f"unknown disk format {cfg.disk_format!r} (raw or qcow2)")
     validate_bridge(cfg.bridge)
@@ -198,6 +208,17 @@ def check_settings(cfg: XlConfig) -> None:
         paths += [(cfg.kernel, "the kernel"), (cfg.ramdisk, "the initrd")]
     for value, what in paths:
         _quote(_absolute(value, what), f"{what} path")
+    check_args(cfg.user_args)
+
+
+def check_args(words: Sequence[str]) -> None:
+    """Kernel arguments the config's `extra` string can hold."""
+    _quote(" ".join(words), "--extra")
+
+
+def too_many_disks(count: int) -> str:
+    return (f"{count} --data-disk given: at most {len(DATA_VDEVS)} "
+            f"({DATA_VDEVS[0]}..{DATA_VDEVS[-1]}, the VSA's data-disk slots from LeftHand OS 11.5 on)")
 
 
 def render(cfg: XlConfig) -> str:
@@ -246,4 +267,4 @@ def _boot_lines(cfg: XlConfig) -> str:
     return (f"kernel = {_quote(_absolute(cfg.kernel, 'the kernel'), 'the kernel path')}\n"
             f"ramdisk = {_quote(_absolute(cfg.ramdisk, 'the initrd'), 'the initrd path')}\n"
             f"root = {_quote(cfg.root, 'the root device')}\n"
-            f'extra = "{extra_args(cfg.vsyscall_emulate)}"\n')
+            f"extra = {_quote(extra_args(cfg), 'the kernel arguments')}\n")
