@@ -54,10 +54,18 @@ port_of() {
 
 # xenconsole ends on EOF from its stdin: give it a FIFO that never has data.
 mkfifo /run/hold
-# Boots $dir's domU; its console goes to its port and is added to $log.
+# Boots $dir's domU; its console goes to its port and is added to $log,
+# whose size before this attempt is $from (what this attempt printed is
+# judged alone, not with an earlier attempt's lines).
 create() {
+    from=$(wc -c <"$log" 2>/dev/null || echo 0)
     xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee -a "$log" >"$(port_of "$name")" &
     console=$!
+}
+# The domUs still known to Xen (a failed creation can leave one behind,
+# holding the name the next attempt needs).
+domus() {
+    xl list | awk 'NR > 2 { print $2 }'
 }
 # The regular files of the dom0's root holding the bytes of a file of
 # $dir/absent ("SIZE SHA256" lines): those of the same size, hashed.
@@ -118,9 +126,11 @@ for dir in /plan/domu/*/; do
             # work the emulated dom0 can be slower than that, and the domain
             # is destroyed before it starts. That says nothing of the guest:
             # create it again.
-            if [ $attempts -lt "$tries" ] && grep -qF "because of timeout" "$log"; then
+            if [ $attempts -lt "$tries" ] &&
+                tail -c +$((from + 1)) "$log" | grep -qF "because of timeout"; then
                 attempts=$((attempts + 1))
                 say "domU $name: a hotplug script timed out, xl create again at $(uptime_s) s"
+                for id in $(domus); do xl destroy "$id"; done
                 sleep "$pause"
                 create
                 continue
@@ -136,7 +146,7 @@ for dir in /plan/domu/*/; do
         sleep "$(cat "$dir/linger")"
         say "domU $name: lingered until $(uptime_s) s"
     fi
-    domid=$(xl list | awk 'NR > 2 { print $2; exit }')
+    domid=$(domus | head -n 1)
     say "domU $name: xl shutdown at $(uptime_s) s"
     if [ -z "$domid" ]; then
         say "domU $name: not running"
