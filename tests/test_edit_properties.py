@@ -67,7 +67,7 @@ def without_block(text: str, begin: str, end: str) -> str:
     return "".join(out)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(shell_lines, shell_lines, shell_lines, shell_lines, newline, st.booleans())
 def test_mobo_uuid(
     before: list[str], head: list[str], tail: list[str], after: list[str], nl: str, dollar: bool
@@ -81,7 +81,7 @@ def test_mobo_uuid(
     assert without_block(once, mobo_uuid.BEGIN, mobo_uuid.END) == text
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(shell_lines, shell_lines, shell_lines, newline, st.sampled_from(["base_init() {", "base_init ()\n{"]))
 def test_platform(before: list[str], body: list[str], after: list[str], nl: str, header: str) -> None:
     text = join([*before, header, *body, "}", *after], nl)
@@ -91,7 +91,7 @@ def test_platform(before: list[str], body: list[str], after: list[str], nl: str,
     assert "".join(kept) == text
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.booleans(), st.lists(st.one_of(comment, st.just("")), max_size=6), shell_lines, newline)
 def test_drivers(shebang: bool, comments: list[str], rest: list[str], nl: str) -> None:
     text = join(["#!/bin/sh"] if shebang else [], nl) + join(comments, nl) + join(rest, nl)
@@ -112,7 +112,7 @@ inittab_entry = st.builds(
 inittab_lines = st.lists(st.one_of(st.just(""), comment, inittab_entry, st.sampled_from(DECOYS)), max_size=15)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(inittab_lines, newline, st.booleans(), st.booleans())
 def test_inittab(lines: list[str], nl: str, autologin: bool, final_newline: bool) -> None:
     text = join(lines, nl)
