@@ -49,10 +49,6 @@ def test_root_and_command_line(xen12: XenRun) -> None:
             assert arg not in words, arg
 
 
-# Seen failing: the stand-in starts vsaimage-hvc0 after rc 3, but no prompt
-# reaches hvc0 before the harness shuts the domU down; not yet diagnosed
-# (mingetty given /dev/hvc0, or the stand-in's stdio for exec jobs).
-@pytest.mark.xfail(strict=True, reason="no login prompt on hvc0 yet under the upstart stand-in")
 def test_upstart_started_the_console_job_on_hvc0(xen12: XenRun) -> None:
     with xen12.logs_kept():
         console = xen12.boots[NAME].console
