@@ -13,6 +13,12 @@ Several images share the launch (each copy its own drive, each mounted at /
 in turn), the modules payload and the initrd repack; each has its own
 outputs, identity and commit, and fails alone (batch.py). A dry run stops
 after the plan, on a read-only launch.
+
+With --in-place (inplace.py) there is no copy: the disk itself is the
+appliance's drive, every partition of it read-only in the appliance until an
+edit writes there, each filesystem mounted read-only until a change is to
+be written into it (so a second run, with nothing to change, writes
+nothing), and only the initrd and the xl config are staged and committed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsaimage.commands import apply, batch, results
+from vsaimage.commands import apply, batch, inplace, results
 from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.commands.planning import Planned, check_xl_settings, initrd_status, plan_image
@@ -68,6 +74,28 @@ class Image(batch.Item):
         if self.staging is not None:
             self.staging.discard()
 
+    @property
+    def finals(self) -> tuple[Path, ...]:
+        """The files this image's convert writes (in place: not the disk)."""
+        return self.outputs.all()[1:] if self.opts.in_place else self.outputs.all()
+
+    def drive(self) -> Drive:
+        """The appliance's drive for this image: its staged copy, or the
+        disk itself."""
+        if self.opts.in_place:
+            return self.opts.image.drive(readonly=False)
+        assert self.staging is not None
+        return Drive(str(self.staging.temp(self.outputs.image)), readonly=False, format=self.fmt)
+
+    @property
+    def grows(self) -> Path | None:
+        """The host file the guest's writes make bigger, if any."""
+        if not self.opts.in_place:
+            assert self.staging is not None
+            return self.staging.temp(self.outputs.image)
+        path = self.opts.image.path
+        return path if path is not None and path.is_file() else None
+
 
 @dataclass
 class Run:
@@ -102,7 +130,10 @@ class Run:
 
 def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
-    image = Image(str(opts.image), rep, opts=opts, outputs=OutputPaths.from_option(opts.output))
+    outputs = OutputPaths.from_option(opts.output)
+    if opts.in_place:
+        opts = inplace.keep_settings(opts, outputs)
+    image = Image(str(opts.image), rep, opts=opts, outputs=outputs)
     check_xl_settings(opts, image.outputs)
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
@@ -146,12 +177,13 @@ def _convert(run: Run) -> None:
     if not live:
         return
     _start_host_work(run)
-    drives = [Drive(str(i.staging.temp(i.outputs.image)), readonly=False, format=i.fmt)
-              for i in live if i.staging is not None]
-    with _launch(run, drives) as g:
+    with _launch(run, [i.drive() for i in live]) as g:
         for n, image in enumerate(live):
             with run.attempt(image):
-                _plan(run, image, g, n, writable=True)
+                if image.opts.in_place:
+                    g.protect(g.devices()[n])
+                # in place, each filesystem stays read-only until written
+                _plan(run, image, g, n, writable=not image.opts.in_place)
                 _edit(run, image, g)
                 _verify(run, image, g)
             g.unmount_all()
@@ -183,7 +215,8 @@ def _dry_run(run: Run) -> None:
                 _plan(run, image, g, n, writable=False)
                 assert image.planned is not None
                 image.doc = results.convert_image(image.text, image.input_facts, image.outputs,
-                                                  image.opts.format, image.planned, image.planned.plan)
+                                                  image.opts.format, image.planned, image.planned.plan,
+                                                  image.opts.xl, in_place=image.opts.in_place)
                 if not run.alone:
                     image.doc |= results.record(image.rep)
             g.unmount_all()
@@ -191,17 +224,23 @@ def _dry_run(run: Run) -> None:
 
 def _stage(run: Run) -> None:
     """Refuse outputs that exist or clobber an input, then copy each input
-    into its staged output."""
+    into its staged output (in place: refuse a disk in use, and copy
+    nothing; the initrd and config it replaces are its own)."""
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
             o = image.opts
             inputs = [p for p in (o.image.path, o.kernel, o.initrd) if p is not None]
-            check_destination(image.outputs.all(), force=o.force, inputs=inputs)
+            check_destination(image.finals, force=o.force or o.in_place, inputs=inputs)
+            if o.in_place:
+                inplace.check_free(o.image)
     for image in run.live:
-        image.staging = run.stack.enter_context(Staging(image.outputs.all()))
+        image.staging = run.stack.enter_context(Staging(image.finals))
     for image in run.live:
         with run.attempt(image):
             assert image.staging is not None
+            if image.opts.in_place:
+                image.fmt, image.input_facts = image.opts.format, image.opts.image.facts()
+                continue
             image.fmt, image.input_facts = stage_input(
                 image.opts.image, image.opts.format, image.staging.temp(image.outputs.image),
                 image.outputs.image, image.staging, image.rep)
@@ -267,7 +306,8 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     image.repack = _repack_for(run, image)
     size = os.fstat(run.shared.initrd_in.fileno()).st_size
     image.unchanged = apply.edit(g, image.opts, image.planned, run.payload, image.repack, image.rep,
-                                 image.outputs.image, reserve=size + size // 4)
+                                 grows=image.grows, initrd_out=image.outputs.initrd,
+                                 reserve=size + size // 4)
 
 
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
@@ -293,7 +333,8 @@ def _commit(run: Run, image: Image) -> None:
     image.staging.commit()
     rep.debug(f"renamed into place: {', '.join(str(p) for p in outputs.all())}")
     image.doc = results.convert_image(image.text, image.input_facts, outputs, image.fmt, planned,
-                                      _executed(run, image, initrd_result))
+                                      _executed(run, image, initrd_result), image.opts.xl,
+                                      in_place=image.opts.in_place)
     if not run.alone:
         image.doc |= results.record(rep)
 

@@ -15,6 +15,7 @@ from typing import Any, NotRequired, TypedDict
 
 from vsaimage import __version__
 from vsaimage.commands.batch import Item
+from vsaimage.commands.options import XlOptions
 from vsaimage.commands.planning import Planned
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.mobo_uuid import fallback_uuid
@@ -73,16 +74,21 @@ def convert_shared(*, kernel_path: str, kernel_version: str, dry_run: bool, laun
 
 
 def convert_image(text: str, input_facts: Mapping[str, Any], outputs: OutputPaths, fmt: str,
-                  planned: Planned, done: Plan) -> dict[str, Any]:
+                  planned: Planned, done: Plan, xl: XlOptions, *, in_place: bool) -> dict[str, Any]:
     """One image of a convert: `done` is its plan as carried out, or (a dry
-    run) as planned; the outputs are those it wrote, or would write."""
+    run) as planned; the outputs are those it wrote, or would write (in
+    place, the disk is the input itself, and `xl` says what the config it
+    replaces gave)."""
     cfg = planned.cfg
     return {
         "success": True,
         "input": text,
         "input_facts": dict(input_facts),
-        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
-                    "format": fmt},
+        "in_place": in_place,
+        "outputs": {"image": text if in_place else str(outputs.image), "initrd": str(outputs.initrd),
+                    "cfg": str(outputs.cfg), "format": fmt},
+        **({"kept_from_config": {"config": str(xl.kept_from), "settings": sorted(xl.kept)}}
+           if xl.kept_from is not None else {}),
         "root_partition": planned.layout.root.partition.number,
         "boot_partition": planned.layout.boot.partition.number if planned.layout.boot else None,
         "steps": done.as_dicts(), "output_files": done.outputs, "guest_paths": done.guest_paths,

@@ -33,6 +33,10 @@ GUEST_TYPES = ("pv", "pvh")
 # pvgrub2 as Debian's grub-xen-host installs it on the dom0: a PV kernel
 # for a PV guest, a PVH one for PVH.
 PVGRUB = {"pv": "/usr/lib/grub-xen/grub-x86_64-xen.bin", "pvh": "/usr/lib/grub-xen/grub-i386-xen_pvh.bin"}
+# Xen's hotplug script for a disk that is an iSCSI LUN (a disk converted in
+# place over iSCSI): it logs the dom0 in with open-iscsi's iscsiadm and
+# attaches the target's LUN 0; its target is `iqn=IQN,portal=IP:PORT`.
+BLOCK_ISCSI = "block-iscsi"
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class XlConfig:
     root_part: int  # partition number of the VSA root on xvda
     uuid: str  # canonical: validated on the command line or derived
     mac: str  # canonical, likewise
-    disk: str  # absolute path of the converted image
+    disk: str  # absolute path of the converted image, or the target of disk_script
     memory: int  # MiB
     vcpus: int
     bridge: str
@@ -55,6 +59,12 @@ class XlConfig:
     # copies, through its /boot/grub/grub.cfg (bootmenu.py).
     boot: str = "direct"
     guest_type: str = "pv"
+    disk_script: str = ""  # the hotplug script that attaches `disk` ("": a file or device)
+
+
+def iscsi_target(iqn: str, portal: str) -> str:
+    """The disk target BLOCK_ISCSI takes for a LUN of `iqn` at `portal` (HOST:PORT)."""
+    return f"iqn={iqn},portal={portal}"
 
 
 def extra_args(vsyscall_emulate: bool) -> str:
@@ -149,10 +159,11 @@ def positive(value: int, what: str) -> int:
     return value
 
 
-def _disk_spec(fmt: str, vdev: str, target: str) -> str:
+def _disk_spec(fmt: str, vdev: str, target: str, script: str = "") -> str:
     # target= goes last: xl then takes the rest of the string verbatim, commas
     # included.
-    return f"format={fmt}, vdev={vdev}, access=rw, target={target}"
+    return f"format={fmt}, vdev={vdev}, access=rw, " + (f"script={script}, " if script else "") + \
+        f"target={target}"
 
 
 def check_settings(cfg: XlConfig) -> None:
@@ -176,7 +187,7 @@ def check_settings(cfg: XlConfig) -> None:
         raise BadInput(f"unknown boot mode {cfg.boot!r} ({', '.join(BOOT_MODES)})")
     if cfg.guest_type not in GUEST_TYPES:
         raise BadInput(f"unknown guest type {cfg.guest_type!r} ({', '.join(GUEST_TYPES)})")
-    paths = [(cfg.disk, "the output image"),
+    paths = [*([] if cfg.disk_script else [(cfg.disk, "the output image")]),
              *((d, f"data disk {v}") for v, d in zip(DATA_VDEVS, cfg.data_disks, strict=False))]
     if cfg.boot == "direct":  # the config names no dom0 file but the disks otherwise
         paths += [(cfg.kernel, "the kernel"), (cfg.ramdisk, "the initrd")]
@@ -189,7 +200,8 @@ def render(cfg: XlConfig) -> str:
     check_settings(cfg)
     root_part = positive(cfg.root_part, "the root partition number")
 
-    disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
+    system = cfg.disk if cfg.disk_script else _absolute(cfg.disk, "the output image")
+    disks = [_disk_spec(cfg.disk_format, "xvda", system, cfg.disk_script)]
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
         disks.append(_disk_spec("raw", vdev, _absolute(target, f"data disk {vdev}")))
     disk_lines = "".join("    " + _quote(d, "disk", quote="'") + ",\n" for d in disks)

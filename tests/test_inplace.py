@@ -1,0 +1,195 @@
+"""convert --in-place on a copy of the example image: the same guest files as
+a copying convert of the same disk, only the root and boot partitions
+written, a second run writing no byte and keeping the identity of the
+config it replaces; a disk held open for writing, and compressed or packed
+inputs, refused before anything is written.
+
+The disk's partitions are compared by their bytes (the data regions the
+tests' own walk finds), the guest files through a read-only libguestfs
+handle of the test's own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support import DebianKernel, Run, data_extents, fingerprint, nobody_dir, run_cli
+from xl_reader import parse as parse_xl
+
+pytestmark = pytest.mark.integration
+
+UUID = "4c484e21-0000-4000-8000-00000000be27"
+MAC = "00:16:3e:27:27:27"
+
+
+@dataclass(frozen=True)
+class InPlace:
+    disk: Path
+    copy: Path  # the copying convert's output of the same disk
+    before: dict[int, str]  # partition number -> hash of its bytes, before
+    after_first: dict[int, str]
+    after_second: dict[int, str]
+    first: Run
+    second: Run
+    cfg_first: bytes
+    cfg_second: bytes
+    initrd_first: bytes
+    initrd_second: bytes
+
+
+def _partitions(image: Path) -> dict[int, tuple[int, int]]:
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    return {int(p["node"][len(str(image)):]): (p["start"] * 512, (p["start"] + p["size"]) * 512)
+            for p in table["partitions"] if p["type"] != "5"}
+
+
+def _hashes(image: Path) -> dict[int, str]:
+    """Each partition's bytes, hashed over its data regions and their offsets."""
+    extents = data_extents(image)
+    found = {}
+    with image.open("rb") as f:
+        for number, (start, end) in _partitions(image).items():
+            h = hashlib.sha256()
+            for a, b in extents:
+                a, b = max(a, start), min(b, end)
+                if a >= b:
+                    continue
+                h.update(f"@{a}".encode())
+                f.seek(a)
+                while f.tell() < b:
+                    h.update(f.read(min(2**20, b - f.tell())))
+            found[number] = h.hexdigest()
+    return found
+
+
+@pytest.fixture(scope="module")
+def in_place(example_image: Path, debian_kernel: DebianKernel) -> InPlace:
+    d = nobody_dir() / "in-place"
+    d.mkdir()
+    disk, src = d / "vsa.img", d / "stock.img"
+    for target in (disk, src):
+        subprocess.run(["cp", "--sparse=always", str(example_image), str(target)], check=True)
+    common = ("--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd, "--modules", "minimal",
+              "--json")
+    copy = run_cli("convert", src, "-o", d / "copy.img", *common)
+    assert copy.code == 0, copy.stderr
+    before = _hashes(disk)
+    first = run_cli("convert", "--in-place", disk, "--uuid", UUID, "--mac", MAC, "--name", "vsa27", *common)
+    assert first.code == 0, first.stderr
+    after_first = _hashes(disk)
+    cfg_first, initrd_first = (d / "vsa.cfg").read_bytes(), (d / "vsa.initrd").read_bytes()
+    second = run_cli("convert", "--in-place", disk, *common)
+    assert second.code == 0, second.stderr
+    return InPlace(disk, d / "copy.img", before, after_first, _hashes(disk), first, second, cfg_first,
+                   (d / "vsa.cfg").read_bytes(), initrd_first, (d / "vsa.initrd").read_bytes())
+
+
+def _guest_files(images: tuple[Path, ...], root: int, boot: int) -> Iterator[dict[str, tuple[int, str]]]:
+    """Each image's root and boot filesystems: path -> (mode, content hash
+    or link target), through one read-only handle."""
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    for image in images:
+        g.add_drive_opts(str(image), readonly=True, format="raw")
+    g.launch()
+    try:
+        for disk in g.list_devices():
+            g.mount_ro(f"{disk}{root}", "/")
+            g.mount_ro(f"{disk}{boot}", "/boot")
+            found: dict[str, tuple[int, str]] = {}
+            for rel in g.find("/"):
+                p = "/" + rel
+                st = g.lstatns(p)
+                mode = st["st_mode"]
+                if mode & 0o170000 == 0o100000:
+                    found[p] = (mode, g.checksum("sha256", p))
+                elif mode & 0o170000 == 0o120000:
+                    found[p] = (mode, g.readlink(p))
+                else:
+                    found[p] = (mode, "")
+            g.umount_all()
+            yield found
+    finally:
+        g.close()
+
+
+def test_in_place_gives_the_guest_files_of_a_copying_convert(in_place: InPlace) -> None:
+    doc = in_place.first.doc
+    disk, copy = _guest_files((in_place.disk, in_place.copy), doc["root_partition"], doc["boot_partition"])
+    assert disk.keys() == copy.keys()
+    differ = sorted(p for p in disk if disk[p] != copy[p])
+    assert not differ, differ
+
+
+def test_in_place_writes_only_the_partitions_an_edit_changes(in_place: InPlace) -> None:
+    doc = in_place.first.doc
+    written = {n for n in in_place.before if in_place.before[n] != in_place.after_first[n]}
+    assert written == {doc["root_partition"], doc["boot_partition"]}
+    assert doc["in_place"] is True and doc["outputs"]["image"] == str(in_place.disk)
+
+
+def test_a_second_in_place_run_changes_no_byte(in_place: InPlace) -> None:
+    assert in_place.after_second == in_place.after_first
+    assert in_place.cfg_second == in_place.cfg_first
+    assert in_place.initrd_second == in_place.initrd_first
+    assert all(s["status"] in ("already applied", "skipped") for s in in_place.second.doc["steps"]
+               if s["step"] not in ("initrd", "xl")), in_place.second.doc["steps"]
+
+
+def test_in_place_keeps_the_identity_of_the_config_it_replaces(in_place: InPlace) -> None:
+    cfg = parse_xl(in_place.cfg_second.decode())
+    assert cfg["uuid"] == UUID and cfg["name"] == "vsa27"
+    assert f"mac={MAC}" in str(cfg["vif"])
+    assert str(in_place.disk) in str(cfg["disk"])
+    kept = in_place.second.doc["kept_from_config"]
+    assert {"uuid", "mac", "name"} <= set(kept["settings"])
+
+
+def test_in_place_refuses_a_disk_open_for_writing(example_image: Path, debian_kernel: DebianKernel,
+                                                  tmp_path: Path) -> None:
+    disk = tmp_path / "vsa.img"
+    subprocess.run(["cp", "--sparse=always", str(example_image), str(disk)], check=True)
+    holder = subprocess.Popen(["sh", "-c", 'exec 3<>"$1"; echo; sleep 120', "sh", str(disk)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()  # the fd is open
+        r = run_cli("convert", "--in-place", disk, "--kernel", debian_kernel.vmlinuz,
+                    "--initrd", debian_kernel.initrd, "-q", timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert r.code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert f"process {holder.pid} (sh)" in lines[0] and "open for writing" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "vsa.cfg").exists() and not (tmp_path / "vsa.initrd").exists()
+
+
+@pytest.mark.parametrize("kind", ["gzip", "ova"])
+def test_in_place_refuses_compressed_and_packed_inputs(example_image: Path, debian_kernel: DebianKernel,
+                                                       tmp_path: Path, kind: str) -> None:
+    from fixtures.formats import cached_variant
+
+    shared = cached_variant(example_image, kind)
+    disk = tmp_path / shared.name
+    shutil.copyfile(shared, disk)
+    before = fingerprint(disk)
+    r = run_cli("convert", "--in-place", disk, "--kernel", debian_kernel.vmlinuz,
+                "--initrd", debian_kernel.initrd, "-q", timeout=120)
+    assert r.code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert "cannot be converted in place" in lines[0] and str(disk) in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [disk.name]
+    assert fingerprint(disk) == before
+

@@ -1,0 +1,64 @@
+"""xlread.py: what `convert --in-place` keeps from the config it replaces,
+read from configs xlcfg.py rendered and from ones an admin edited."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vsaimage.commands.options import XlOptions
+from vsaimage.errors import BadInput
+from vsaimage.xen import xlcfg, xlread
+
+UUID = "4c484e21-0000-4000-8000-00000000be27"
+MAC = "00:16:3e:27:27:27"
+
+
+def config(**changes: object) -> xlcfg.XlConfig:
+    base = xlcfg.XlConfig(name="vsa1", kernel="/boot/vmlinuz-6.1.0-56-amd64", ramdisk="/srv/xen/vsa1.initrd",
+                          root_part=5, uuid=UUID, mac=MAC, disk="/srv/xen/vsa1.img", memory=XlOptions.memory,
+                          vcpus=XlOptions.vcpus, bridge=XlOptions.bridge, disk_format="raw")
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("boot,guest_type", [("direct", "pv"), ("pygrub", "pv"), ("pvgrub", "pvh")])
+def test_a_rendered_config_reads_back(boot: str, guest_type: str) -> None:
+    cfg = config(data_disks=("/dev/sdb", "/srv/xen/data, 1.img"), bridge="br-san", memory=4096, vcpus=3,
+                 boot=boot, guest_type=guest_type)
+    assert xlread.kept(xlcfg.render(cfg), "vsa1.cfg") == xlread.Kept(
+        name="vsa1", memory=4096, vcpus=3, uuid=UUID, mac=MAC, bridge="br-san",
+        data_disks=("/dev/sdb", "/srv/xen/data, 1.img"), boot=boot, guest_type=guest_type)
+
+
+def test_an_edited_config_reads_as_xl_reads_it() -> None:
+    text = """# edited by hand
+name = "vsa-a"; memory = 2048   # MiB
+name = 'vsa-b'
+uuid = "4C484E21-0000-4000-8000-00000000BE27"
+vif = [ 'bridge=xenbr1,mac=00:16:3E:27:27:27',
+        "mac=00:16:3e:00:00:01" ]
+disk = [ "format=raw, vdev=xvda, access=rw, target=/srv/vsa.img",
+         "format=raw, vdev=xvdc, access=rw, target=/dev/disk/by-id/x,y", ]
+"""
+    found = xlread.kept(text, "vsa.cfg")
+    assert found.name == "vsa-b" and found.memory == 2048 and found.vcpus is None
+    assert found.uuid == UUID.lower() and found.mac == MAC and found.bridge == "xenbr1"
+    assert found.data_disks == ("/dev/disk/by-id/x,y",)
+    assert found.boot == "direct" and found.guest_type is None
+
+
+@pytest.mark.parametrize("text,says", [
+    ("name = vsa1\n", "vsa.cfg: not an xl config: name has no value"),
+    ('name = "vsa1\n', "vsa.cfg:1: not an xl config"),
+    ('disk = [ "a"\n', "vsa.cfg: not an xl config: the list of disk has no end"),
+    ('memory = "lots"\n', "vsa.cfg: memory is not a number"),
+    ('uuid = "not-a-uuid"\n', "vsa.cfg: "),
+    ('vif = [ "mac=zz:16:3e:00:00:01" ]\n', "vsa.cfg: "),
+    ('type = "hvm"\n', "vsa.cfg: type 'hvm' is not one vsaimage writes"),
+])
+def test_a_config_it_cannot_keep_is_one_line_naming_it(text: str, says: str) -> None:
+    with pytest.raises(BadInput) as e:
+        xlread.kept(text, "vsa.cfg")
+    assert e.value.message.startswith(says) and "\n" not in e.value.message
+
