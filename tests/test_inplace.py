@@ -193,3 +193,96 @@ def test_in_place_refuses_compressed_and_packed_inputs(example_image: Path, debi
     assert [p.name for p in tmp_path.iterdir()] == [disk.name]
     assert fingerprint(disk) == before
 
+
+# --- after the VSA's own upgrade ---------------------------------------------
+
+NEW_VERSION = "10.0.00.1896"
+
+
+def _upgrade(disk: Path, shipped: Path, work: Path) -> None:
+    """What the VSA's upgrader leaves on the disk, written as it writes it:
+    the root as shipped (from a stock image) in the other slot, p2, with a
+    newer version, its fstab naming /dev/sda2, and a new default grub entry
+    booting it, the kernel and initrd of the first entry."""
+    import guestfs
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.add_drive_opts(str(disk), readonly=False, format="raw")
+    g.add_drive_opts(str(shipped), readonly=True, format="raw")
+    g.launch()
+    try:
+        g.mount_ro("/dev/sdb5", "/")
+        g.tar_out("/", str(work / "root.tar"))
+        g.umount_all()
+        g.mount("/dev/sda2", "/")
+        for name in g.ls("/"):
+            if name != "lost+found":
+                g.rm_rf(f"/{name}")
+        g.tar_in(str(work / "root.tar"), "/")
+        g.write("/etc/lefthand/.version", f"{NEW_VERSION}\n")
+        fstab = g.cat("/etc/fstab").replace("/dev/sda5 ", "/dev/sda2 ", 1)
+        g.write("/etc/fstab", fstab)
+        g.umount_all()
+        g.mount("/dev/sda1", "/")
+        grub = g.cat("/grub/grub.conf")
+        lines = grub.splitlines()
+        kernel = next(line for line in lines if line.strip().startswith("kernel "))
+        initrd = next(line for line in lines if line.strip().startswith("initrd "))
+        entries = sum(line.startswith("title") for line in lines)
+        new_kernel = " ".join(w if not w.startswith("root=") else "root=/dev/sda2" for w in kernel.split(" "))
+        grub = "\n".join(f"default={entries}" if line.startswith("default=") else line for line in lines)
+        entry = f"title SAN/iQ {NEW_VERSION}\n\troot (hd0,0)\n{new_kernel}\n{initrd}\n"
+        g.write("/grub/grub.conf", f"{grub}\n{entry}")
+        g.umount_all()
+    finally:
+        g.close()
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    disk: Path
+    inspected: Run
+    verified: Run
+    before: dict[int, str]
+    converted: Run
+    after: dict[int, str]
+    inspected_after: Run
+
+
+@pytest.fixture(scope="module")
+def upgraded(in_place: InPlace, example_image: Path, debian_kernel: DebianKernel) -> Upgraded:
+    d = in_place.disk.parent
+    disk = d / "upgraded.img"
+    subprocess.run(["cp", "--sparse=always", str(in_place.disk), str(disk)], check=True)
+    (d / "upgraded.cfg").write_bytes(in_place.cfg_second)
+    _upgrade(disk, example_image, d)
+    inspected = run_cli("inspect", disk, "--json")
+    verified = run_cli("verify", disk, "--json")
+    before = _hashes(disk)
+    converted = run_cli("convert", "--in-place", disk, "--kernel", debian_kernel.vmlinuz,
+                        "--initrd", debian_kernel.initrd, "--modules", "minimal", "--json")
+    assert converted.code == 0, converted.stderr
+    return Upgraded(disk, inspected, verified, before, converted, _hashes(disk),
+                    run_cli("inspect", disk, "--json"))
+
+
+def test_inspect_and_verify_say_the_vsa_boots_an_unconverted_slot(upgraded: Upgraded) -> None:
+    line = (f"the VSA now boots slot p2, version {NEW_VERSION}, which is not converted: run "
+            f"`vsaimage convert --in-place {upgraded.disk}`")
+    assert upgraded.inspected.code == 0, upgraded.inspected.stderr
+    assert upgraded.inspected.doc["unconverted_slot"].startswith(line)
+    assert line in upgraded.inspected.stderr
+    assert upgraded.verified.doc["unconverted_slot"].startswith(line)
+    assert line in upgraded.verified.stderr
+
+
+def test_in_place_converts_the_slot_the_vsa_upgraded_into(upgraded: Upgraded) -> None:
+    doc = upgraded.converted.doc
+    assert doc["root_partition"] == 2
+    cfg = parse_xl((upgraded.disk.parent / "upgraded.cfg").read_text())
+    assert cfg["root"] == "/dev/xvda2"
+    assert cfg["uuid"] == UUID and f"mac={MAC}" in str(cfg["vif"]) and cfg["name"] == "vsa27"
+    written = {n for n in upgraded.before if upgraded.before[n] != upgraded.after[n]}
+    assert written == {1, 2}, "the slot converted before must keep its bytes"
+    assert upgraded.inspected_after.doc["unconverted_slot"] is None
+    assert upgraded.inspected_after.doc["root"]["partition"] == 2

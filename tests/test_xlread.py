@@ -1,5 +1,6 @@
 """xlread.py: what `convert --in-place` keeps from the config it replaces,
-read from configs xlcfg.py rendered and from ones an admin edited."""
+read from configs xlcfg.py rendered and from ones an admin edited; and the
+line inspect and verify print after the VSA's own upgrade (vsa/upgrade.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from vsaimage.commands.options import XlOptions
 from vsaimage.errors import BadInput
+from vsaimage.vsa.upgrade import unconverted_default
 from vsaimage.xen import xlcfg, xlread
 
 UUID = "4c484e21-0000-4000-8000-00000000be27"
@@ -62,3 +64,19 @@ def test_a_config_it_cannot_keep_is_one_line_naming_it(text: str, says: str) -> 
         xlread.kept(text, "vsa.cfg")
     assert e.value.message.startswith(says) and "\n" not in e.value.message
 
+
+def test_the_upgrade_line_names_the_slot_version_and_command() -> None:
+    line = unconverted_default("/srv/my vsa.img", 2, (2, 5), (5,), "10.0.00.1896")
+    assert line == ("the VSA now boots slot p2, version 10.0.00.1896, which is not converted: run "
+                    "`vsaimage convert --in-place '/srv/my vsa.img'` (with the --kernel and --initrd of "
+                    "its first conversion)")
+
+
+@pytest.mark.parametrize("root,slots,converted", [
+    (5, (2, 5), (5,)),  # the converted slot boots
+    (2, (2, 5), (2, 5)),  # both converted (after convert --in-place)
+    (5, (5,), ()),  # one slot, not converted yet: a plain stock image
+    (2, (2, 5), ()),  # nothing converted: a stock image whose VSA upgraded under VMware
+])
+def test_no_upgrade_line_otherwise(root: int, slots: tuple[int, ...], converted: tuple[int, ...]) -> None:
+    assert unconverted_default("vsa.img", root, slots, converted, "10.0") is None

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from vsaimage.commands import bundle, results
-from vsaimage.commands.examine import examine
+from vsaimage.commands.examine import examine, slot_notice
 from vsaimage.commands.options import InspectOptions
 from vsaimage.edits import EditContext, Snapshot
 from vsaimage.edits.catalog import ALL as ALL_EDITS
@@ -33,7 +33,8 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
         also=lambda g, s: found.append(bundle.gather(g, s, files=opts.bundle is not None)))
     doc = results.single("inspect", results.common(), {
         "success": True,
-        **results.layout_doc(str(opts.image), layout, facts),
+        **results.layout_doc(str(opts.image), layout, facts,
+                             slot_notice(opts.image, opts.roles, layout, snap)),
         "vsa_version": vsa_version(snap),
         "glibc": glibc.detect(snap).as_dict(),
         "recorded_macs": [{"mac": f.mac, "source": f.source} for f in identity.recorded_macs(snap)],

@@ -113,14 +113,17 @@ def common(*, launches: int | None = None, rep: Progress | None = None) -> dict[
     return doc | (record(rep) if rep is not None else {})
 
 
-def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any]) -> dict[str, Any]:
-    """An image's partitions and roles, and the input's own facts."""
+def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any], notice: str | None) -> dict[str, Any]:
+    """An image's partitions and roles, and the input's own facts;
+    `notice`: the line saying the VSA boots a slot that is not converted."""
     return {
         "image": image,
         "input_facts": dict(facts),
         "partitions": [p.as_dict() for p in layout.partitions],
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
+        "system_slots": list(layout.slots),
+        "unconverted_slot": notice,
     }
 
 

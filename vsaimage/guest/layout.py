@@ -42,6 +42,10 @@ class Layout:
     root: Role
     boot: Role | None
     kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* at the top of the boot partition
+    # partitions that look like a VSA root: two system slots once the VSA
+    # upgraded itself (its grub default entry then chose the root)
+    slots: tuple[int, ...] = ()
+    marked: tuple[int, ...] = ()  # partitions holding mount_layout's `mark`
 
 
 # What marks a VSA root, and a kernel at the top of a boot partition (globs).
@@ -52,12 +56,15 @@ _GRUB_CONFIGS = ("grub/grub.conf", "boot/grub/grub.conf")
 
 
 def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
-                boot_part: int | None = None, writable: bool = False, drive: int = 0) -> Layout:
+                boot_part: int | None = None, writable: bool = False, drive: int = 0,
+                mark: str | None = None) -> Layout:
     """Find the root and boot partitions of the appliance's `drive`-th disk
     (several are attached when several images share a launch), and mount
     them as the running VSA does: the root at / (writable when asked), the
     boot partition where the root's fstab puts it. Every guest path then
-    resolves as inside the VSA, until Guest.unmount_all."""
+    resolves as inside the VSA, until Guest.unmount_all. `mark`: a path
+    (from a filesystem's top) whose partitions the layout lists, found in
+    the same probe."""
     device = guest.devices()[drive]
     parts = guest.partitions(device)
     if not parts:
@@ -69,7 +76,8 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
-    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_GRUB_CONFIGS))
+    marks = (mark,) if mark is not None else ()
+    probe = guest.probe(_candidates(parts), (*_ROOT_MARKS, *_KERNELS, *_GRUB_CONFIGS, *marks))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
@@ -94,7 +102,9 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     # the VSA's other filesystems (/var/log, ...) are not mounted: a path
     # into one would land in the root's directory that it hides
     guest.fence([mp for mp in mounts if mp not in mounted])
-    return Layout(device, tuple(parts), root, boot, kernels)
+    slots = tuple(p.number for p in parts if all(p.number in probe.hits[m] for m in _ROOT_MARKS))
+    return Layout(device, tuple(parts), root, boot, kernels, slots,
+                  tuple(sorted(probe.hits[mark])) if mark is not None else ())
 
 
 def layout_lines(layout: Layout) -> list[str]:
