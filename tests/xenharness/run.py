@@ -5,7 +5,8 @@ file on the dom0 changes (`used_config`): `kernel`, `ramdisk` and each disk
 `target`, since the dom0 sees kernels and initrds in its initramfs
 (`/plan/files/N`) and each disk image as a virtio disk (`/dev/vda`,
 `/dev/vdb`, ... in the order they are first named). QEMU attaches every disk
-with `snapshot=on`: the images are never written.
+with `snapshot=on` (the images are never written) unless the run is told
+to keep a disk's writes.
 
 A domU that boots from its own disk (`bootloader = "pygrub"`, or pvgrub2 as
 `kernel = "/usr/lib/grub-xen/grub-x86_64-xen.bin"`, the path it has in the
@@ -24,6 +25,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,11 +100,13 @@ def fingerprint(path: Path) -> str:
 
 
 def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240,
-        prompt_cap: int = 900, timeout: float = 2700) -> Run:
+        prompt_cap: int = 900, timeout: float = 2700, writable: Collection[Path] = ()) -> Run:
     """Boot the harness once: parse every config of `parse` (name -> text,
     used as is), then boot `domus` one after the other. A domU that has not
     shown its `wait_for` is given up on after `silence` seconds without
-    console output or `prompt_cap` seconds in all; `timeout` bounds the run."""
+    console output or `prompt_cap` seconds in all; `timeout` bounds the run.
+    The disks of `writable` (copies made for one test, never a shared
+    output) keep the run's writes, for a later run to boot."""
     version = dom0.kernel_version()
     xen, base = dom0.hypervisor(), dom0.dom0_initramfs(version)
     if not (xen.is_file() and base.is_file()):
@@ -155,7 +159,7 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
         "-device", "virtio-serial-pci,id=ports",
     ]  # fmt: skip
     for host in devices:
-        cmd += ["-drive", f"file={host},format=raw,if=virtio,snapshot=on"]
+        cmd += ["-drive", f"file={host},format=raw,if=virtio" + ("" if host in writable else ",snapshot=on")]
     for i, domu in enumerate(domus):
         result.consoles[domu.name] = work / f"{domu.name}.console.log"
         cmd += ["-chardev", f"file,id=c{i},path={result.consoles[domu.name]}",
