@@ -15,7 +15,12 @@ One QEMU run (tests/xenharness): Debian's Xen 4.17, a dom0, and in it
   through symlinks, as on a Red Hat-style root), with its own config;
 - the converted disk again, as it was left by its first boot (QEMU keeps
   the run's writes in its snapshot): the motherboard UUID the VSA recorded
-  then must not look changed;
+  then must not look changed, and the configuration stored at the first
+  boot (boot-report stores a host name, as the console's menu would, when
+  the store on the configuration partition holds none) must be kept;
+- the converted disk a third time, from its config with another uuid and
+  MAC (a new motherboard, for the VSA): the negative control of the
+  configuration kept, which the VSA must reset;
 - the example converted with `--boot pvgrub`, then with `--boot pygrub`:
   their configs name no file of the dom0, and the dom0 deletes its copies of
   the guest kernel and initrd and empties its /boot before creating them,
@@ -54,6 +59,11 @@ REPO = Path(__file__).resolve().parent.parent
 KEPT_LOGS = REPO / "build" / "xen-logs"
 CONVERTED, UNCONVERTED, SYMLINKS, AGAIN = "1-converted", "2-unconverted", "3-symlinks", "4-converted-again"
 PVGRUB, PYGRUB, PVH = "5-pvgrub", "6-pygrub", "pvh"
+# The converted disk once more, after its two boots, with another uuid and
+# MAC; named to boot before the domUs that boot their own kernel (the dom0
+# deletes its copy of the guest kernel for those).
+NEW_BOARD = "4b-new-motherboard"
+NEW_UUID, NEW_MAC = "4c484e21-0000-4000-8000-0000000b0a7d", "00:16:3e:0b:0a:7d"
 OWN_KERNEL = (PVGRUB, PYGRUB)
 LHN_LOG = "/var/log/lefthand/lhn_init.log"
 REPORT_END = "boot-report: end"
@@ -204,8 +214,12 @@ def xen(converted: Converted, symlinks_converted: Variant, own_kernel: OwnKernel
         config = image.with_suffix(".cfg").read_text()
         domus.append(harness.DomU(name, config, None, None, targets(config), prompt,
                                   absent=(debian_kernel.vmlinuz, image.with_suffix(".initrd"))))
+    board = generated.replace(parse_xl(generated)["uuid"], NEW_UUID)  # type: ignore[arg-type]
+    board = re.sub(r"mac=[0-9a-f:]{17}", f"mac={NEW_MAC}", board)
     parse = {"converted": generated, **config_variants(generated),
              **{d.name: d.config for d in domus[-2:]}, PVH: pvh_converted.out.with_suffix(".cfg").read_text()}
+    domus.insert(4, harness.DomU(NEW_BOARD, board, debian_kernel.vmlinuz, converted.initrd, tuple(disks),
+                                 prompt))
     if converted.minimal_cfg.decode() != generated:
         parse["converted-minimal"] = converted.minimal_cfg.decode()
     return boot_all(domus, parse, tmp_path_factory.mktemp("xen"), generated, hvc0)
@@ -400,6 +414,44 @@ def test_converted_keeps_its_motherboard_uuid_across_reboots(xen: XenRun) -> Non
         log = again.section(LHN_LOG)
         assert f"recording motherboard UUID {again.config['uuid']}" in log, log
         assert "motherboard changed" not in log, log
+
+
+def configured_name(boot: Boot) -> str | None:
+    """The host name boot-report stored in this boot, if it stored one."""
+    m = re.search(r"^configured hostname (\S+)$", boot.section("actions"), re.M)
+    return m.group(1) if m else None
+
+
+def test_converted_keeps_its_configuration_across_reboots(xen: XenRun) -> None:
+    """The first boot stored a host name in the configuration store (on the
+    partition platform.xml names by its /dev/scsi path); the second found
+    it there and set it, the motherboard unchanged, eth0 with its MAC."""
+    with xen.logs_kept():
+        name = configured_name(xen.boots[CONVERTED])
+        assert name is not None, xen.boots[CONVERTED].section("actions")
+        again = xen.boots[AGAIN]
+        assert f"hostname={name}\n" in again.section("/etc/lefthand/config/lhn.conf")
+        assert again.section("hostname").strip() == name
+        log = again.section(LHN_LOG)
+        assert f"host name {name} (stored configuration)" in log, log
+        assert "configuration reset" not in log, log
+        assert configured_name(again) is None
+        assert again.section("network interfaces").split()[0] == "eth0"
+        eth0_mac(again)
+
+
+def test_a_new_motherboard_resets_the_configuration(xen: XenRun) -> None:
+    """The negative control: the same disk with another uuid and MAC is a
+    new node to the VSA, which starts from an empty configuration."""
+    with xen.logs_kept():
+        name = configured_name(xen.boots[CONVERTED])
+        boot = xen.boots[NEW_BOARD]
+        assert boot.config["uuid"] == NEW_UUID
+        log = boot.section(LHN_LOG)
+        assert "motherboard changed" in log and "configuration reset" in log, log
+        assert f"host name {name} (stored configuration)" not in log.split("motherboard changed")[-1], log
+        assert configured_name(boot) not in (None, name)
+        eth0_mac(boot)
 
 
 # --- the symlinks variant boots the same way -------------------------------
