@@ -56,6 +56,17 @@ def test_pygrub_boots_our_entry(grubconf: ModuleType) -> None:
     assert images[1].initrd == (None, "/initrd-2.6.18-vsa.img")
 
 
+def test_an_upgrade_that_moves_the_vsa_default_does_not_move_ours(grubconf: ModuleType) -> None:
+    """After the VSA's upgrade its grub.conf boots the unconverted slot p2:
+    the menu still boots the converted root until convert --in-place."""
+    from test_grubconf import TWO_SLOTS
+
+    default, images = pygrub_reads(grubconf, bootmenu.render(BOOT, TWO_SLOTS))
+    assert images[default].title == BOOT.title and images[default].args == CMDLINE
+    assert [i.title for i in images[1:]] == ["SAN/iQ 9.5.00.1215 (2.6.18-vsa)",
+                                             "SAN/iQ 10.0.00.1896 (2.6.32-vsa)"]
+
+
 def test_boot_in_the_root_filesystem(grubconf: ModuleType) -> None:
     """No boot partition: the files are under /boot of the root filesystem,
     and the menu names them so."""

@@ -18,7 +18,12 @@ One QEMU run (tests/xenharness): Debian's Xen 4.17, a dom0, and in it
   platform.xml: the copy must lead to the VMware description;
 - the converted disk again, as it was left by its first boot (QEMU keeps
   the run's writes in its snapshot): the motherboard UUID the VSA recorded
-  then must not look changed;
+  then must not look changed, and the configuration stored at the first
+  boot (boot-report stores a host name, as the console's menu would, when
+  the store on the configuration partition holds none) must be kept;
+- the converted disk a third time, from its config with another uuid and
+  MAC (a new motherboard, for the VSA): the negative control of the
+  configuration kept, which the VSA must reset;
 - the example converted with `--boot pvgrub`, then with `--boot pygrub`:
   their configs name no file of the dom0, and the dom0 deletes its copies of
   the guest kernel and initrd and empties its /boot before creating them,
@@ -32,6 +37,7 @@ On failure the logs are kept in build/xen-logs/ and their tails printed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -49,6 +55,7 @@ from xenboot import (
     XenRun,
     boot_all,
     clean_halt,
+    configured_name,
     eth0_mac,
     every_fstab_mount,
     hvc0_prompt,
@@ -72,6 +79,10 @@ pytestmark = pytest.mark.integration
 # the dom0 removes its copy of the guest kernel before creating them.
 CONVERTED, UNCONVERTED, SYMLINKS, RUNTIME = "1-converted", "2-unconverted", "3-symlinks", "4-runtime-platform"
 AGAIN, PVGRUB, PYGRUB = "5-converted-again", "6-pvgrub", "7-pygrub"
+# The converted disk once more, after its two boots, with another uuid and
+# MAC; named to boot right after AGAIN, before the own-kernel ones.
+NEW_BOARD = "5b-new-motherboard"
+NEW_UUID, NEW_MAC = "4c484e21-0000-4000-8000-0000000b0a7d", "00:16:3e:0b:0a:7d"
 OWN_KERNEL = (PVGRUB, PYGRUB)
 
 
@@ -104,6 +115,8 @@ def xen(own_kernel: OwnKernel, symlinks_converted: Variant, runtime_platform_con
                      debian_kernel.vmlinuz, same_file(runtime_platform_converted.initrd, converted.initrd),
                      targets(runtime_platform_converted.out.with_suffix(".cfg").read_text()), prompt),
         harness.DomU(AGAIN, generated, debian_kernel.vmlinuz, converted.initrd, tuple(disks), prompt),
+        harness.DomU(NEW_BOARD, new_motherboard(generated), debian_kernel.vmlinuz, converted.initrd,
+                     tuple(disks), prompt),
     ]
     for name, image in ((PVGRUB, own_kernel.pvgrub), (PYGRUB, own_kernel.pygrub)):
         config = image.with_suffix(".cfg").read_text()
@@ -114,6 +127,12 @@ def xen(own_kernel: OwnKernel, symlinks_converted: Variant, runtime_platform_con
     if converted.minimal_cfg.decode() != generated:
         parse["converted-minimal"] = converted.minimal_cfg.decode()
     return boot_all(domus, parse, tmp_path_factory.mktemp("xen"), generated, hvc0, {SYMLINKS: "symlinks"})
+
+
+def new_motherboard(generated: str) -> str:
+    """The config with another uuid and MAC: a new motherboard, to the VSA."""
+    board = generated.replace(str(parse_xl(generated)["uuid"]), NEW_UUID)
+    return re.sub(r"mac=[0-9a-f:]{17}", f"mac={NEW_MAC}", board)
 
 
 def config_variants(generated: str) -> dict[str, str]:
@@ -198,6 +217,38 @@ def test_converted_keeps_its_motherboard_uuid_across_reboots(xen: XenRun) -> Non
         log = again.section(LHN_LOG)
         assert f"recording motherboard UUID {again.config['uuid']}" in log, log
         assert "motherboard changed" not in log, log
+
+
+def test_converted_keeps_its_configuration_across_reboots(xen: XenRun) -> None:
+    """The first boot stored a host name in the configuration store (on the
+    partition platform.xml names by its /dev/scsi path); the second found
+    it there and set it, the motherboard unchanged, eth0 with its MAC."""
+    with xen.logs_kept():
+        name = configured_name(xen.boots[CONVERTED])
+        assert name is not None, xen.boots[CONVERTED].section("actions")
+        again = xen.boots[AGAIN]
+        assert f"hostname={name}\n" in again.section("/etc/lefthand/config/lhn.conf")
+        assert again.section("hostname").strip() == name
+        log = again.section(LHN_LOG)
+        assert f"host name {name} (stored configuration)" in log, log
+        assert "configuration reset" not in log, log
+        assert configured_name(again) is None
+        assert again.section("network interfaces").split()[0] == "eth0"
+        eth0_mac(again)
+
+
+def test_a_new_motherboard_resets_the_configuration(xen: XenRun) -> None:
+    """The negative control: the same disk with another uuid and MAC is a
+    new node to the VSA, which starts from an empty configuration."""
+    with xen.logs_kept():
+        name = configured_name(xen.boots[CONVERTED])
+        boot = xen.boots[NEW_BOARD]
+        assert boot.config["uuid"] == NEW_UUID
+        log = boot.section(LHN_LOG)
+        assert "motherboard changed" in log and "configuration reset" in log, log
+        assert f"host name {name} (stored configuration)" not in log.split("motherboard changed")[-1], log
+        assert configured_name(boot) not in (None, name)
+        eth0_mac(boot)
 
 
 # --- the symlinks variant boots the same way -------------------------------

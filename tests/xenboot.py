@@ -251,6 +251,13 @@ def every_fstab_mount(boot: Boot) -> None:
     assert len(swaps) == swap_entries, f"/proc/swaps: {swaps}"
 
 
+def configured_name(boot: Boot) -> str | None:
+    """The host name boot-report stored in the configuration store in this
+    boot, if it stored one (it does when the store holds none)."""
+    m = re.search(r"^configured hostname (\S+)$", boot.section("actions"), re.M)
+    return m.group(1) if m else None
+
+
 def hvc0_prompt(prompt: str) -> Callable[[Boot], None]:
     def check(boot: Boot) -> None:
         assert prompt in boot.after_report(), f"no {prompt.strip()!r} prompt on hvc0"

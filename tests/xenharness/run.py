@@ -6,8 +6,9 @@ file on the dom0 changes (`used_config`): `kernel`, `ramdisk` and each disk
 (`/plan/files/N`) and each disk image as a virtio disk (`/dev/vda`,
 `/dev/vdb`, ... in the order they are first named). QEMU attaches every disk
 with `snapshot=on`: the images are never written, unless a domU asks for
-`writable` disks (give it copies made for the test): its guest's writes then
-reach the files, to be read after the run.
+`writable` disks (give it copies made for the test, never a shared output):
+its guest's writes then reach the files, to be read, or booted by a later
+run.
 
 A domU that boots from its own disk (`bootloader = "pygrub"`, or pvgrub2 as
 `kernel = "/usr/lib/grub-xen/grub-x86_64-xen.bin"`, the path it has in the

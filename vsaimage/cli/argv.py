@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vsaimage import __version__
+from vsaimage.commands import inplace
 from vsaimage.commands.options import (
     COMMANDS,
     BatchOptions,
@@ -60,11 +61,15 @@ _EXAMPLES = {
       --initrd /boot/initrd.img-$V -o xen/   # one launch: xen/vsa1.img, xen/vsa1.initrd, ...
   vsaimage convert demo/vsa.img --kernel /boot/vmlinuz-$V --initrd /boot/initrd.img-$V \\
       -o demo/vsa-own-kernel.img --boot pygrub --type pvh   # the disk carries its kernel
+  vsaimage convert --in-place demo/vsa-xen.img --kernel /boot/vmlinuz-$V \\
+      --initrd /boot/initrd.img-$V    # after the VSA upgraded itself: no copy; keeps vsa-xen.cfg's identity
 
 writes OUT.img (the disk), OUT.initrd (the repacked initrd) and OUT.cfg (the
 xl config); nothing is written under those names unless everything succeeded.
 With several images, -o is a directory and each image's three files are named
-after it; one image failing does not stop the others.
+after it; one image failing does not stop the others. With --in-place the disk
+is converted where it is and only OUT.initrd and OUT.cfg are written (beside
+the disk file unless -o names them).
 steps (for --skip): {", ".join(STEPS[:8])},
 {", ".join(STEPS[8:])}
 """,
@@ -172,6 +177,10 @@ def verify_options(a: argparse.Namespace) -> VerifyOptions | VerifyBatch:
 
 def convert_options(a: argparse.Namespace) -> ConvertOptions | BatchOptions:
     several = len(a.image) > 1
+    if a.in_place and several:
+        raise BadInput("--in-place converts one disk at a time", hint="run it once per disk")
+    if a.output is None and not a.in_place:
+        raise BadInput("convert: -o OUT.img is required (or --in-place)")
     if several:
         _check_batch(a)
     if a.boot != "direct" and "bootloader" in a.skip:
@@ -181,13 +190,19 @@ def convert_options(a: argparse.Namespace) -> ConvertOptions | BatchOptions:
                    a.new_identity, a.boot, a.type)
 
     def options(image: ImageSource) -> ConvertOptions:
+        roles = _roles(a, image)
+        if a.in_place:
+            output, fmt = inplace.output_name(image, a.output), inplace.disk_format(image, a.format)
+            inplace.check_roles(image, roles)
+        else:
+            output = OutputPaths.in_directory(a.output, image.name).image if several else a.output
+            fmt = a.format
         return ConvertOptions(
-            image=image, kernel=a.kernel, initrd=a.initrd,
-            output=OutputPaths.in_directory(a.output, image.name).image if several else a.output,
-            format=a.format, pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
-            skip=a.skip, roles=_roles(a, image), force=a.force, dry_run=a.dry_run,
+            image=image, kernel=a.kernel, initrd=a.initrd, output=output,
+            format=fmt, pci_hack=PciHack(a.pci_hack), console_autologin=a.console_autologin,
+            skip=a.skip, roles=roles, force=a.force, dry_run=a.dry_run,
             kernel_version=a.kernel_version, force_kernel=a.force_kernel, modules_dir=a.modules_dir,
-            modules=a.modules, initrd_compression=a.initrd_compression, xl=xl)
+            modules=a.modules, initrd_compression=a.initrd_compression, xl=xl, in_place=a.in_place)
 
     if several:
         images = _each_image(a.image, _parse(a), options)

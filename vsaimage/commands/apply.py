@@ -29,11 +29,14 @@ Repack = concurrent.futures.Future[tuple[Path, RepackResult]]
 
 def edit(g: Guest, opts: ConvertOptions, planned: Planned,
          payload: concurrent.futures.Future[ModulePayload] | None, repack: Repack,
-         rep: Progress, label: Path, *, reserve: int, payload_device: str | None = None) -> list[str]:
-    """Apply the plan's guest changes on the mounted output; returns the
-    guest files an upload found already there. `reserve`: bytes the output
-    directory must also keep free for files written after; `payload_device`:
-    the appliance's device of a payload that travels by image."""
+         rep: Progress, *, grows: Path | None, initrd_out: Path, reserve: int,
+         payload_device: str | None = None) -> list[str]:
+    """Apply the plan's guest changes on the mounted disk; returns the guest
+    files an upload found already there. `grows`: the host file the guest's
+    writes make bigger (a staged or sparse disk; None for a block device or
+    a LUN); `reserve`: bytes the initrd's directory must also keep free for
+    the initrd written after; `payload_device`: the appliance's device of a
+    payload that travels by image."""
     plan = planned.plan
     install = next((c for c in plan.changes if isinstance(c, InstallModules)), None)
     # what the payload adds to the image: its files' blocks (an image's
@@ -43,6 +46,7 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
     written = sum(len(c.data) for c in writes)
     uploads = [c for c in plan.changes if isinstance(c, UploadFile)]
     sources: dict[str, Path] = {}
+    unchanged: list[str] = []
     if uploads:
         # the initrd the guest's menu boots is the repacked one: wait for it
         # (a second or two more than a direct boot) so that the boot
@@ -50,22 +54,28 @@ def edit(g: Guest, opts: ConvertOptions, planned: Planned,
         with rep.phase("initrd repack (wait)"):
             repacked = repack.result()[0]
         sources = {c.path: opts.kernel if c.source == "kernel" else repacked for c in uploads}
-        written += sum(os.path.getsize(source) for source in sources.values())
+        # a file already there is not sent again, nor is its filesystem
+        # mounted read-write for it
+        unchanged = [path for path, source in sources.items() if g.holds(source, path)]
+    sends = {path: source for path, source in sources.items() if path not in unchanged}
+    written += sum(os.path.getsize(source) for source in sends.values())
     modules = planned.modules
-    room.check(g, [*((c.path, len(c.data)) for c in writes), *room.sizes(sources.items()),
+    room.check(g, [*((c.path, len(c.data)) for c in writes), *room.sizes(sends.items()),
                    *_modules_room(g, install, modules)])
     # the filesystem inside the image needs room for metadata and its journal
-    ensure_space(label.parent, tarball + tarball // 8 + written + reserve + 32 * 2**20, label=label)
+    _ensure_room(grows, tarball + tarball // 8 + written + 32 * 2**20, initrd_out, reserve)
     if repack.done():  # a failed repack stops the convert before anything is written
         repack.result()
     with rep.phase("edits"):
-        g.make_writable([c.path for c in plan.changes if isinstance(c, WriteFile | UploadFile | MakeLink)])
+        g.make_writable([*(c.path for c in plan.changes if isinstance(c, WriteFile | MakeLink)), *sends,
+                         *([guest_dir(install.version)] if install else [])])
         for c in plan.changes:
             if isinstance(c, WriteFile):
                 g.write(c.path, c.data, c.mode)
             elif isinstance(c, MakeLink):
                 g.symlink(c.path, c.target)
-    unchanged = _upload(g, sources, rep) if sources else []
+    if sources:
+        _upload(g, sends, len(sources), rep)
     if install is not None:
         assert payload is not None, "modules step planned although skipped"
         _install_modules(g, payload.result(), guest_dir(install.version), rep, payload_device)
@@ -114,21 +124,29 @@ def verify(g: Guest, opts: ConvertOptions, planned: Planned, rep: Progress) -> N
             raise VerifyError(f"after the edits, these postconditions do not hold: {', '.join(failed)}")
 
 
-def _upload(g: Guest, sources: dict[str, Path], rep: Progress) -> list[str]:
-    """Copy each host file of `sources` to its guest path; returns the guest
-    paths that already held those bytes (not sent again)."""
-    total = sum(os.path.getsize(source) for source in sources.values())
-    unchanged = []
+def _ensure_room(grows: Path | None, guest_bytes: int, initrd_out: Path, reserve: int) -> None:
+    """The disk's host file has room for what the guest writes, and the
+    initrd's directory for the initrd (one check when they share it)."""
+    needs: dict[Path, tuple[Path, int]] = {}
+    for label, nbytes in ([(grows, guest_bytes)] if grows is not None else []) + [(initrd_out, reserve)]:
+        first, total = needs.get(label.parent, (label, 0))
+        needs[label.parent] = (first, total + nbytes)
+    for directory, (label, nbytes) in needs.items():
+        ensure_space(directory, nbytes, label=label)
+
+
+def _upload(g: Guest, sends: dict[str, Path], files: int, rep: Progress) -> None:
+    """Copy each host file of `sends` to its guest path (`files`: how many
+    the step has, those already there included)."""
+    total = sum(os.path.getsize(source) for source in sends.values())
     with rep.phase("boot files", total=total, nbytes=True) as ph:
         sent = 0
-        for path, source in sources.items():
-            if not g.upload(source, path):
-                unchanged.append(path)
+        for path, source in sends.items():
+            g.upload(source, path)
             sent += os.path.getsize(source)
             ph.update(sent, total)
-        ph.detail = f"({len(sources)} files, {total / 2**20:.0f} MiB" + (
-            f", {len(unchanged)} already there)" if unchanged else ")")
-    return unchanged
+        ph.detail = f"({files} files, {total / 2**20:.0f} MiB sent" + (
+            f", {files - len(sends)} already there)" if len(sends) < files else ")")
 
 
 def _modules_room(g: Guest, install: InstallModules | None, modules: Choice | None) -> list[tuple[str, int]]:

@@ -13,6 +13,12 @@ Several images share the launch (each copy its own drive, each mounted at /
 in turn), the modules payload and the initrd repack; each has its own
 outputs, identity and commit, and fails alone (batch.py). A dry run stops
 after the plan, on a read-only launch.
+
+With --in-place (inplace.py) there is no copy: the disk itself is the
+appliance's drive, every partition of it read-only in the appliance until an
+edit writes there, each filesystem mounted read-only until a change is to
+be written into it (so a second run, with nothing to change, writes
+nothing), and only the initrd and the xl config are staged and committed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vsaimage.commands import apply, batch, results
+from vsaimage.commands import apply, batch, inplace, results
 from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.commands.planning import Planned, check_xl_settings, initrd_drivers, initrd_status, plan_image
@@ -74,6 +80,29 @@ class Image(batch.Item):
         if self.staging is not None:
             self.staging.discard()
 
+    @property
+    def finals(self) -> tuple[Path, ...]:
+        """The files this image's convert writes (in place: not the disk)."""
+        return self.outputs.all()[1:] if self.opts.in_place else self.outputs.all()
+
+    def drives(self) -> list[Drive]:
+        """The appliance's drives for this image: the staged copy of each
+        system disk, or the disk itself."""
+        if self.opts.in_place:
+            return [self.opts.image.drive(readonly=False)]
+        assert self.staging is not None
+        return [Drive(str(self.staging.temp(d)), readonly=False, format=self.fmt)
+                for d in self.outputs.system_disks]
+
+    @property
+    def grows(self) -> Path | None:
+        """The host file the guest's writes make bigger, if any."""
+        if not self.opts.in_place:
+            assert self.staging is not None
+            return self.staging.temp(self.outputs.image)
+        path = self.opts.image.path
+        return path if path is not None and path.is_file() else None
+
 
 @dataclass
 class Run:
@@ -118,8 +147,10 @@ class Run:
 
 def convert(opts: ConvertOptions, rep: Progress) -> dict[str, Any]:
     """Convert one image; any failure propagates."""
-    image = Image(str(opts.image), rep, opts=opts,
-                  outputs=OutputPaths.from_option(opts.output, len(opts.roles.disks(opts.image))))
+    outputs = OutputPaths.from_option(opts.output, len(opts.roles.disks(opts.image)))
+    if opts.in_place:
+        opts = inplace.keep_settings(opts, outputs)
+    image = Image(str(opts.image), rep, opts=opts, outputs=outputs)
     check_xl_settings(opts, image.outputs)
     with set_up(opts) as shared, contextlib.ExitStack() as stack:
         run = Run(opts, shared, [image], rep, True, stack)
@@ -165,17 +196,18 @@ def _convert(run: Run) -> None:
     _start_host_work(run)
     drives: list[Drive] = []
     for i in live:
-        assert i.staging is not None
         i.drive = len(drives)
-        drives += [Drive(str(i.staging.temp(d)), readonly=False, format=i.fmt)
-                   for d in i.outputs.system_disks]
+        drives += i.drives()
     extra = [run.payload_drive] if run.payload_drive is not None else []
     with _launch(run, [*drives, *extra]) as g:
         if extra:
             run.payload_device = g.devices()[len(drives)]
         for image in live:
             with run.attempt(image):
-                _plan(run, image, g, image.drive, writable=True)
+                if image.opts.in_place:
+                    g.protect(g.devices()[image.drive])
+                # in place, each filesystem stays read-only until written
+                _plan(run, image, g, image.drive, writable=not image.opts.in_place)
                 _edit(run, image, g)
                 _verify(run, image, g)
             g.unmount_all()
@@ -209,7 +241,8 @@ def _dry_run(run: Run) -> None:
                 _plan(run, image, g, image.drive, writable=False)
                 assert image.planned is not None
                 image.doc = results.convert_image(image.text, image.input_facts, image.outputs,
-                                                  image.opts.format, image.planned, image.planned.plan)
+                                                  image.opts.format, image.planned, image.planned.plan,
+                                                  image.opts.xl, in_place=image.opts.in_place)
                 if not run.alone:
                     image.doc |= results.record(image.rep)
             g.unmount_all()
@@ -217,18 +250,24 @@ def _dry_run(run: Run) -> None:
 
 def _stage(run: Run) -> None:
     """Refuse outputs that exist or clobber an input, then copy each input
-    into its staged output."""
+    into its staged output (in place: refuse a disk in use, and copy
+    nothing; the initrd and config it replaces are its own)."""
     for image in run.live:
         with batch.attempt(image, alone=run.alone):
             o = image.opts
             disks = [d.path for d in o.roles.disks(o.image)]
             inputs = [p for p in (*disks, o.kernel, o.initrd) if p is not None]
-            check_destination(image.outputs.all(), force=o.force, inputs=inputs)
+            check_destination(image.finals, force=o.force or o.in_place, inputs=inputs)
+            if o.in_place:
+                inplace.check_free(o.image)
     for image in run.live:
-        image.staging = run.stack.enter_context(Staging(image.outputs.all()))
+        image.staging = run.stack.enter_context(Staging(image.finals))
     for image in run.live:
         with run.attempt(image):
             assert image.staging is not None
+            if image.opts.in_place:
+                image.fmt, image.input_facts = image.opts.format, image.opts.image.facts()
+                continue
             for disk, out in zip(image.opts.roles.disks(image.opts.image), image.outputs.system_disks,
                                  strict=True):
                 image.fmt, facts = stage_input(disk, image.opts.format, image.staging.temp(out), out,
@@ -332,8 +371,8 @@ def _edit(run: Run, image: Image, g: guest.Guest) -> None:
     modules = image.planned.modules
     payload = _payload(run, minimal=modules.minimal) if modules is not None else None
     image.unchanged = apply.edit(g, image.opts, image.planned, payload, image.repack, image.rep,
-                                 image.outputs.image, reserve=size + size // 4,
-                                 payload_device=run.payload_device)
+                                 grows=image.grows, initrd_out=image.outputs.initrd,
+                                 reserve=size + size // 4, payload_device=run.payload_device)
 
 
 def _verify(run: Run, image: Image, g: guest.Guest) -> None:
@@ -358,9 +397,10 @@ def _commit(run: Run, image: Image) -> None:
     cfg = planned.cfg
     write_bytes(image.staging.temp(outputs.cfg), xlcfg.render(cfg).encode(), label=outputs.cfg)
     image.staging.commit()
-    rep.debug(f"renamed into place: {', '.join(str(p) for p in outputs.all())}")
+    rep.debug(f"renamed into place: {', '.join(str(p) for p in image.finals)}")
     image.doc = results.convert_image(image.text, image.input_facts, outputs, image.fmt, planned,
-                                      _executed(run, image, initrd_result))
+                                      _executed(run, image, initrd_result), image.opts.xl,
+                                      in_place=image.opts.in_place)
     if not run.alone:
         image.doc |= results.record(rep)
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from vsaimage.commands import bundle, results
-from vsaimage.commands.examine import examine
+from vsaimage.commands.examine import examine, slot_notice
 from vsaimage.commands.options import InspectOptions
 from vsaimage.commands.planning import arguments_doc, kernel_args
 from vsaimage.edits import EditContext, Snapshot
@@ -35,7 +35,8 @@ def inspect(opts: InspectOptions, rep: Progress) -> dict[str, Any]:
     land = userland.detect(snap)
     doc = results.single("inspect", results.common(), {
         "success": True,
-        **results.layout_doc(str(opts.image), layout, facts),
+        **results.layout_doc(str(opts.image), layout, facts,
+                             slot_notice(opts.image, opts.roles, layout, snap)),
         "vsa_version": vsa_version(snap),
         "glibc": glibc.detect(snap, userland_32bit=land.is_32bit).as_dict(),
         "userland": land.as_dict(),

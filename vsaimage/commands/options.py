@@ -113,8 +113,16 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--initrd",), ("convert",), "its initramfs-tools initrd", type=Path, required=True),
     Option(("--initrd",), ("verify",), "also check the repacked initrd", type=Path),
     Option(("-o", "--output"), ("convert",), "output disk; OUT.initrd and OUT.cfg are written beside it "
-           "(several images: an existing directory, each image's files named after it)", type=Path,
-           metavar="OUT.img|DIR", required=True),
+           "(several images: an existing directory, each image's files named after it; --in-place: only "
+           "OUT.initrd and OUT.cfg, by default beside a disk file)", type=Path, metavar="OUT.img|DIR"),
+    Option(("--in-place",), ("convert",), "convert the disk where it is, with no copy (a raw file, a block "
+           "device, an iSCSI LUN, or a qcow2 file); the settings of the xl config it replaces are kept",
+           action="store_true",
+           doc="convert the disk where it is, with no copy (a raw file, a block device, an iSCSI LUN, or a "
+               "qcow2 file: not while a domain runs from it; one system disk: not a SAN/iQ 8 md root); "
+               "writes OUT.initrd and OUT.cfg, replacing them, and keeps what the config there says (name, "
+               "uuid, MAC, bridge, memory, vCPUs, data disks, `--boot`, `--type`, `--extra`) for each "
+               "option not given (below)"),
     Option(("-o", "--output"), ("initrd",), "the repacked initrd", type=Path, required=True),
     Option(("--format",), ("convert",), "output disk format", choices=xlcfg.DISK_FORMATS, default="raw",
            doc="`qcow2` writes the disk as qcow2"),
@@ -254,6 +262,9 @@ class XlOptions:
     new_identity: bool = False
     boot: str = default("boot")  # xen.bootmenu.BOOT_MODES
     guest_type: str = default("type")  # xen.xlcfg.GUEST_TYPES
+    # --in-place: the fields above taken from the config it replaces, and that config
+    kept: frozenset[str] = frozenset()
+    kept_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +286,8 @@ class ConvertOptions:
     modules: str = default("modules")  # auto, full or minimal
     initrd_compression: str | None = None
     xl: XlOptions = XlOptions()
+    # the disk is converted where it is; `output` then names only OUT.initrd and OUT.cfg
+    in_place: bool = False
 
 
 @dataclass(frozen=True)

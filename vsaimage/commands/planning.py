@@ -6,11 +6,12 @@ config) before anything is written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vsaimage.commands import room
+from vsaimage.commands import inplace, room
 from vsaimage.commands.options import ConvertOptions
 from vsaimage.edits import EditContext, InstallModules, Snapshot, Status, pcihack
 from vsaimage.edits.modules import guest_dir
@@ -71,6 +72,8 @@ def plan_image(g: Guest, opts: ConvertOptions, ctx: EditContext, outputs: Output
     layout = mount_layout(g, str(opts.image), root_part=roles.root_part, boot_part=roles.boot_part,
                           writable=writable, drive=drive, disks=tuple(map(str, roles.disks(opts.image))),
                           degraded=roles.degraded)
+    if opts.in_place:
+        inplace.check_layout(opts.image, layout)
     ctx = replace(ctx, partitions=partition_facts(layout))
     snap = read_snapshot(g, ctx, skip=opts.skip, extra=GUEST_FACTS)
     _check_data_disks(opts, slots.find(snap))
@@ -170,8 +173,13 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
                    "transport": module_payload.transport(minimal=modules.minimal)}
     steps = tuple(replace(s, details={**s.details, **source})
                   if s.step == "modules" and modules_dir is not None else s for s in guest_plan.steps)
-    copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
-                    details={"input": str(opts.image), "format": opts.format})
+    if opts.in_place:
+        copy = HostItem("in-place", "The disk itself, converted where it is (no copy)", str(opts.image),
+                        "already applied" if not guest_plan.changes else "apply",
+                        details={"format": opts.format})
+    else:
+        copy = HostItem("copy", "The converted disk (a copy of the input)", str(outputs.image),
+                        details={"input": str(opts.image), "format": opts.format})
     action, add = prepared.action, drivers.addition
     title = pcihack.TITLES[action] + (f"; adds {', '.join(add.names)}" if add else "") + (
         f"; {mdadm.CONF} names {cfg.root}" if array else "")
@@ -188,8 +196,10 @@ def _full_plan(opts: ConvertOptions, guest_plan: Plan, cfg: xlcfg.XlConfig, libc
         "vsyscall_emulate": cfg.vsyscall_emulate, "glibc": libc.why, "boot": cfg.boot,
         "type": cfg.guest_type, "userland": land.why, "command_line": xlcfg.command_line(cfg),
         "kernel_args": arguments_doc(args, cfg.vsyscall_emulate, cfg.user_args)}
+    if opts.xl.kept_from is not None:
+        xl_details["kept"] = {"from": str(opts.xl.kept_from), "settings": sorted(opts.xl.kept)}
     xl = HostItem("xl", "xl config", str(outputs.cfg), details=xl_details,
-                  warnings=tuple(w for w in (who.warning, kernel_note) if w))
+                  warnings=tuple(w for w in (who.warning, kernel_note, _lun_warning(opts)) if w))
     return replace(guest_plan, steps=steps).with_host(before=[copy], after=[initrd_item, xl])
 
 
@@ -239,7 +249,34 @@ def md_line(layout: Layout, initrd: Path, prepared: Prepared) -> str | None:
 def _identity(opts: ConvertOptions, layout: Layout, snap: Snapshot) -> identity.Identity:
     x = opts.xl
     seed = layout.root.partition.uuid or str(opts.image)
-    return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity)
+    kept = f"{x.kept_from} (kept)" if x.kept_from is not None else ""
+    given = (kept if "mac" in x.kept else "--mac", kept if "uuid" in x.kept else "--uuid")
+    return identity.choose(snap, seed, mac=x.mac, dom_uuid=x.uuid, new_identity=x.new_identity, given=given)
+
+
+def _system_disk(opts: ConvertOptions, outputs: OutputPaths) -> tuple[str, str]:
+    """(target, hotplug script) of the xl config's xvda: the output, or in
+    place the disk itself (an iSCSI LUN through Xen's block-iscsi)."""
+    if not opts.in_place:
+        return str(outputs.image.absolute()), ""
+    image = opts.image
+    if image.path is not None:
+        return str(image.path.absolute()), ""
+    assert image.iscsi_target is not None and image.iscsi_server is not None
+    iqn = image.iscsi_target.rsplit("/", 1)[0]
+    return xlcfg.iscsi_target(iqn, image.iscsi_server.removeprefix("tcp:")), xlcfg.BLOCK_ISCSI
+
+
+def _lun_warning(opts: ConvertOptions) -> str | None:
+    """Xen's block-iscsi attaches LUN 0 of its target, by an IP portal."""
+    target, server = opts.image.iscsi_target, opts.image.iscsi_server
+    if not opts.in_place or target is None or server is None:
+        return None
+    lun, host = target.rsplit("/", 1)[1], server.removeprefix("tcp:").rsplit(":", 1)[0]
+    if lun == "0" and re.fullmatch(r"[0-9.]+", host):
+        return None
+    return (f"Xen's {xlcfg.BLOCK_ISCSI} script attaches LUN 0 of a target named by an IP address: for LUN "
+            f"{lun} at {host}, attach it on the dom0 and put its device in the config's xvda line")
 
 
 def check_xl_settings(opts: ConvertOptions, outputs: OutputPaths) -> None:
@@ -253,6 +290,7 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
               vendor_args: tuple[str, ...] = ()) -> xlcfg.XlConfig:
     """The xl config of an image: the options, with what the guest decides."""
     x = opts.xl
+    disk, script = _system_disk(opts, outputs)
     return xlcfg.XlConfig(
         name=x.name or outputs.image.stem,
         kernel=str(opts.kernel.absolute()),
@@ -263,7 +301,8 @@ def xl_config(opts: ConvertOptions, outputs: OutputPaths, *, root_part: int, uui
         uuid=uuid,
         mac=mac,
         bridge=x.bridge,
-        disk=str(outputs.image.absolute()),
+        disk=disk,
+        disk_script=script,
         disk_format=opts.format,
         data_disks=tuple(str(d.absolute()) for d in x.data_disks),
         vsyscall_emulate=vsyscall_emulate,

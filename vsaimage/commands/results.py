@@ -15,6 +15,7 @@ from typing import Any, NotRequired, TypedDict
 
 from vsaimage import __version__
 from vsaimage.commands.batch import Item
+from vsaimage.commands.options import XlOptions
 from vsaimage.commands.planning import Planned
 from vsaimage.edits.bootloader import BootLoader
 from vsaimage.edits.mobo_uuid import fallback_uuid
@@ -73,16 +74,22 @@ def convert_shared(*, kernel_path: str, kernel_version: str, dry_run: bool, laun
 
 
 def convert_image(text: str, input_facts: Mapping[str, Any], outputs: OutputPaths, fmt: str,
-                  planned: Planned, done: Plan) -> dict[str, Any]:
+                  planned: Planned, done: Plan, xl: XlOptions, *, in_place: bool) -> dict[str, Any]:
     """One image of a convert: `done` is its plan as carried out, or (a dry
-    run) as planned; the outputs are those it wrote, or would write."""
+    run) as planned; the outputs are those it wrote, or would write (in
+    place, the disk is the input itself, and `xl` says what the config it
+    replaces gave)."""
     cfg, root = planned.cfg, planned.layout.root.partition
     return {
         "success": True,
         "input": text,
         "input_facts": dict(input_facts),
-        "outputs": {"image": str(outputs.image), "initrd": str(outputs.initrd), "cfg": str(outputs.cfg),
-                    "format": fmt, "system_disks": [str(p) for p in outputs.system_disks]},
+        "in_place": in_place,
+        "outputs": {"image": text if in_place else str(outputs.image), "initrd": str(outputs.initrd),
+                    "cfg": str(outputs.cfg), "format": fmt,
+                    "system_disks": [text] if in_place else [str(p) for p in outputs.system_disks]},
+        **({"kept_from_config": {"config": str(xl.kept_from), "settings": sorted(xl.kept)}}
+           if xl.kept_from is not None else {}),
         "root_partition": None if root.array else root.number,
         "root_device": cfg.root,
         "boot_partition": planned.layout.boot.partition.number if planned.layout.boot else None,
@@ -110,8 +117,9 @@ def common(*, launches: int | None = None, rep: Progress | None = None) -> dict[
     return doc | (record(rep) if rep is not None else {})
 
 
-def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any]) -> dict[str, Any]:
-    """An image's partitions and roles, and the input's own facts."""
+def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any], notice: str | None) -> dict[str, Any]:
+    """An image's partitions and roles, and the input's own facts;
+    `notice`: the line saying the VSA boots a slot that is not converted."""
     doc = {
         "image": image,
         "input_facts": dict(facts),
@@ -119,6 +127,8 @@ def layout_doc(image: str, layout: Layout, facts: Mapping[str, Any]) -> dict[str
         "root": layout.root.as_dict(),
         "boot": layout.boot.as_dict() if layout.boot else None,
         "boot_in_root": layout.boot_in_root,
+        "system_slots": list(layout.slots),
+        "unconverted_slot": notice,
     }
     if layout.array is not None:
         a = layout.array

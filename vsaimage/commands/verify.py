@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vsaimage.commands import batch, results
-from vsaimage.commands.examine import examine, read
+from vsaimage.commands.examine import examine, read, slot_notice
 from vsaimage.commands.options import Refused, VerifyBatch, VerifyOptions
 from vsaimage.commands.planning import md_needs
 from vsaimage.edits import EditContext, Snapshot, pcihack
@@ -70,7 +70,8 @@ def _verify_doc(opts: VerifyOptions, check: _InitrdCheck, layout: Layout, snap: 
         rows += _initrd_drivers(check.module_files, kernel.modules_tree(opts.kernel_version), layout)
     if layout.array is not None:
         rows.append(results.md_members_row(layout))
-    return results.verify_image(results.layout_doc(str(opts.image), layout, facts), rows)
+    notice = slot_notice(opts.image, opts.roles, layout, snap)
+    return results.verify_image(results.layout_doc(str(opts.image), layout, facts, notice), rows)
 
 
 @dataclass

@@ -217,10 +217,10 @@ class Guest:
         self._fenced: tuple[str, ...] = ()
         # lstat results by symlink-free path; writes and mounts clear it
         self._entries: dict[str, Entry | None] = {}
-        # mount point -> partition, for what is mounted read-only below /
-        self._readonly: dict[str, Partition] = {}
-        # mount point -> partition, for everything mounted by mount()
-        self._mounted: dict[str, Partition] = {}
+        # mount point -> (partition, mounted read-write), in mount order
+        self._mounts: dict[str, tuple[Partition, bool]] = {}
+        # partition devices the appliance's kernel keeps read-only (protect)
+        self._protected: set[str] = set()
 
     def __enter__(self) -> Guest:
         return self
@@ -359,17 +359,30 @@ class Guest:
                 self.g.rmmountpoint(_PROBE_TOP.format(p.number))
         return Probe(tuple(m.number for m in mounted), hits)
 
+    def protect(self, device: str) -> None:
+        """Keep every partition of `device` read-only in the appliance's
+        kernel until a read-write mount asks for one: a disk converted in
+        place is the user's, and a partition no edit writes (the other
+        system slot, the logs, the configuration) must keep its bytes. A
+        filesystem on a read-only device replays no journal and cleans up
+        no orphan, which a read-only mount alone may do."""
+        for dev in self.g.list_partitions():
+            if dev.startswith(device) and dev[len(device):].isdigit():
+                self.g.blockdev_setro(dev)
+                self._protected.add(dev)
+
     def mount(self, part: Partition, where: str = "/", *, writable: bool = False) -> None:
         """Mount `part` at `where` in the guest's tree (the root first, at /)."""
         target = where if where == "/" else self.resolve(where).real
         try:
+            if writable and part.device in self._protected:
+                self.g.blockdev_setrw(part.device)
+                self._protected.discard(part.device)
             self._mount(part, target, writable=writable)
         except RuntimeError as e:
             raise ApplianceError(f"cannot mount partition {part.number} ({part.device}) on {where}: "
                                  f"{_first_line(e)}") from e
-        if target != "/" and not writable:
-            self._readonly[target] = part
-        self._mounted[target] = part
+        self._mounts[target] = (part, writable)
         self._entries.clear()
 
     def _mount(self, part: Partition, target: str, *, writable: bool) -> None:
@@ -381,19 +394,31 @@ class Guest:
             self.g.mount_ro(part.device, target)
 
     def make_writable(self, paths: Sequence[str]) -> None:
-        """Remount read-write each filesystem below / mounted read-only (the
-        boot partition) that one of `paths` leads into. Only those: a
-        read-write mount alone rewrites a filesystem's superblock."""
-        for target in [t for t in self._readonly
-                       if any(guestpath.under(self.resolve(p).real, t) for p in paths)]:
-            part = self._readonly.pop(target)
+        """Remount read-write each filesystem mounted read-only that one of
+        `paths` leads into (the filesystem holding it: the deepest mount
+        point above it). Only those: a read-write mount alone rewrites a
+        filesystem's superblock. The root is mounted again with the
+        filesystems below it, as they were."""
+        wanted = set()
+        for p in paths:
+            real = self.resolve(p).real
+            holder = max((t for t in self._mounts if guestpath.under(real, t)), key=len, default=None)
+            if holder is not None and not self._mounts[holder][1]:
+                wanted.add(holder)
+        if "/" in wanted:
+            mounts = list(self._mounts.items())
+            self.unmount_all()
+            for target, (part, writable) in mounts:
+                self.mount(part, target, writable=writable or target in wanted)
+            return
+        for target in sorted(wanted):
+            part, _ = self._mounts.pop(target)
             self.g.umount(target)
             self.mount(part, target, writable=True)
 
     def unmount_all(self) -> None:
         self.g.umount_all()
-        self._readonly.clear()
-        self._mounted.clear()
+        self._mounts.clear()
         self._entries.clear()
 
     def fence(self, mountpoints: Sequence[str]) -> None:
@@ -502,24 +527,29 @@ class Guest:
         self.g.ln_sf(target, real)
         self._entries.clear()
 
-    def upload(self, source: Path, path: str) -> bool:
-        """Copy the host file `source` to `path` (mode 0644, parents 0755);
-        False, and nothing written, when `path` already holds those bytes."""
+    def holds(self, source: Path, path: str) -> bool:
+        """Whether `path` is a file with the bytes of the host file `source`
+        (sha256 in the appliance; read-only)."""
         r = self.resolve(path)
         if r.kind not in (None, "file"):
             raise GuestPathError(f"{path}: not a regular file ({r.real})")
-        if r.kind == "file" and self.file_size(path) == source.stat().st_size:
-            digest = hashlib.sha256()
-            with source.open("rb") as f:
-                while chunk := f.read(2**20):
-                    digest.update(chunk)
-            if self.g.checksum("sha256", r.real) == digest.hexdigest():
-                return False
+        if r.kind != "file" or self.file_size(path) != source.stat().st_size:
+            return False
+        digest = hashlib.sha256()
+        with source.open("rb") as f:
+            while chunk := f.read(2**20):
+                digest.update(chunk)
+        return bool(self.g.checksum("sha256", r.real) == digest.hexdigest())
+
+    def upload(self, source: Path, path: str) -> None:
+        """Copy the host file `source` to `path` (mode 0644, parents 0755)."""
+        r = self.resolve(path)
+        if r.kind not in (None, "file"):
+            raise GuestPathError(f"{path}: not a regular file ({r.real})")
         self.g.mkdir_p(posixpath.dirname(r.real))
         self.g.upload(str(source), r.real)
         self.g.chmod(0o644, r.real)
         self._entries.clear()
-        return True
 
     def file_size(self, path: str) -> int:
         """The size of the file `path` leads to; 0 when there is none."""
@@ -540,8 +570,8 @@ class Guest:
             here = below
         real = here
         st = self.g.statvfs(real)
-        top = max((t for t in self._mounted if guestpath.under(real, t)), key=len, default="/")
-        part = self._mounted.get(top)
+        top = max((t for t in self._mounts if guestpath.under(real, t)), key=len, default="/")
+        part = self._mounts[top][0] if top in self._mounts else None
         return Room(int(st["bavail"]) * int(st["bsize"]), int(st["bsize"]), int(st["favail"]),
                     int(st["blocks"]) * int(st["frsize"]), top, part)
 

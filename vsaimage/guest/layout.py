@@ -47,6 +47,10 @@ class Layout:
     kernels: tuple[str, ...] = ()  # vmlinuz*/bzImage* in /boot (the boot partition's top, or the root's)
     array: md.Array | None = None  # the md array the root is on
     disks: tuple[str, ...] = ()  # the image's system disks as the user named them, xvda's first
+    # partitions that look like a VSA root: two system slots once the VSA
+    # upgraded itself (its grub default entry then chose the root)
+    slots: tuple[int, ...] = ()
+    marked: tuple[int, ...] = ()  # partitions holding mount_layout's `mark`
 
     @property
     def boot_in_root(self) -> bool:
@@ -73,7 +77,7 @@ _BOOT_CONFIGS = (*_GRUB_CONFIGS, _SYSLINUX_CONFIGS)
 
 def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
                  boot_part: int | None = None, writable: bool = False, drive: int = 0,
-                 disks: tuple[str, ...] = (), degraded: bool = False) -> Layout:
+                 disks: tuple[str, ...] = (), degraded: bool = False, mark: str | None = None) -> Layout:
     """Find the root and boot partitions of the appliance's `drive`-th disk
     (several are attached when several images share a launch), and mount
     them as the running VSA does: the root at / (writable when asked), the
@@ -81,7 +85,8 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     resolves as inside the VSA, until Guest.unmount_all. `disks`: the
     image's system disks as the user named them, attached from `drive` on
     in that order; the root may be an md array over them, refused when it
-    misses a member unless `degraded`."""
+    misses a member unless `degraded`. `mark`: a path (from a filesystem's
+    top) whose partitions the layout lists, found in the same probe."""
     names = disks or (image,)
     devices = guest.devices()[drive:drive + len(names)]
     device = devices[0]
@@ -103,8 +108,9 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
             raise ImageError(f"{image}: {flag} {n}: no such partition "
                              f"(have {', '.join(str(k) for k in by_num)})")
 
+    marks = (mark,) if mark is not None else ()
     probe = guest.probe(_candidates([*parts, *volumes]),
-                        (*_ROOT_MARKS, *_KERNELS, *_ROOT_KERNELS, *_BOOT_CONFIGS))
+                        (*_ROOT_MARKS, *_KERNELS, *_ROOT_KERNELS, *_BOOT_CONFIGS, *marks))
     if root_part is not None:
         root = Role(by_num[root_part], "given with --root-part")
     else:
@@ -142,7 +148,9 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     # the VSA's other filesystems (/var/log, ...) are not mounted: a path
     # into one would land in the root's directory that it hides
     guest.fence([mp for mp in mounts if mp not in mounted])
-    return Layout(device, tuple(parts), root, boot, kernels, array, names)
+    slots = tuple(p.number for p in parts if all(p.number in probe.hits[m] for m in _ROOT_MARKS))
+    return Layout(device, tuple(parts), root, boot, kernels, array, names, slots,
+                  tuple(sorted(probe.hits[mark])) if mark is not None else ())
 
 
 def _lone_error(lone: Sequence[md.Lone], disks: tuple[str, ...]) -> ImageError:

@@ -125,10 +125,11 @@ def fresh() -> tuple[str, str]:
 
 
 def choose(snap: Snapshot, seed: str, *, mac: str | None = None, dom_uuid: str | None = None,
-           new_identity: bool = False) -> Identity:
+           new_identity: bool = False, given: tuple[str, str] = ("--mac", "--uuid")) -> Identity:
     """The identity of the xl config: options first (`mac` and `dom_uuid`
-    canonical, as the command line validated them), then (unless a new
-    identity is asked for) the MAC the guest records, then derived ones."""
+    canonical, as the command line validated them; `given` says where each
+    came from), then (unless a new identity is asked for) the MAC the guest
+    records, then derived ones."""
     if new_identity:
         base_uuid, base_mac = fresh()
         base_source = "--new-identity (random)"
@@ -137,12 +138,12 @@ def choose(snap: Snapshot, seed: str, *, mac: str | None = None, dom_uuid: str |
         base_source = "derived from the root filesystem UUID"
     found = recorded_macs(snap)
     if mac:
-        chosen_mac, mac_source = mac, "--mac"
+        chosen_mac, mac_source = mac, given[0]
     elif found and not new_identity:
         chosen_mac, mac_source = found[0].mac, found[0].source
     else:
         chosen_mac = base_mac
         mac_source = base_source if new_identity else f"{base_source} (the guest records no MAC)"
-    chosen_uuid, uuid_source = (dom_uuid, "--uuid") if dom_uuid else (base_uuid, base_source)
+    chosen_uuid, uuid_source = (dom_uuid, given[1]) if dom_uuid else (base_uuid, base_source)
     conflicts = tuple(f for f in found if f.mac != chosen_mac)
     return Identity(chosen_uuid, chosen_mac, uuid_source, mac_source, conflicts)

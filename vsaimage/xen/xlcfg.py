@@ -38,6 +38,10 @@ GUEST_TYPES = ("pv", "pvh")
 # pvgrub2 as Debian's grub-xen-host installs it on the dom0: a PV kernel
 # for a PV guest, a PVH one for PVH.
 PVGRUB = {"pv": "/usr/lib/grub-xen/grub-x86_64-xen.bin", "pvh": "/usr/lib/grub-xen/grub-i386-xen_pvh.bin"}
+# Xen's hotplug script for a disk that is an iSCSI LUN (a disk converted in
+# place over iSCSI): it logs the dom0 in with open-iscsi's iscsiadm and
+# attaches the target's LUN 0; its target is `iqn=IQN,portal=IP:PORT`.
+BLOCK_ISCSI = "block-iscsi"
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class XlConfig:
     root_part: int  # partition number of the VSA root on xvda
     uuid: str  # canonical: validated on the command line or derived
     mac: str  # canonical, likewise
-    disk: str  # absolute path of the converted image
+    disk: str  # absolute path of the converted image, or the target of disk_script
     memory: int  # MiB
     vcpus: int
     bridge: str
@@ -68,10 +72,16 @@ class XlConfig:
     # The VSA's own kernel arguments kept (vsa/cmdline.py), and --extra's.
     vendor_args: tuple[str, ...] = ()
     user_args: tuple[str, ...] = ()
+    disk_script: str = ""  # the hotplug script that attaches `disk` ("": a file or device)
 
     @property
     def root(self) -> str:
         return self.root_array or f"/dev/xvda{self.root_part}"
+
+
+def iscsi_target(iqn: str, portal: str) -> str:
+    """The disk target BLOCK_ISCSI takes for a LUN of `iqn` at `portal` (HOST:PORT)."""
+    return f"iqn={iqn},portal={portal}"
 
 
 def own_args(vsyscall_emulate: bool) -> tuple[str, ...]:
@@ -85,6 +95,17 @@ def extra_args(cfg: XlConfig) -> str:
     """The config's `extra`: the VSA's arguments, vsaimage's, then --extra's
     (the kernel takes the last of a repeated one)."""
     return " ".join((*cfg.vendor_args, *own_args(cfg.vsyscall_emulate), *cfg.user_args))
+
+
+def user_args_of(extra: str) -> tuple[str, ...] | None:
+    """The --extra arguments of an `extra` that extra_args wrote: those
+    after vsaimage's own; None when its own are not there (edited by hand)."""
+    words = extra.split()
+    for own in (own_args(True), own_args(False)):
+        for i in range(len(words) - len(own) + 1):
+            if tuple(words[i:i + len(own)]) == own:
+                return tuple(words[i + len(own):])
+    return None
 
 
 def command_line(cfg: XlConfig) -> str:
@@ -173,10 +194,11 @@ def positive(value: int, what: str) -> int:
     return value
 
 
-def _disk_spec(fmt: str, vdev: str, target: str) -> str:
+def _disk_spec(fmt: str, vdev: str, target: str, script: str = "") -> str:
     # target= goes last: xl then takes the rest of the string verbatim, commas
     # included.
-    return f"format={fmt}, vdev={vdev}, access=rw, target={target}"
+    return f"format={fmt}, vdev={vdev}, access=rw, " + (f"script={script}, " if script else "") + \
+        f"target={target}"
 
 
 def check_settings(cfg: XlConfig) -> None:
@@ -201,7 +223,7 @@ def check_settings(cfg: XlConfig) -> None:
         raise BadInput(f"unknown boot mode {cfg.boot!r} ({', '.join(BOOT_MODES)})")
     if cfg.guest_type not in GUEST_TYPES:
         raise BadInput(f"unknown guest type {cfg.guest_type!r} ({', '.join(GUEST_TYPES)})")
-    paths = [(cfg.disk, "the output image"),
+    paths = [*([] if cfg.disk_script else [(cfg.disk, "the output image")]),
              *((d, f"system disk {v}") for v, d in zip(SYSTEM_VDEVS[1:], cfg.system_disks, strict=False)),
              *((d, f"data disk {v}") for v, d in zip(DATA_VDEVS, cfg.data_disks, strict=False))]
     if cfg.boot == "direct":  # the config names no dom0 file but the disks otherwise
@@ -227,7 +249,8 @@ def render(cfg: XlConfig) -> str:
     if not cfg.root_array:
         positive(cfg.root_part, "the root partition number")
 
-    disks = [_disk_spec(cfg.disk_format, "xvda", _absolute(cfg.disk, "the output image"))]
+    system = cfg.disk if cfg.disk_script else _absolute(cfg.disk, "the output image")
+    disks = [_disk_spec(cfg.disk_format, "xvda", system, cfg.disk_script)]
     for vdev, target in zip(SYSTEM_VDEVS[1:], cfg.system_disks, strict=False):
         disks.append(_disk_spec(cfg.disk_format, vdev, _absolute(target, f"system disk {vdev}")))
     for vdev, target in zip(DATA_VDEVS, cfg.data_disks, strict=False):
