@@ -40,7 +40,7 @@ def _refused(tmp_path: Path, *args: object) -> str:
 def test_a_second_system_disk_is_refused(tmp_path: Path) -> None:
     disk, other = _disk(tmp_path / "vsa.img"), _disk(tmp_path / "vsa-2.img")
     line = _refused(tmp_path, disk, "--system-disk", other)
-    assert str(disk) in line and "2 are given" in line
+    assert str(disk) in line and "2 are given (with --system-disk)" in line
 
 
 def test_degraded_is_refused(tmp_path: Path) -> None:

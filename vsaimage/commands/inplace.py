@@ -33,8 +33,7 @@ from vsaimage.outputs.staging import OutputPaths
 from vsaimage.xen import xlcfg, xlread
 
 _COPY = "convert it to a copy instead (-o OUT.img, without --in-place)"
-_MIRROR = ("convert it to a copy instead (-o OUT.img, without --in-place), with --system-disk for the "
-           "other half")
+_MIRROR = "convert it to a copy instead: -o OUT.img without --in-place, --system-disk for the other half"
 
 
 def _mirror_refused(image: ImageSource, why: str) -> BadInput:
@@ -68,7 +67,7 @@ def disk_format(image: ImageSource, asked: str) -> str:
 def check_roles(image: ImageSource, roles: Roles) -> None:
     """Refuse the options of an md root (SAN/iQ 8) before any work."""
     if roles.system_disks:
-        raise _mirror_refused(image, f"{len(roles.disks(image))} are given (--system-disk, or an OVA's own)")
+        raise _mirror_refused(image, f"{len(roles.disks(image))} are given (with --system-disk)")
     if roles.degraded:
         raise _mirror_refused(image, "--degraded would convert one half of the root's md mirror, leaving "
                                      "the other as it was")
