@@ -98,7 +98,8 @@ def test_several_images_in_one_launch(batch: Batch) -> None:
         assert {s["status"] for s in steps if s["step"] != "bootloader"} == {"applied"}, name
         assert image["outputs"] == {"image": str(batch.out / f"{name}.img"),
                                     "initrd": str(batch.out / f"{name}.initrd"),
-                                    "cfg": str(batch.out / f"{name}.cfg"), "format": "raw"}
+                                    "cfg": str(batch.out / f"{name}.cfg"), "format": "raw",
+                                    "system_disks": [str(batch.out / f"{name}.img")]}
     # one initrd repack and one modules payload for all: the same initrd each
     assert batch.run.stderr.count("initrd repack: started") == 1
     assert batch.run.stderr.count("modules payload: started") == 1

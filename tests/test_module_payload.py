@@ -201,6 +201,19 @@ def test_crafted_full_tree(tmp_path: Path) -> None:
         (tree / "modules.dep").read_bytes()), 2)
 
 
+def test_hard_link_is_one_file(tmp_path: Path) -> None:
+    # the tar holds a second link as a link, not its bytes again: counted
+    # once by the payload and by measure(), which the room check uses
+    tree = craft_tree(tmp_path / "src")
+    os.link(tree / "kernel/fs/a.ko", tree / "kernel/a-again.ko")
+    payload = build_payload(tree, "6.9.9-test", tmp_path / "out.tar")
+    got = members(payload.file)
+    assert [got[n].islnk() for n in ("kernel/a-again.ko", "kernel/fs/a.ko")] == [False, True]
+    assert (payload.files, payload.bytes) == (3, 100 + 50 + len((tree / "modules.dep").read_bytes()))
+    size = measure(tree, "6.9.9-test")
+    assert (size.files, size.bytes, size.dirs) == (payload.files, payload.bytes, payload.dir_count)
+
+
 def test_crafted_full_tree_reproducible(tmp_path: Path) -> None:
     tree = craft_tree(tmp_path / "src")
     a = build_payload(tree, "6.9.9-test", tmp_path / "a.tar")

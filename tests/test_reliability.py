@@ -70,6 +70,13 @@ def _kill_group(pgid: int) -> None:
         time.sleep(0.2)
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C's default action. A suite started in the
+    background by a shell without job control has SIGINT ignored, which
+    every child inherits, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Convert:
     """A `vsaimage convert` running in its own session, stderr read line by line."""
 
@@ -83,7 +90,7 @@ class Convert:
             [str(VSAIMAGE), "convert", str(src), "--kernel", str(kernel.vmlinuz), "--initrd",
              str(kernel.initrd), "-o", str(out_dir / NAMES[0]), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=env, start_new_session=True)
+            env=env, start_new_session=True, preexec_fn=_sigint_default)
         self.pid = self.proc.pid
         self.lines: list[str] = []
 
@@ -132,7 +139,7 @@ def assert_recovers_from_kill(out_dir: Path, source: Source, pid: int) -> None:
     left = sorted(p.name for p in out_dir.iterdir())
     assert not set(left) & set(NAMES), f"final output names exist: {left}"
     # the staged outputs, and scratch files such as the modules tarball
-    pattern = re.compile(rf"^\.({'|'.join(map(re.escape, NAMES))})\.{pid}(\.[\w.]+)?\.partial$")
+    pattern = re.compile(rf"^\.({'|'.join(map(re.escape, NAMES))})\.{pid}(\.[\w.-]+)?\.partial$")
     assert all(pattern.match(name) for name in left), left
     paths = OutputPaths.from_option(out_dir / NAMES[0])
     for final in paths.all():

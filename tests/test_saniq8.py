@@ -38,6 +38,8 @@ def test_converted_with_both_disks(saniq8_converted: Saniq8) -> None:
     assert f"vdev=xvda, access=rw, target={c.outs[0]}'" in cfg
     assert f"vdev=xvdb, access=rw, target={c.outs[1]}'" in cfg
     assert "vsyscall" not in cfg  # an i386 userland never calls the 64-bit vsyscall page
+    # the SYSLINUX default label's arguments, those naming gone hardware dropped
+    assert 'extra = "ro vga=791 quiet console=hvc0 ' in cfg
     pci = step(doc, "pci")["details"]
     assert isinstance(pci, dict) and pci["rebind_after_proc_mount"] == ["/etc/rc.d/rc.sysinit:13"]
 

@@ -63,7 +63,9 @@ def booted(saniq8_converted: Saniq8, debian_kernel: DebianKernel,
 def test_root_on_md200_with_both_members(booted: Booted) -> None:
     with booted.run.logs_kept():
         boot = booted.boot
-        assert "root=/dev/md200 " in boot.section("/proc/cmdline")
+        cmdline = boot.section("/proc/cmdline")
+        assert "root=/dev/md200 " in cmdline
+        assert " ro vga=791 quiet console=hvc0 " in cmdline  # the SYSLINUX label's arguments
         assert boot.mounts()["/"][2] == "/dev/md200"
         mdstat = boot.section("/proc/mdstat")
         both = r"^md200 : active (\(auto-read-only\) )?raid1 (xvd[ab]2\[[01]\] ?){2}$"

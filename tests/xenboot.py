@@ -171,6 +171,15 @@ def root_through_blkfront(boot: Boot) -> None:
     assert drivers.get("xvda") == "/sys/bus/xen/drivers/vbd", f"xvda's driver: {drivers}"
 
 
+def runs_as_the_configs_type(boot: Boot) -> None:
+    # what the guest's kernel says it runs as: PV, or PVH when the config
+    # says so (its early "Booting kernel on Xen PVH" line can be lost: the
+    # console ring fills while a slow dom0 runs the hotplug scripts, before
+    # xl's console attaches)
+    want = str(boot.config.get("type", "pv")).upper()
+    assert boot.section("/sys/hypervisor/guest_type") == f"{want}\n"
+
+
 def pcihack_and_the_xen_platform(boot: Boot) -> None:
     assert PCIHACK_BOUND in boot.console, "the initramfs's pcihack did not bind-mount"
     mounts = boot.mounts()
@@ -274,7 +283,7 @@ def clean_halt(boot: Boot) -> None:
 
 
 CONSOLE_CHECKS = [
-    root_through_blkfront, pcihack_and_the_xen_platform, rc_drivers_loaded,
+    root_through_blkfront, runs_as_the_configs_type, pcihack_and_the_xen_platform, rc_drivers_loaded,
     motherboard_uuid_is_the_config_uuid, scsi_names, eth0_mac, old_glibc_survives,
     every_fstab_mount, platform_is_the_vmware_description, clean_halt,
 ]

@@ -58,7 +58,8 @@ mkfifo /run/hold
 # whose size before this attempt is $from (what this attempt printed is
 # judged alone, not with an earlier attempt's lines).
 create() {
-    from=$(wc -c <"$log" 2>/dev/null || echo 0)
+    from=0
+    [ -e "$log" ] && from=$(wc -c <"$log")
     xl create -c "$dir/cfg" 0<>/run/hold 2>&1 | tee -a "$log" >"$(port_of "$name")" &
     console=$!
 }

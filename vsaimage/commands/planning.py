@@ -109,7 +109,7 @@ def kernel_args(snap: Snapshot, vsyscall_emulate: bool) -> cmdline.KernelArgs:
     """The VSA's own arguments (its grub menu's default entry) and what
     becomes of each under Xen, beside those vsaimage adds."""
     configs = {p: text for p in cmdline.READS if (text := snap.text(p)) is not None}
-    return cmdline.from_grub(configs, xlcfg.own_args(vsyscall_emulate))
+    return cmdline.from_menus(configs, xlcfg.own_args(vsyscall_emulate))
 
 
 def _modules(g: Guest, opts: ConvertOptions, guest_plan: Plan, modules_dir: Path | None,

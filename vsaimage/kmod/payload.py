@@ -128,6 +128,7 @@ class _Counts:
     modules: int = 0
     dirs: int = 0  # directories and symlinks
     dropped: list[str] = field(default_factory=list)
+    linked: set[tuple[int, int]] = field(default_factory=set)  # (st_dev, st_ino) of files with hard links
 
     def add(self, name: str, size: int) -> None:
         self.files += 1
@@ -136,8 +137,14 @@ class _Counts:
             self.modules += 1
 
     def count(self, name: str, st: os.stat_result) -> None:
-        """A member the payload holds: a file, else a directory or symlink."""
+        """A member the payload holds: a file, else a directory or symlink.
+        A file's further hard links are one inode, counted once (the tar
+        holds them as links, the image as the same inode)."""
         if stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in self.linked:
+                    return
+                self.linked.add((st.st_dev, st.st_ino))
             self.add(name, st.st_size)
         else:
             self.dirs += 1

@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from vsaimage.vsa import grubconf
+from vsaimage.vsa import grubconf, syslinux
 
-READS = grubconf.GUEST_PATHS
+# GRUB legacy's menus, then the SYSLINUX family's configs (SAN/iQ 8 boots
+# from a `boot:` prompt), as the guest sees them with its /boot mounted.
+READS = (*grubconf.GUEST_PATHS,
+         *dict.fromkeys("/boot/" + c.removeprefix("boot/") for c in syslinux.CONFIGS))
 
 # (the argument's key, or its key=prefix, why it is dropped)
 _DROP: tuple[tuple[str, str], ...] = (
@@ -72,14 +75,15 @@ def filter_args(words: Sequence[str], ours: Sequence[str]) -> tuple[tuple[str, .
     return tuple(kept), tuple(dropped)
 
 
-def from_grub(configs: Mapping[str, str], ours: Sequence[str]) -> KernelArgs:
-    """The arguments of the default entry of the first GRUB legacy menu of
-    `configs` (by path) that has one."""
+def from_menus(configs: Mapping[str, str], ours: Sequence[str]) -> KernelArgs:
+    """The arguments of the default entry of the first boot menu of
+    `configs` (by path: GRUB legacy's or the SYSLINUX family's) that has
+    one."""
     if not configs:
-        return KernelArgs(f"no {' or '.join(READS)}: no arguments of the VSA's to keep")
+        return KernelArgs("no GRUB or SYSLINUX menu under /boot: no arguments of the VSA's to keep")
     reasons = []
     for path, text in configs.items():
-        cfg = grubconf.parse(text)
+        cfg = syslinux.read_config(path, text)
         entry = cfg.default_entry()
         said = cfg.default_line or "no default line: entry 0"
         if entry is None or not entry.image:
