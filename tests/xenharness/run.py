@@ -23,13 +23,16 @@ the ones booted from their own disk last.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import math
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +131,41 @@ def _priority() -> None:
             os.setpriority(os.PRIO_PROCESS, 0, int(wanted))
 
 
+def slots() -> int:
+    """How many Xen QEMU runs may go at once on this machine: one per two
+    CPUs. Each emulates two CPUs, and its dom0 has deadlines of its own
+    (libxl gives a hotplug script 40 s): runs that share a CPU with another
+    run overran them (a domU with eight disks lost a hotplug script in
+    every one of five attempts)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+@contextlib.contextmanager
+def cpu_slot() -> Iterator[None]:
+    """Hold one of the machine's `slots()` until the block ends, waiting for
+    one to be free: a lock file per slot, shared by every process of the
+    user (the workers of a test run, and any other run)."""
+    tmp = Path(tempfile.gettempdir())
+    paths = [tmp / f"vsaimage-xen-{os.getuid()}-slot-{n}.lock" for n in range(slots())]
+    held = None
+    while held is None:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held = fd
+            break
+        else:
+            time.sleep(1)
+    try:
+        yield
+    finally:
+        os.close(held)  # closing the file releases its lock
+
+
 def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240,
         prompt_cap: int = 900, timeout: float = 2700, accel: str = ACCEL) -> Run:
     """Boot the harness once: parse every config of `parse` (name -> text,
@@ -136,7 +174,14 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
     console output or `prompt_cap` seconds in all; `timeout` bounds the run.
     All three are stretched by the load at the start (`load_factor`); a
     domU whose creation loses a hotplug script to libxl's fixed 40 s is
-    created again, more times on a busier machine."""
+    created again, more times on a busier machine. The run waits for a
+    free `cpu_slot` first."""
+    with cpu_slot():
+        return _run(domus, parse, work, silence, prompt_cap, timeout, accel)
+
+
+def _run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int,
+         prompt_cap: int, timeout: float, accel: str) -> Run:
     factor = load_factor()
     silence, prompt_cap, timeout = round(silence * factor), round(prompt_cap * factor), timeout * factor
     retries = 2 + math.ceil(factor)
