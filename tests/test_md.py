@@ -130,3 +130,18 @@ def test_a_090_superblock_given_its_minor_back() -> None:
     folded = md.with_minor(struct.pack("<1024I", *words), 200)
     total = md.MAGIC + 90 + 0xFFFFFFFF + 200
     assert struct.unpack_from("<I", folded, 38 * 4)[0] == (total & 0xFFFFFFFF) + (total >> 32)
+
+
+def lone(*disks: int) -> list[md.Lone]:
+    return [md.Lone(md.Member(f"/dev/sd{'abc'[n]}2", n, 2, md.parse(sb090(), "0.90")), "/dev/md200", "ext3")
+            for n in disks]
+
+
+def test_all_members_here_means_the_array_is_still_being_assembled() -> None:
+    # both members of the 2-member array attached but unassembled: wait for
+    # udev; one alone is missing its other member: nothing to wait for
+    assert md.all_members_here(lone(0, 1))
+    assert not md.all_members_here(lone(0))
+    assert not md.all_members_here([])
+    unreadable = [md.Lone(md.Member("/dev/sda2", 0, 2, None), "/dev/md200", None)] * 2
+    assert not md.all_members_here(unreadable)

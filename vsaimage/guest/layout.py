@@ -91,10 +91,9 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     devices = guest.devices()[drive:drive + len(names)]
     device = devices[0]
     parts = guest.partitions(device)
-    arrays = md.find_arrays(guest, devices)
-    volumes = [guest.volume(a.device, ARRAY_BASE + n, a.name) for n, a in enumerate(arrays)]
     others = [(p.device, p.fstype) for d in devices[1:] for p in guest.partitions(d)]
-    lone = md.lone_members(guest, devices, [*((p.device, p.fstype) for p in parts), *others], arrays)
+    arrays, lone = md.settled(guest, devices, [*((p.device, p.fstype) for p in parts), *others])
+    volumes = [guest.volume(a.device, ARRAY_BASE + n, a.name) for n, a in enumerate(arrays)]
     if degraded and lone:
         guest.free_lone_members()
         volumes += [guest.volume(x.member.device, ARRAY_BASE + len(volumes) + n, x.name, member_fs=x.fstype)

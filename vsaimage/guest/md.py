@@ -17,8 +17,10 @@ one at its end (1.0), start (1.1) or 4 KiB in (1.2).
 from __future__ import annotations
 
 import struct
+import time
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -293,6 +295,34 @@ class Lone:
         whose = f"{sb.raid_disks} members, uuid {sb.uuid}" if sb else "its superblock unreadable"
         return (f"{disks[self.member.disk]} partition {self.member.partition} is a member of md array "
                 f"{self.name} ({whose})")
+
+
+# How long the appliance's udev may take to assemble an array whose members
+# are all attached (its incremental assembly runs a moment after the launch;
+# on a busy machine a listing can come first).
+ASSEMBLY_WAIT = 30.0
+
+
+def all_members_here(lone: Sequence[Lone]) -> bool:
+    """Whether the lone members hold every member of some array: nothing is
+    missing, the appliance has only not assembled it yet."""
+    held = Counter(x.superblock.uuid for x in lone if x.superblock)
+    return any(held[x.superblock.uuid] >= x.superblock.raid_disks for x in lone if x.superblock)
+
+
+def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]],
+            sleep: Callable[[float], None] = time.sleep) -> tuple[list[Array], list[Lone]]:
+    """The arrays of `devices` (find_arrays) and the members in none of
+    them (lone_members), once no array whose members are all attached is
+    still being assembled, or after ASSEMBLY_WAIT."""
+    waited = 0.0
+    while True:
+        arrays = find_arrays(guest, devices)
+        lone = lone_members(guest, devices, partitions, arrays)
+        if not all_members_here(lone) or waited >= ASSEMBLY_WAIT:
+            return arrays, lone
+        sleep(1.0)
+        waited += 1.0
 
 
 def lone_members(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]],
