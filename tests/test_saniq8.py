@@ -118,3 +118,30 @@ def test_one_member_alone_with_degraded(saniq8_converted: Saniq8) -> None:
     root = r.doc["root"]
     assert root["array"] == "/dev/md200" and "(--degraded)" in root["reason"]
     assert r.doc["userland"]["bits"] == 32 and r.doc["userland"]["machine"] == "i386"
+
+
+def test_members_udev_left_apart_are_assembled(saniq8_converted: Saniq8) -> None:
+    """The state a busy appliance was seen in: one member claimed by an
+    inactive array (udev's incremental assembly), the other free, md200
+    never started. The roles' listing assembles it rather than calling
+    both members lone."""
+    from vsaimage.guest import appliance, md
+    from vsaimage.model import Drive
+
+    class Quiet:
+        def debug(self, _text: str) -> None: ...
+        def warn(self, _text: str) -> None: ...
+
+    g = appliance.launch([Drive(str(p), readonly=True) for p in saniq8_converted.inputs], Quiet())  # type: ignore[arg-type]
+    with g:
+        devices = g.devices()[:2]
+        for array in g.md_devices():
+            g.md_stop(array)
+        g.g.debug("sh", [f"mdadm --incremental --run=no {devices[0]}2 2>&1; true"])
+        parts = [(p.device, p.fstype) for d in devices for p in g.partitions(d)]
+        assert md.find_arrays(g, devices) == []
+        assert md.all_members_here(md.lone_members(g, devices, parts, []))
+        arrays, lone = md.settled(g, devices, parts)
+    assert lone == []
+    assert [(a.raid_disks, [m.device for m in a.members]) for a in arrays] == [
+        (2, [f"{devices[0]}2", f"{devices[1]}2"])]

@@ -18,6 +18,7 @@ into the appliance (and its error handling) is in one place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -308,6 +309,16 @@ class Guest:
                 self.g.md_stop(device)
             except RuntimeError:  # no such array: the names below are free too
                 return
+
+    def assemble_arrays(self) -> None:
+        """Assemble the arrays whose members are all attached, as the
+        appliance's own init does (`mdadm -As --no-degraded`), after freeing
+        the members udev's incremental assembly left in inactive arrays.
+        libguestfs has no call for it: its debug shell runs mdadm. What
+        mdadm says is not needed: the arrays are listed again after."""
+        self.free_lone_members()
+        with contextlib.suppress(RuntimeError):  # mdadm's exit status when it assembled nothing
+            self.g.debug("sh", ["mdadm --assemble --scan --no-degraded 2>&1"])
 
     def md_stop(self, device: str) -> None:
         """Stop an array: md writes every member's superblock, clean."""

@@ -299,8 +299,8 @@ class Lone:
 
 # How long the appliance's udev may take to assemble an array whose members
 # are all attached (its incremental assembly runs a moment after the launch;
-# on a busy machine a listing can come first).
-ASSEMBLY_WAIT = 30.0
+# on a busy machine a listing can come first), before vsaimage assembles it.
+ASSEMBLY_WAIT = 5.0
 
 
 def all_members_here(lone: Sequence[Lone]) -> bool:
@@ -314,14 +314,19 @@ def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str
             sleep: Callable[[float], None] = time.sleep) -> tuple[list[Array], list[Lone]]:
     """The arrays of `devices` (find_arrays) and the members in none of
     them (lone_members), once no array whose members are all attached is
-    still being assembled, or after ASSEMBLY_WAIT."""
+    left unassembled: udev's incremental assembly is given ASSEMBLY_WAIT,
+    then the arrays are assembled here (under load it was seen to leave
+    both members of a mirror apart, the array never started)."""
     waited = 0.0
     while True:
         arrays = find_arrays(guest, devices)
         lone = lone_members(guest, devices, partitions, arrays)
-        if not all_members_here(lone) or waited >= ASSEMBLY_WAIT:
+        if not all_members_here(lone) or waited > ASSEMBLY_WAIT:
             return arrays, lone
-        sleep(1.0)
+        if waited == ASSEMBLY_WAIT:
+            guest.assemble_arrays()
+        else:
+            sleep(1.0)
         waited += 1.0
 
 
