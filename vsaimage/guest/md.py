@@ -20,7 +20,7 @@ import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -310,8 +310,8 @@ def all_members_here(lone: Sequence[Lone]) -> bool:
     return any(held[x.superblock.uuid] >= x.superblock.raid_disks for x in lone if x.superblock)
 
 
-def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]],
-            sleep: Callable[[float], None] = time.sleep) -> tuple[list[Array], list[Lone]]:
+def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]]
+            ) -> tuple[list[Array], list[Lone]]:
     """The arrays of `devices` (find_arrays) and the members in none of
     them (lone_members), once no array whose members are all attached is
     left unassembled: udev's incremental assembly is given ASSEMBLY_WAIT,
@@ -326,7 +326,7 @@ def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str
         if waited == ASSEMBLY_WAIT:
             guest.assemble_arrays()
         else:
-            sleep(1.0)
+            time.sleep(1.0)
         waited += 1.0
 
 
