@@ -91,7 +91,9 @@ def test_decompress_is_exact_and_sparse(tmp_path: Path, fmt: str) -> None:
         subprocess.run([*tool, "-c"], stdin=fin, stdout=fout, check=True)
     assert diskformat.detect(packed) == fmt
     out = tmp_path / "out.img"
-    size, written = decompress.decompress(packed, fmt, out, label=out)
+    link = tmp_path / "link"  # zstd ignores a file named by a symbolic link
+    link.symlink_to(packed)
+    size, written = decompress.decompress(link, fmt, out, label=out)
     assert (size, out.read_bytes()) == (len(data), data)
     # the MBR's block, 5000 bytes over two blocks, the last (partial) block
     assert written == 4096 + 2 * 4096 + 1000
@@ -102,7 +104,7 @@ def test_truncated_gzip_is_an_image_error(tmp_path: Path) -> None:
     raw = tmp_path / "raw.img"
     packed = tmp_path / "vsa.img.gz"
     packed.write_bytes(gzip.compress(_raw(raw))[:-20])
-    with pytest.raises(ImageError, match=r"vsa.img.gz: cannot decompress it \(gzip\)"):
+    with pytest.raises(ImageError, match=r"vsa.img.gz: cannot decompress it \(gzip\): unexpected end of file$"):
         decompress.decompress(packed, "gzip", tmp_path / "out", label=tmp_path / "out")
 
 

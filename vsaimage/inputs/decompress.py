@@ -18,6 +18,8 @@ from vsaimage.errors import ImageError, write_error
 # format -> (program, the Debian package that has it)
 _TOOLS = {"gzip": ("gzip", "gzip"), "xz": ("xz", "xz-utils"), "zstd": ("zstd", "zstd")}
 _CHUNK = 4 * 2**20
+# How gzip, xz and zstd name their standard input in a message.
+_STDIN = ("stdin", "(stdin)", "/*stdin*\\", "/*stdin*\\ ")
 # Holes are made per filesystem block, as the raw fixture and `cp --sparse`
 # have them; a chunk of zeros only (most of an image) is skipped whole.
 _BLOCK = 4096
@@ -30,8 +32,14 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
     """Decompress `src` into a new sparse `dst`; returns (size, bytes
     written). A truncated or corrupt stream is an ImageError naming `src`."""
     program, package = _TOOLS[fmt]
-    proc = subprocess.Popen([tools.find(program, package), "-dc", "--", str(src)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    # The stream goes in on stdin: zstd ignores a file named through a
+    # symbolic link (a warning, and nothing written).
+    try:
+        with open(src, "rb") as stream:
+            proc = subprocess.Popen([tools.find(program, package), "-dc"], stdin=stream,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise ImageError(f"{src}: cannot read it: {e.strerror}") from e
     assert proc.stdout is not None and proc.stderr is not None
     pos = written = 0
     try:
@@ -62,7 +70,7 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
             proc.kill()
         proc.wait()
     if proc.returncode != 0:
-        why = tools.reason(err, program, names=[str(src)], default=f"{fmt} exited with {proc.returncode}")
+        why = tools.reason(err, program, names=_STDIN, default=f"{fmt} exited with {proc.returncode}")
         raise ImageError(f"{src}: cannot decompress it ({fmt}): {why}",
                          hint="is the file complete? Compare its size or checksum with the original's")
     return pos, written
