@@ -104,7 +104,7 @@ def test_truncated_gzip_is_an_image_error(tmp_path: Path) -> None:
     raw = tmp_path / "raw.img"
     packed = tmp_path / "vsa.img.gz"
     packed.write_bytes(gzip.compress(_raw(raw))[:-20])
-    with pytest.raises(ImageError, match=r"vsa.img.gz: cannot decompress it \(gzip\): unexpected end of file$"):
+    with pytest.raises(ImageError, match=r"vsa.img.gz: cannot decompress it \(gzip\): unexpected end of"):
         decompress.decompress(packed, "gzip", tmp_path / "out", label=tmp_path / "out")
 
 
