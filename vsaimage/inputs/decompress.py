@@ -35,11 +35,12 @@ def decompress(src: Path, fmt: str, dst: Path, *, label: Path,
     # The stream goes in on stdin: zstd ignores a file named through a
     # symbolic link (a warning, and nothing written).
     try:
-        with open(src, "rb") as stream:
-            proc = subprocess.Popen([tools.find(program, package), "-dc"], stdin=stream,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stream = open(src, "rb")  # noqa: SIM115 (the with below closes it)
     except OSError as e:
         raise ImageError(f"{src}: cannot read it: {e.strerror}") from e
+    with stream:
+        proc = subprocess.Popen([tools.find(program, package), "-dc"], stdin=stream,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     pos = written = 0
     try:
