@@ -89,8 +89,12 @@ def conversions(example_image: Path, debian_kernel: DebianKernel) -> dict[str, C
         src = example_image if name == "raw" else cached_variant(example_image, name)
         into = top / "in" / ("qcow2-out" if CONVERTS[name] == "qcow2" else "raw-out")
         into.mkdir(parents=True, exist_ok=True)
-        inputs[name] = (src, _linked(src, name, into) if name != "raw" else into / "raw.img")
-    inputs["raw"][1].symlink_to(example_image)
+        if name == "raw":  # beside it in the cache are the other layouts' images
+            link = into / "raw.img"
+            link.symlink_to(src)
+        else:
+            link = _linked(src, name, into)
+        inputs[name] = (src, link)
     before = {name: _fingerprints(src, alone=name == "raw") for name, (src, _) in inputs.items()}
     done = {}
     for fmt in ("raw", "qcow2"):
