@@ -137,11 +137,12 @@ def lone(*disks: int) -> list[md.Lone]:
             for n in disks]
 
 
-def test_all_members_here_means_the_array_is_still_being_assembled() -> None:
-    # both members of the 2-member array attached but unassembled: wait for
-    # udev; one alone is missing its other member: nothing to wait for
-    assert md.all_members_here(lone(0, 1))
-    assert not md.all_members_here(lone(0))
-    assert not md.all_members_here([])
+def test_complete_sets_are_arrays_with_every_member_here() -> None:
+    # both members of the 2-member array attached but unassembled: assemble
+    # them; one alone is missing its other member: nothing to assemble
+    both, sb = lone(0, 1), md.parse(sb090(), "0.90")
+    assert sb is not None and md.complete_sets(both) == {sb.uuid: both}
+    assert md.complete_sets(lone(0)) == {}
+    assert md.complete_sets([]) == {}
     unreadable = [md.Lone(md.Member("/dev/sda2", 0, 2, None), "/dev/md200", None)] * 2
-    assert not md.all_members_here(unreadable)
+    assert md.complete_sets(unreadable) == {}

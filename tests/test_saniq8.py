@@ -9,12 +9,18 @@ identical and clean, named md200; refused without the second disk (unless
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fixtures import saniq8
 from support import DebianKernel, Saniq8, fingerprint, run_cli
+from vsaimage.errors import ApplianceError
+from vsaimage.guest import appliance, md
+from vsaimage.guest.appliance import Guest
+from vsaimage.model import Drive
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +70,6 @@ def test_members_hold_the_same_data_clean_and_named_md200(saniq8_converted: Sani
     array's blocks; 0.90 keeps them from the member's start) is the same on
     both disks, and their superblocks are clean, with the same event count
     and the guest's minor."""
-    from vsaimage.guest import md
-
     (data1, sb1), (data2, sb2) = (member(out) for out in saniq8_converted.outs)
     assert data1 == data2
     assert data1 != member(saniq8_converted.inputs[0])[0]  # the edits reached both
@@ -120,14 +124,30 @@ def test_one_member_alone_with_degraded(saniq8_converted: Saniq8) -> None:
     assert r.doc["userland"]["bits"] == 32 and r.doc["userland"]["machine"] == "i386"
 
 
-def test_members_udev_left_apart_are_assembled(saniq8_converted: Saniq8) -> None:
-    """The state a busy appliance was seen in: one member claimed by an
-    inactive array (udev's incremental assembly), the other free, md200
-    never started. The roles' listing assembles it rather than calling
-    both members lone."""
-    from vsaimage.guest import appliance, md
-    from vsaimage.model import Drive
+@dataclass
+class Apart:
+    """An appliance with the SAN/iQ 8 inputs attached, md200 stopped by
+    each test and its members left in a state md settles from."""
 
+    guest: Guest
+    devices: list[str]
+    parts: list[tuple[str, str]]
+
+    def members(self) -> list[str]:
+        return [f"{d}2" for d in self.devices]
+
+    def stopped(self) -> None:
+        for array in self.guest.md_devices():
+            self.guest.md_stop(array)
+        assert md.find_arrays(self.guest, self.devices) == []
+        assert list(md.complete_sets(md.lone_members(self.guest, self.devices, self.parts, []))) != []
+
+    def settled(self) -> tuple[list[md.Array], list[md.Lone]]:
+        return md.settled(self.guest, self.devices, self.parts, ["vsa-1.img", "vsa-2.img"])
+
+
+@pytest.fixture(scope="module")
+def apart(saniq8_converted: Saniq8) -> Iterator[Apart]:
     class Quiet:
         def debug(self, _text: str) -> None: ...
         def warn(self, _text: str) -> None: ...
@@ -135,13 +155,42 @@ def test_members_udev_left_apart_are_assembled(saniq8_converted: Saniq8) -> None
     g = appliance.launch([Drive(str(p), readonly=True) for p in saniq8_converted.inputs], Quiet())  # type: ignore[arg-type]
     with g:
         devices = g.devices()[:2]
-        for array in g.md_devices():
-            g.md_stop(array)
-        g.g.debug("sh", [f"mdadm --incremental --run=no {devices[0]}2 2>&1; true"])
-        parts = [(p.device, p.fstype) for d in devices for p in g.partitions(d)]
-        assert md.find_arrays(g, devices) == []
-        assert md.all_members_here(md.lone_members(g, devices, parts, []))
-        arrays, lone = md.settled(g, devices, parts)
+        yield Apart(g, devices, [(p.device, p.fstype) for d in devices for p in g.partitions(d)])
+
+
+def test_members_udev_left_apart_are_assembled(apart: Apart) -> None:
+    """The state a busy appliance was seen in: one member claimed by an
+    inactive array (udev's incremental assembly), the other free, md200
+    never started. The roles' listing assembles it rather than calling
+    both members lone."""
+    apart.stopped()
+    said = apart.guest._shell(f"mdadm --incremental {apart.members()[0]}")
+    assert "not enough to start" in said
+    arrays, lone = apart.settled()
     assert lone == []
-    assert [(a.raid_disks, [m.device for m in a.members]) for a in arrays] == [
-        (2, [f"{devices[0]}2", f"{devices[1]}2"])]
+    assert [(a.raid_disks, [m.device for m in a.members]) for a in arrays] == [(2, apart.members())]
+
+
+def test_members_both_free_are_assembled(apart: Apart) -> None:
+    """Both members free, in no array: assembled together."""
+    apart.stopped()
+    arrays, lone = apart.settled()
+    assert lone == []
+    assert [(a.raid_disks, [m.device for m in a.members]) for a in arrays] == [(2, apart.members())]
+
+
+def test_members_mdadm_cannot_assemble_are_an_error_with_its_words(apart: Apart) -> None:
+    """A member held by something else (a device-mapper target here): mdadm
+    cannot assemble the array, and the error says so with mdadm's words,
+    naming the members by their images, not "other members not attached"."""
+    apart.stopped()
+    second = apart.members()[1]
+    apart.guest._shell(f'dmsetup create hold --table "0 $(blockdev --getsz {second}) linear {second} 0"')
+    try:
+        with pytest.raises(ApplianceError, match=r"^md array /dev/md200: every member is attached "
+                           r"\(vsa-1\.img partition 2, vsa-2\.img partition 2\), and mdadm did not "
+                           r"assemble it: mdadm: .*busy"):
+            apart.settled()
+    finally:
+        apart.guest._shell("for md in /sys/block/md*; do mdadm --stop /dev/${md##*/}; done; "
+                           "dmsetup remove hold")

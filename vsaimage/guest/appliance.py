@@ -18,7 +18,6 @@ into the appliance (and its error handling) is in one place.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import posixpath
@@ -162,6 +161,16 @@ def launch(drives: Sequence[Drive], progress: Progress) -> Guest:
     return Guest(g)
 
 
+def _stop_inactive(members: Sequence[str]) -> str:
+    """Shell lines stopping every array md holds inactive (not running) with
+    one of `members` among its devices."""
+    names = " ".join(m.removeprefix("/dev/") for m in members)
+    return (f"for m in {names}; do for h in /sys/class/block/$m/holders/md*; do "
+            '[ -e "$h/md/array_state" ] && [ "$(cat "$h/md/array_state")" = inactive ] && '
+            'mdadm --stop "/dev/${h##*/}"; '
+            "done; done")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -294,31 +303,32 @@ class Guest:
         while done < len(data):
             done += int(self.g.pwrite_device(device, data[done:], offset + done))
 
-    def free_lone_members(self) -> None:
-        """Stop the arrays md holds inactive: udev's incremental assembly
-        claims a member whose other members are not attached without running
-        it, and the member cannot be mounted alone (--degraded) until then.
-        mdadm names such arrays from /dev/md127 downwards; the running ones
-        are left alone."""
-        running = set(self.md_devices())
-        for n in range(127, 0, -1):
-            device = f"/dev/md{n}"
-            if device in running:
-                continue
-            try:
-                self.g.md_stop(device)
-            except RuntimeError:  # no such array: the names below are free too
-                return
+    def release(self, members: Sequence[str]) -> str:
+        """Stop the arrays md holds inactive with any of `members`: udev's
+        incremental assembly claims a member whose other members it has not
+        seen without running the array, and the member can be neither
+        mounted alone (--degraded) nor assembled with the others until
+        then. Running arrays are left alone. Returns what mdadm said."""
+        return self._shell(_stop_inactive(members))
 
-    def assemble_arrays(self) -> None:
-        """Assemble the arrays whose members are all attached, as the
-        appliance's own init does (`mdadm -As --no-degraded`), after freeing
-        the members udev's incremental assembly left in inactive arrays.
-        libguestfs has no call for it: its debug shell runs mdadm. What
-        mdadm says is not needed: the arrays are listed again after."""
-        self.free_lone_members()
-        with contextlib.suppress(RuntimeError):  # mdadm's exit status when it assembled nothing
-            self.g.debug("sh", ["mdadm --assemble --scan --no-degraded 2>&1"])
+    def assemble(self, members: Sequence[str]) -> str:
+        """Assemble the array of `members` (every one of its members, in no
+        running array) as udev does, and return what mdadm said. The
+        inactive arrays holding any of them are stopped, udev is let finish
+        what that set off (it may claim a member again), then each member
+        goes to `mdadm --incremental`: it joins the array of its set, made
+        by udev or by the first member, and the last one starts it."""
+        return self._shell(f"udevadm settle; {_stop_inactive(members)}; udevadm settle; "
+                           f"for m in {' '.join(members)}; do mdadm --incremental \"$m\"; done")
+
+    def _shell(self, script: str) -> str:
+        """What a script run by the appliance's shell printed, both streams.
+        libguestfs has no call for mdadm's assembly; its debug shell runs
+        mdadm. The exit status is no error: callers check the arrays."""
+        try:
+            return str(self.g.debug("sh", [f"{{ {script}; }} 2>&1; true"]))
+        except RuntimeError as e:
+            return _first_line(e)
 
     def md_stop(self, device: str) -> None:
         """Stop an array: md writes every member's superblock, clean."""

@@ -92,10 +92,10 @@ def mount_layout(guest: Guest, image: str, *, root_part: int | None = None,
     device = devices[0]
     parts = guest.partitions(device)
     others = [(p.device, p.fstype) for d in devices[1:] for p in guest.partitions(d)]
-    arrays, lone = md.settled(guest, devices, [*((p.device, p.fstype) for p in parts), *others])
+    arrays, lone = md.settled(guest, devices, [*((p.device, p.fstype) for p in parts), *others], names)
     volumes = [guest.volume(a.device, ARRAY_BASE + n, a.name) for n, a in enumerate(arrays)]
     if degraded and lone:
-        guest.free_lone_members()
+        guest.release([x.member.device for x in lone])
         volumes += [guest.volume(x.member.device, ARRAY_BASE + len(volumes) + n, x.name, member_fs=x.fstype)
                     for n, x in enumerate(lone) if x.fstype is not None]
     if not parts:

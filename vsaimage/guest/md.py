@@ -17,12 +17,12 @@ one at its end (1.0), start (1.1) or 4 KiB in (1.2).
 from __future__ import annotations
 
 import struct
-import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+from vsaimage.errors import ApplianceError
 
 if TYPE_CHECKING:  # appliance.py imports guestfs; only the commands that launch it load it
     from vsaimage.guest.appliance import Guest
@@ -297,37 +297,40 @@ class Lone:
                 f"{self.name} ({whose})")
 
 
-# How long the appliance's udev may take to assemble an array whose members
-# are all attached (its incremental assembly runs a moment after the launch;
-# on a busy machine a listing can come first), before vsaimage assembles it.
-ASSEMBLY_WAIT = 5.0
+def complete_sets(lone: Sequence[Lone]) -> dict[str, list[Lone]]:
+    """The lone members by array UUID, for each array whose members are all
+    here: nothing is missing, the appliance only did not assemble it."""
+    sets: dict[str, list[Lone]] = {}
+    wanted: dict[str, int] = {}
+    for x in lone:
+        if x.superblock is not None:
+            sets.setdefault(x.superblock.uuid, []).append(x)
+            wanted[x.superblock.uuid] = x.superblock.raid_disks
+    return {u: members for u, members in sets.items() if len(members) >= wanted[u]}
 
 
-def all_members_here(lone: Sequence[Lone]) -> bool:
-    """Whether the lone members hold every member of some array: nothing is
-    missing, the appliance has only not assembled it yet."""
-    held = Counter(x.superblock.uuid for x in lone if x.superblock)
-    return any(held[x.superblock.uuid] >= x.superblock.raid_disks for x in lone if x.superblock)
-
-
-def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]]
-            ) -> tuple[list[Array], list[Lone]]:
+def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]],
+            disks: Sequence[str]) -> tuple[list[Array], list[Lone]]:
     """The arrays of `devices` (find_arrays) and the members in none of
-    them (lone_members), once no array whose members are all attached is
-    left unassembled: udev's incremental assembly is given ASSEMBLY_WAIT,
-    then the arrays are assembled here (under load it was seen to leave
-    both members of a mirror apart, the array never started)."""
-    waited = 0.0
-    while True:
-        arrays = find_arrays(guest, devices)
-        lone = lone_members(guest, devices, partitions, arrays)
-        if not all_members_here(lone) or waited > ASSEMBLY_WAIT:
-            return arrays, lone
-        if waited == ASSEMBLY_WAIT:
-            guest.assemble_arrays()
-        else:
-            time.sleep(1.0)
-        waited += 1.0
+    them (lone_members), once every array whose members are all attached
+    is assembled: the appliance's udev was seen, on a busy machine, to
+    leave both members of a mirror apart, the array never started.
+    ApplianceError, naming the members by `disks` (the devices' images),
+    when mdadm could not assemble one: with the last line it said."""
+    arrays = find_arrays(guest, devices)
+    lone = lone_members(guest, devices, partitions, arrays)
+    complete = complete_sets(lone)
+    if not complete:
+        return arrays, lone
+    said = {u: guest.assemble([x.member.device for x in members]) for u, members in complete.items()}
+    arrays = find_arrays(guest, devices)
+    lone = lone_members(guest, devices, partitions, arrays)
+    for u, members in complete_sets(lone).items():
+        where = ", ".join(f"{disks[x.member.disk]} partition {x.member.partition}" for x in members)
+        last = [line for line in said.get(u, "").splitlines() if line.strip()][-1:] or ["it said nothing"]
+        raise ApplianceError(f"md array {members[0].name}: every member is attached ({where}), and mdadm "
+                             f"did not assemble it: {last[0]}")
+    return arrays, lone
 
 
 def lone_members(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str, str]],
