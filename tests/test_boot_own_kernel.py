@@ -1,13 +1,15 @@
 """--boot pygrub / pvgrub: the converted disk carries the Xen kernel, the
 repacked initrd and a GRUB 2 menu in its boot partition, read back here with a
-separate read-only libguestfs handle; the xl config names no file of the
-dom0. (The boots themselves are in test_xen_boot.py.)"""
+separate libguestfs handle (the outputs on read-only drives); the xl config
+names no file of the dom0. (The boots themselves are in test_xen_boot.py.)"""
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from xenharness import pygrub
@@ -24,27 +26,67 @@ VSA_BOOT_FILES = {"/System.map-2.6.18-vsa", "/config-2.6.18-vsa", "/grub", "/gru
                   "/grub/grub.conf", "/grub/menu.lst", "/initrd-2.6.18-vsa.img", "/vmlinuz-2.6.18-vsa"}
 
 
-def boot_partition(image: Path) -> dict[str, bytes | None]:
-    """Every path of the boot filesystem: a regular file's bytes, else None."""
-    import guestfs
-
-    g = guestfs.GuestFS(python_return_dict=True)
-    g.add_drive_opts(str(image), readonly=True, format="raw")
-    g.launch()
+def read_boot(g: Any, device: str) -> dict[str, bytes | None]:
+    """Every path of the boot filesystem on `device`: a regular file's bytes, else None."""
+    g.mount_ro(f"{device}{BOOT_PART}", "/")
     try:
-        g.mount_ro(f"/dev/sda{BOOT_PART}", "/")
         found: dict[str, bytes | None] = {}
         for p in ("/" + name for name in g.find("/")):
             if not p.startswith("/lost+found"):
                 found[p] = bytes(g.read_file(p)) if g.is_file(p) and not g.is_symlink(p) else None
         return found
     finally:
-        g.close()
+        g.umount_all()
+
+
+def fill_boot(g: Any, device: str) -> None:
+    """Leave 8 MiB free in the boot filesystem on `device` (writable)."""
+    g.mount(f"{device}{BOOT_PART}", "/")
+    try:
+        free = g.statvfs("/")
+        g.fallocate64("/filler", free["bavail"] * free["bsize"] - 8 * 2**20)
+    finally:
+        g.umount_all()
+
+
+@dataclass(frozen=True)
+class Appliance:
+    """What this module's one appliance read and wrote."""
+
+    boots: dict[str, dict[str, bytes | None]]  # by output: its boot partition, read back
+    full_boot: Path  # a copy of the input, its /boot filled
 
 
 @pytest.fixture(scope="module")
-def pygrub_boot(own_kernel: OwnKernel) -> dict[str, bytes | None]:
-    return boot_partition(own_kernel.pygrub)
+def appliance(own_kernel: OwnKernel, converted: Converted) -> Appliance:
+    """One appliance launch for the module (~20 s each under TCG): the pygrub,
+    direct and pvgrub outputs on read-only drives, a copy of the input on a
+    writable one. The handle is shut down before any test runs, so the fill
+    is on disk before the CLI reads the copy."""
+    import guestfs
+
+    full_boot = nobody_dir() / "full-boot" / "vsa.img"
+    full_boot.parent.mkdir()
+    subprocess.run(["cp", "--sparse=always", str(own_kernel.input), str(full_boot)], check=True)
+    images = {"pygrub": own_kernel.pygrub, "direct": converted.out, "pvgrub": own_kernel.pvgrub}
+    g = guestfs.GuestFS(python_return_dict=True)
+    for image in images.values():
+        g.add_drive_opts(str(image), readonly=True, format="raw")
+    g.add_drive_opts(str(full_boot), format="raw")
+    g.launch()
+    try:
+        *read_only, writable = g.list_devices()  # in the order added
+        boots = {name: read_boot(g, device) for name, device in zip(images, read_only, strict=True)}
+        fill_boot(g, writable)
+    finally:
+        g.shutdown()
+        g.close()
+    return Appliance(boots, full_boot)
+
+
+@pytest.fixture(scope="module")
+def pygrub_boot(appliance: Appliance) -> dict[str, bytes | None]:
+    return appliance.boots["pygrub"]
 
 
 def test_boot_partition_holds_kernel_initrd_and_menu(pygrub_boot: dict[str, bytes | None],
@@ -70,10 +112,10 @@ def test_menu_boots_them_with_the_direct_command_line(pygrub_boot: dict[str, byt
     assert vsa_entry + "root=/dev/xvda5 " in menu
 
 
-def test_vsa_boot_files_untouched(pygrub_boot: dict[str, bytes | None], converted: Converted) -> None:
+def test_vsa_boot_files_untouched(pygrub_boot: dict[str, bytes | None], appliance: Appliance) -> None:
     """Nothing of the VSA's own in /boot changes but what a direct convert
     changes too (grub.conf's device names)."""
-    direct = boot_partition(converted.out)
+    direct = appliance.boots["direct"]
     assert {p: pygrub_boot[p] for p in VSA_BOOT_FILES} == {p: direct[p] for p in VSA_BOOT_FILES}
 
 
@@ -108,14 +150,14 @@ def test_xl_config_names_no_dom0_file(own_kernel: OwnKernel, loader: str) -> Non
     assert run.doc["xl"]["boot"] == loader and run.doc["xl"]["type"] == "pv"
 
 
-def test_converting_again_leaves_boot_as_it_was(own_kernel: OwnKernel,
-                                                pygrub_boot: dict[str, bytes | None]) -> None:
+def test_converting_again_leaves_boot_as_it_was(own_kernel: OwnKernel, pygrub_boot: dict[str, bytes | None],
+                                                appliance: Appliance) -> None:
     """The pvgrub convert ran on the pygrub output: the same menu, the same
     files (compared by sha256 in the appliance, not sent again)."""
     step = next(s for s in own_kernel.pvgrub_run.doc["steps"] if s["step"] == "bootloader")
     assert step["status"] == "already applied", step
     assert sorted(step["details"]["unchanged"]) == [bootmenu.INITRD, bootmenu.KERNEL]
-    assert boot_partition(own_kernel.pvgrub) == pygrub_boot
+    assert appliance.boots["pvgrub"] == pygrub_boot
     assert fingerprint(own_kernel.input) == own_kernel.input_sha_before
 
 
@@ -126,26 +168,12 @@ def test_verify_checks_the_boot_files(own_kernel: OwnKernel) -> None:
         assert {e["step"]: e["status"] for e in image["edits"]}["bootloader"] == "applied", image
 
 
-def test_no_room_in_boot_is_refused_before_writing(own_kernel: OwnKernel,
-                                                   debian_kernel: DebianKernel) -> None:
-    """A VSA whose /boot is nearly full: one line naming the partition and
-    the sizes, exit 2, no output, the input unchanged."""
-    import guestfs
-
-    d = nobody_dir() / "full-boot"
-    d.mkdir()
-    src = d / "vsa.img"
-    subprocess.run(["cp", "--sparse=always", str(own_kernel.input), str(src)], check=True)
-    g = guestfs.GuestFS(python_return_dict=True)
-    g.add_drive_opts(str(src), format="raw")
-    g.launch()
-    try:
-        g.mount(f"/dev/sda{BOOT_PART}", "/")
-        free = g.statvfs("/")
-        g.fallocate64("/filler", free["bavail"] * free["bsize"] - 8 * 2**20)
-    finally:
-        g.shutdown()
-        g.close()
+def test_no_room_in_boot_is_refused_before_writing(appliance: Appliance, debian_kernel: DebianKernel) -> None:
+    """A VSA whose /boot is nearly full (the module's appliance filled it):
+    one line naming the partition and the sizes, exit 2, no output, the
+    input unchanged."""
+    src = appliance.full_boot
+    d = src.parent
     src.chmod(0o444)
     before = fingerprint(src)
     r = run_cli("convert", src, "--kernel", debian_kernel.vmlinuz, "--initrd", debian_kernel.initrd,
