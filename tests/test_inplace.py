@@ -5,8 +5,9 @@ config it replaces; a disk held open for writing, and compressed or packed
 inputs, refused before anything is written.
 
 The disk's partitions are compared by their bytes (the data regions the
-tests' own walk finds), the guest files through a read-only libguestfs
-handle of the test's own."""
+tests' own walk finds), the guest files through read-only drives of a
+libguestfs handle of the tests' own: the module's one launch (`launched`),
+which also writes the VSA's own upgrade on a copy of the disk."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.integration
 
 UUID = "4c484e21-0000-4000-8000-00000000be27"
 MAC = "00:16:3e:27:27:27"
+NEW_VERSION = "10.0.00.1896"
+
+Files = dict[str, tuple[int, str]]  # path -> (mode, content hash or link target)
 
 
 @dataclass(frozen=True)
@@ -92,39 +96,103 @@ def in_place(example_image: Path, debian_kernel: DebianKernel) -> InPlace:
                    (d / "vsa.cfg").read_bytes(), initrd_first, (d / "vsa.initrd").read_bytes())
 
 
-def _guest_files(images: tuple[Path, ...], root: int, boot: int) -> Iterator[dict[str, tuple[int, str]]]:
-    """Each image's root and boot filesystems: path -> (mode, content hash
-    or link target), through one read-only handle."""
+def _guest_files(g: Any, disk: str, root: int, boot: int) -> Files:
+    """A disk's root and boot filesystems (`disk` a device of the launched
+    handle `g`, attached read-only): path -> (mode, content hash or link
+    target)."""
+    g.mount_ro(f"{disk}{root}", "/")
+    try:
+        g.mount_ro(f"{disk}{boot}", "/boot")
+        found: Files = {}
+        for rel in g.find("/"):
+            p = "/" + rel
+            st = g.lstatns(p)
+            mode = st["st_mode"]
+            if mode & 0o170000 == 0o100000:
+                found[p] = (mode, g.checksum("sha256", p))
+            elif mode & 0o170000 == 0o120000:
+                found[p] = (mode, g.readlink(p))
+            else:
+                found[p] = (mode, "")
+        return found
+    finally:
+        g.umount_all()  # the next part mounts at / again
+
+
+def _upgrade(g: Any, disk: str, shipped: str, work: Path) -> None:
+    """What the VSA's upgrader leaves on the disk, written as it writes it:
+    the root as shipped (from a stock image) in the other slot, p2, with a
+    newer version, its fstab naming /dev/sda2, and a new default grub entry
+    booting it, the kernel and initrd of the first entry. `disk` and
+    `shipped` are devices of the launched handle `g`, `disk` the writable one."""
+    try:
+        g.mount_ro(f"{shipped}5", "/")
+        g.tar_out("/", str(work / "root.tar"))
+        g.umount_all()
+        g.mount(f"{disk}2", "/")
+        for name in g.ls("/"):
+            if name != "lost+found":
+                g.rm_rf(f"/{name}")
+        g.tar_in(str(work / "root.tar"), "/")
+        g.write("/etc/lefthand/.version", f"{NEW_VERSION}\n")
+        fstab = g.cat("/etc/fstab").replace("/dev/sda5 ", "/dev/sda2 ", 1)
+        g.write("/etc/fstab", fstab)
+        g.umount_all()
+        g.mount(f"{disk}1", "/")
+        grub = g.cat("/grub/grub.conf")
+        lines = grub.splitlines()
+        kernel = next(line for line in lines if line.strip().startswith("kernel "))
+        initrd = next(line for line in lines if line.strip().startswith("initrd "))
+        entries = sum(line.startswith("title") for line in lines)
+        new_kernel = " ".join(w if not w.startswith("root=") else "root=/dev/sda2" for w in kernel.split(" "))
+        grub = "\n".join(f"default={entries}" if line.startswith("default=") else line for line in lines)
+        entry = f"title SAN/iQ {NEW_VERSION}\n\troot (hd0,0)\n{new_kernel}\n{initrd}\n"
+        g.write("/grub/grub.conf", f"{grub}\n{entry}")
+    finally:
+        g.umount_all()
+
+
+@dataclass(frozen=True)
+class Launched:
+    files: tuple[Files, Files]  # those of in_place.disk, then of in_place.copy
+    upgraded: Path  # a copy of in_place.disk, upgraded as the VSA upgrades itself
+
+
+@pytest.fixture(scope="module")
+def launched(in_place: InPlace, example_image: Path) -> Launched:
+    """The module's own libguestfs handle, launched once (a launch costs
+    ~20 s under TCG) for its two parts, which need only `in_place`'s finished
+    outputs: the guest files of the in-place and the copying output, read
+    through read-only drives, and the VSA's upgrade, written on a copy of the
+    in-place disk, the one writable drive. The handle is shut down (its
+    writes flushed to the copy) and closed before the copy is handed on to
+    the CLI runs of `upgraded`, which must not open it while it is attached."""
     import guestfs
 
+    d = in_place.disk.parent
+    upgraded = d / "upgraded.img"
+    subprocess.run(["cp", "--sparse=always", str(in_place.disk), str(upgraded)], check=True)
     g = guestfs.GuestFS(python_return_dict=True)
-    for image in images:
-        g.add_drive_opts(str(image), readonly=True, format="raw")
+    # In this order, /dev/sda to /dev/sdd.
+    g.add_drive_opts(str(upgraded), readonly=False, format="raw")
+    g.add_drive_opts(str(example_image), readonly=True, format="raw")  # the root as shipped
+    g.add_drive_opts(str(in_place.disk), readonly=True, format="raw")
+    g.add_drive_opts(str(in_place.copy), readonly=True, format="raw")
     g.launch()
     try:
-        for disk in g.list_devices():
-            g.mount_ro(f"{disk}{root}", "/")
-            g.mount_ro(f"{disk}{boot}", "/boot")
-            found: dict[str, tuple[int, str]] = {}
-            for rel in g.find("/"):
-                p = "/" + rel
-                st = g.lstatns(p)
-                mode = st["st_mode"]
-                if mode & 0o170000 == 0o100000:
-                    found[p] = (mode, g.checksum("sha256", p))
-                elif mode & 0o170000 == 0o120000:
-                    found[p] = (mode, g.readlink(p))
-                else:
-                    found[p] = (mode, "")
-            g.umount_all()
-            yield found
+        target, shipped, disk, copy = g.list_devices()
+        doc = in_place.first.doc
+        root, boot = doc["root_partition"], doc["boot_partition"]
+        files = _guest_files(g, disk, root, boot), _guest_files(g, copy, root, boot)
+        _upgrade(g, target, shipped, d)
+        g.shutdown()
     finally:
         g.close()
+    return Launched(files, upgraded)
 
 
-def test_in_place_gives_the_guest_files_of_a_copying_convert(in_place: InPlace) -> None:
-    doc = in_place.first.doc
-    disk, copy = _guest_files((in_place.disk, in_place.copy), doc["root_partition"], doc["boot_partition"])
+def test_in_place_gives_the_guest_files_of_a_copying_convert(launched: Launched) -> None:
+    disk, copy = launched.files
     assert disk.keys() == copy.keys()
     differ = sorted(p for p in disk if disk[p] != copy[p])
     assert not differ, differ
@@ -196,48 +264,6 @@ def test_in_place_refuses_compressed_and_packed_inputs(example_image: Path, debi
 
 # --- after the VSA's own upgrade ---------------------------------------------
 
-NEW_VERSION = "10.0.00.1896"
-
-
-def _upgrade(disk: Path, shipped: Path, work: Path) -> None:
-    """What the VSA's upgrader leaves on the disk, written as it writes it:
-    the root as shipped (from a stock image) in the other slot, p2, with a
-    newer version, its fstab naming /dev/sda2, and a new default grub entry
-    booting it, the kernel and initrd of the first entry."""
-    import guestfs
-
-    g = guestfs.GuestFS(python_return_dict=True)
-    g.add_drive_opts(str(disk), readonly=False, format="raw")
-    g.add_drive_opts(str(shipped), readonly=True, format="raw")
-    g.launch()
-    try:
-        g.mount_ro("/dev/sdb5", "/")
-        g.tar_out("/", str(work / "root.tar"))
-        g.umount_all()
-        g.mount("/dev/sda2", "/")
-        for name in g.ls("/"):
-            if name != "lost+found":
-                g.rm_rf(f"/{name}")
-        g.tar_in(str(work / "root.tar"), "/")
-        g.write("/etc/lefthand/.version", f"{NEW_VERSION}\n")
-        fstab = g.cat("/etc/fstab").replace("/dev/sda5 ", "/dev/sda2 ", 1)
-        g.write("/etc/fstab", fstab)
-        g.umount_all()
-        g.mount("/dev/sda1", "/")
-        grub = g.cat("/grub/grub.conf")
-        lines = grub.splitlines()
-        kernel = next(line for line in lines if line.strip().startswith("kernel "))
-        initrd = next(line for line in lines if line.strip().startswith("initrd "))
-        entries = sum(line.startswith("title") for line in lines)
-        new_kernel = " ".join(w if not w.startswith("root=") else "root=/dev/sda2" for w in kernel.split(" "))
-        grub = "\n".join(f"default={entries}" if line.startswith("default=") else line for line in lines)
-        entry = f"title SAN/iQ {NEW_VERSION}\n\troot (hd0,0)\n{new_kernel}\n{initrd}\n"
-        g.write("/grub/grub.conf", f"{grub}\n{entry}")
-        g.umount_all()
-    finally:
-        g.close()
-
-
 @dataclass(frozen=True)
 class Upgraded:
     disk: Path
@@ -250,12 +276,9 @@ class Upgraded:
 
 
 @pytest.fixture(scope="module")
-def upgraded(in_place: InPlace, example_image: Path, debian_kernel: DebianKernel) -> Upgraded:
-    d = in_place.disk.parent
-    disk = d / "upgraded.img"
-    subprocess.run(["cp", "--sparse=always", str(in_place.disk), str(disk)], check=True)
-    (d / "upgraded.cfg").write_bytes(in_place.cfg_second)
-    _upgrade(disk, example_image, d)
+def upgraded(in_place: InPlace, launched: Launched, debian_kernel: DebianKernel) -> Upgraded:
+    disk = launched.upgraded  # its handle shut down and closed
+    (disk.parent / "upgraded.cfg").write_bytes(in_place.cfg_second)
     inspected = run_cli("inspect", disk, "--json")
     verified = run_cli("verify", disk, "--json")
     before = _hashes(disk)
