@@ -4,7 +4,8 @@ The batch holds the example image, a variant of another layout recording
 another MAC, a clone of the example, a truncated disk (a partition table
 whose partitions lie beyond its end) and a text file: the first three are
 converted, each with its own outputs and identity; the last two fail alone,
-and the exit code and the JSON document say which and why."""
+and the exit code and the JSON document say which and why. Its --initrd
+lacks xen-blkfront and ext4: every image gets them, from one repack."""
 
 from __future__ import annotations
 
@@ -36,11 +37,18 @@ class Batch:
 
 
 @pytest.fixture(scope="module")
-def batch(example_image: Path, debian_kernel: DebianKernel) -> Batch:
+def batch(example_image: Path, debian_kernel: DebianKernel,
+          tmp_path_factory: pytest.TempPathFactory) -> Batch:
     d = nobody_dir() / "batch"
     d.mkdir()
     out = d / "out"
     out.mkdir()
+    # The machine's initrd without xen-blkfront and ext4 (every root of the
+    # batch is ext3): the repack started at the launch adds them while the
+    # images are planned, each from the initrd as given.
+    data, _ = initrd_without(debian_kernel, REMOVED)
+    initrd_in = tmp_path_factory.mktemp("batch-initrd") / "initrd.img"
+    initrd_in.write_bytes(data)
     for name in ("vsa1", "vsa3"):  # vsa3: a dd copy of vsa1, as a clone of one VSA is
         subprocess.run(["cp", "--sparse=always", str(example_image), str(d / f"{name}.img")], check=True)
     ifcfg = (REPO / "fixtures" / "vsa-root" / IFCFG.lstrip("/")).read_text()
@@ -54,34 +62,25 @@ def batch(example_image: Path, debian_kernel: DebianKernel) -> Batch:
         (d / f"{name}.img").chmod(0o444)
     before = {name: fingerprint(d / f"{name}.img") for name in disks}
     r = run_cli("convert", *(d / f"{n}.img" for n in (*disks, "notes")), "--kernel", debian_kernel.vmlinuz,
-                "--initrd", debian_kernel.initrd, "-o", out, "--modules", "minimal", "--json")
+                "--initrd", initrd_in, "-o", out, "--modules", "minimal", "--json")
     return Batch(d, out, before, r)
-
-
-@pytest.mark.integration
-def test_every_image_gets_the_drivers_its_initrd_lacks(example_image: Path, debian_kernel: DebianKernel,
-                                                       tmp_path: Path) -> None:
-    """An initrd without xen-blkfront and ext4: the first image's repack adds
-    them in the background while the second is planned, and the second must
-    still see the initrd as given (and get its drivers too)."""
-    data, _ = initrd_without(debian_kernel, REMOVED)
-    initrd_in = tmp_path / "initrd.img"
-    initrd_in.write_bytes(data)
-    d = nobody_dir() / "batch-drivers"
-    (d / "out").mkdir(parents=True)
-    for name in ("vsa1", "vsa2"):
-        subprocess.run(["cp", "--sparse=always", str(example_image), str(d / f"{name}.img")], check=True)
-    r = run_cli("convert", d / "vsa1.img", d / "vsa2.img", "--kernel", debian_kernel.vmlinuz,
-                "--initrd", initrd_in, "-o", d / "out", "--modules", "minimal", "--json")
-    assert r.code == 0, r.stderr
-    for name in ("vsa1", "vsa2"):
-        listing = subprocess.run(["lsinitramfs", str(d / "out" / f"{name}.initrd")], capture_output=True,
-                                 text=True, check=True).stdout
-        assert "/xen-blkfront.ko" in listing and "/ext4.ko" in listing, name
 
 
 def images(b: Batch) -> dict[str, dict[str, object]]:
     return {Path(str(i["input"])).stem: i for i in b.run.doc["images"]}
+
+
+@pytest.mark.integration
+def test_every_image_gets_the_drivers_its_initrd_lacks(batch: Batch) -> None:
+    """An initrd without xen-blkfront and ext4 (the batch's): the repack adds
+    them in the background while the images after the first are planned,
+    and those must still see the initrd as given (and get their drivers
+    too)."""
+    for name in CONVERTED:
+        assert images(batch)[name]["success"] is True, batch.run.stderr
+        listing = subprocess.run(["lsinitramfs", str(batch.out / f"{name}.initrd")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "/xen-blkfront.ko" in listing and "/ext4.ko" in listing, name
 
 
 @pytest.mark.integration
