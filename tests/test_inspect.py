@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +26,16 @@ def assert_one_line_error(r_code: int, stderr: str, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
-def test_inspect_stock_json(example_image: Path) -> None:
+@pytest.fixture(scope="module")
+def stock_doc(example_image: Path) -> dict[str, Any]:
+    """`inspect --json` of the example, run once and read by two tests."""
     r = run_cli("inspect", example_image, "--json")
     assert r.code == 0, r.stderr
-    doc = r.doc
+    return r.doc
+
+
+def test_inspect_stock_json(stock_doc: dict[str, Any]) -> None:
+    doc = stock_doc
     layout = LAYOUTS["stock"]
     assert doc["root"]["partition"] == layout.root_part == 5
     assert doc["boot"]["partition"] == layout.boot_part == 1
@@ -106,8 +114,8 @@ def test_unreadable_image(example_image: Path) -> None:
     assert_one_line_error(r.code, r.stderr, str(p), "permission denied")
 
 
-def test_inspect_shows_findings_before_converting(example_image: Path) -> None:
-    doc = run_cli("inspect", example_image, "--json").doc
+def test_inspect_shows_findings_before_converting(stock_doc: dict[str, Any]) -> None:
+    doc = stock_doc
     tty1 = "1:2345:respawn:/sbin/mingetty --loginprog=/sbin/lhn_login tty1"
     assert doc["findings"]["console"]["tty1"] == tty1
     # PLATFORM_DIR is assigned before brand.init sources lhn_functions, which may assign it again
@@ -124,6 +132,7 @@ def test_inspect_lhos12_before_converting() -> None:
     the console planned as an upstart job, the grub entry's arguments kept
     and dropped, 7 data-disk slots, /boot inside the root."""
     from fixtures.build_image import cached_image
+    from vsaimage.cli.render import Screen, show_inspect
 
     r = run_cli("inspect", cached_image("lhos12"), "--json")
     assert r.code == 0, r.stderr
@@ -143,6 +152,9 @@ def test_inspect_lhos12_before_converting() -> None:
     assert args["added"] == ["console=hvc0", "net.ifnames=0", "vsyscall=emulate"]
     slots = doc["data_disks"]
     assert slots["count"] == 7 and [s["xen"] for s in slots["slots"]] == [f"xvd{c}" for c in "cdefghi"]
-    human = run_cli("inspect", cached_image("lhos12")).stdout
+    # the human lines are drawn from this document (the CLI's human path: the stock inspect above)
+    out = io.StringIO()
+    show_inspect(Screen(out), doc)
+    human = out.getvalue()
     for said in ("init system", "hvc0 will run", "kernel args dropped", "7 (xvdc..xvdi)"):
         assert said in human, said
