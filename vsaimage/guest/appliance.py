@@ -303,13 +303,14 @@ class Guest:
         while done < len(data):
             done += int(self.g.pwrite_device(device, data[done:], offset + done))
 
-    def release(self, members: Sequence[str]) -> str:
+    def release(self, members: Sequence[str]) -> None:
         """Stop the arrays md holds inactive with any of `members`: udev's
         incremental assembly claims a member whose other members it has not
         seen without running the array, and the member can be neither
         mounted alone (--degraded) nor assembled with the others until
-        then. Running arrays are left alone. Returns what mdadm said."""
-        return self._shell(_stop_inactive(members))
+        then. Running arrays are left alone; a member still held fails its
+        mount, with the mount's error."""
+        self._shell(_stop_inactive(members))
 
     def assemble(self, members: Sequence[str]) -> str:
         """Assemble the array of `members` (every one of its members, in no
