@@ -164,7 +164,7 @@ def test_members_udev_left_apart_are_assembled(apart: Apart) -> None:
     never started. The roles' listing assembles it rather than calling
     both members lone."""
     apart.stopped()
-    said = apart.guest._shell(f"mdadm --incremental {apart.members()[0]}")
+    said = apart.guest._shell(f"mdadm --incremental {apart.guest.kernel_device(apart.members()[0])}")
     assert "not enough to start" in said
     arrays, lone = apart.settled()
     assert lone == []
@@ -184,7 +184,7 @@ def test_members_mdadm_cannot_assemble_are_an_error_with_its_words(apart: Apart)
     cannot assemble the array, and the error says so with mdadm's words,
     naming the members by their images, not "other members not attached"."""
     apart.stopped()
-    second = apart.members()[1]
+    second = apart.guest.kernel_device(apart.members()[1])
     apart.guest._shell(f'dmsetup create hold --table "0 $(blockdev --getsz {second}) linear {second} 0"')
     try:
         with pytest.raises(ApplianceError, match=r"^md array /dev/md200: every member is attached "

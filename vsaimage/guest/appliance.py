@@ -82,14 +82,21 @@ def _new_handle(drives: Sequence[Drive], tcg: bool) -> Any:
     g.set_event_callback(_on_launch_done, guestfs.EVENT_LAUNCH_DONE)
     if tcg and not _tcg_forced():
         g.set_backend_settings(["force_tcg"])
-    for d in drives:
+    for n, d in enumerate(drives):
         try:
-            g.add_drive_opts(d.path, **d.options())
+            g.add_drive_opts(d.path, label=_label(n), **d.options())
         except RuntimeError as e:  # e.g. a network drive that does not answer
             g.close()
             raise ApplianceError(f"cannot attach {d.path}: {_first_line(e)}",
                                  hint="run with LIBGUESTFS_DEBUG=1 to see why") from e
     return g
+
+
+def _label(n: int) -> str:
+    """The `n`-th drive's libguestfs label (letters only, all of one length,
+    so that no label is another's partition): udev names it in the
+    appliance, /dev/disk/guestfs/LABEL, whatever name its kernel gave it."""
+    return "vsa" + chr(ord("a") + n // 26) + chr(ord("a") + n % 26)
 
 
 def _launch(g: Any, *, watch: bool) -> None:
@@ -231,6 +238,9 @@ class Guest:
         self._mounts: dict[str, tuple[Partition, bool]] = {}
         # partition devices the appliance's kernel keeps read-only (protect)
         self._protected: set[str] = set()
+        # the appliance kernel's names of the drives and partitions -> the
+        # API's (kernel_names)
+        self._kernel: dict[str, str] | None = None
 
     def __enter__(self) -> Guest:
         return self
@@ -287,8 +297,32 @@ class Guest:
         return dict(self.g.md_detail(device))
 
     def md_members(self, device: str) -> list[tuple[str, str]]:
-        """(member device, md's flags: F faulty, S spare, ...) of an array."""
-        return [(m["mdstat_device"], m["mdstat_flags"]) for m in self.g.md_stat(device)]
+        """(member device, md's flags: F faulty, S spare, ...) of an array.
+        md_stat names the members as the kernel does (kernel_names)."""
+        api = self.kernel_names()
+        return [(api.get(m["mdstat_device"], m["mdstat_device"]), m["mdstat_flags"])
+                for m in self.g.md_stat(device)]
+
+    def kernel_names(self) -> dict[str, str]:
+        """The appliance kernel's device names of the drives and their
+        partitions -> the names the API calls them by. They differ: on a
+        busy machine the kernel was seen naming the first drive /dev/sdc and
+        the appliance's own disk /dev/sdb, while the API's /dev/sda stays
+        the first drive. Calls that pass text to the kernel's programs
+        (the debug shell, mdadm's lists) need the kernel's names."""
+        if self._kernel is None:
+            listed = self._shell('for l in /dev/disk/guestfs/*; do echo "${l##*/} $(readlink -f "$l")"; done')
+            labels = self.g.list_disk_labels()
+            self._kernel = {}
+            for line in listed.splitlines():
+                label, _, kernel = line.partition(" ")
+                if label in labels and kernel.startswith("/dev/"):
+                    self._kernel[kernel] = labels[label]
+        return self._kernel
+
+    def kernel_device(self, device: str) -> str:
+        """The appliance kernel's name for the API's `device` (kernel_names)."""
+        return next((k for k, api in self.kernel_names().items() if api == device), device)
 
     def device_size(self, device: str) -> int:
         return int(self.g.blockdev_getsize64(device))
@@ -310,7 +344,7 @@ class Guest:
         mounted alone (--degraded) nor assembled with the others until
         then. Running arrays are left alone; a member still held fails its
         mount, with the mount's error."""
-        self._shell(_stop_inactive(members))
+        self._shell(_stop_inactive([self.kernel_device(m) for m in members]))
 
     def assemble(self, members: Sequence[str]) -> str:
         """Assemble the array of `members` (every one of its members, in no
@@ -319,8 +353,9 @@ class Guest:
         what that set off (it may claim a member again), then each member
         goes to `mdadm --incremental`: it joins the array of its set, made
         by udev or by the first member, and the last one starts it."""
-        return self._shell(f"udevadm settle; {_stop_inactive(members)}; udevadm settle; "
-                           f"for m in {' '.join(members)}; do mdadm --incremental \"$m\"; done")
+        kernel = [self.kernel_device(m) for m in members]
+        return self._shell(f"udevadm settle; {_stop_inactive(kernel)}; udevadm settle; "
+                           f"for m in {' '.join(kernel)}; do mdadm --incremental \"$m\"; done")
 
     def _shell(self, script: str) -> str:
         """What a script run by the appliance's shell printed, both streams.

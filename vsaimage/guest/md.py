@@ -313,8 +313,9 @@ def settled(guest: Guest, devices: Sequence[str], partitions: Sequence[tuple[str
             disks: Sequence[str]) -> tuple[list[Array], list[Lone]]:
     """The arrays of `devices` (find_arrays) and the members in none of
     them (lone_members), once every array whose members are all attached
-    is assembled: the appliance's udev was seen, on a busy machine, to
-    leave both members of a mirror apart, the array never started.
+    is assembled: the appliance's udev may leave a member claimed by an
+    inactive array, and a listing of members under names other than the
+    API's left a mirror's two members apart (Guest.kernel_names).
     ApplianceError, naming the members by `disks` (the devices' images),
     when mdadm could not assemble one: with the last line it said."""
     arrays = find_arrays(guest, devices)
