@@ -6,10 +6,10 @@ concurrent initrd repack, run the ways convert could run it.
 Variants, interleaved within each repetition (so all see the same machine
 load): a bare appliance launch (guestfs launch and shutdown of the example
 image) with nothing else running, then the same while a subprocess repacks the
-Debian initrd over and over (`initrd.repack`, zstd with 2 or 1 workers, at
-nice 0 or 10). Convert runs its host-side work (the initrd read and the
-modules payload during the launch, the repack during the edits and verify)
-in threads at the chosen nice value, with the chosen worker count.
+Debian initrd over and over (`initrd.repack`, zstd in one thread, at nice 0
+or 10). Convert runs its host-side work (the initrd read and the modules
+payload during the launch, the repack during the edits and verify) in
+threads at the chosen nice value.
 Writes bench/results/background.json and bench/results/background.md.
 """
 
@@ -38,15 +38,13 @@ from vsaimage.initrd import repack as initrd
 os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[3]))
 while True:
     with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as out:
-        initrd.repack(src, out, threads=int(sys.argv[4]))
+        initrd.repack(src, out)
 """
-# name -> (zstd workers, nice) of the concurrent repack; None: launch alone
-VARIANTS: dict[str, tuple[int, int] | None] = {
+# name -> the nice value of the concurrent repack; None: launch alone
+VARIANTS: dict[str, int | None] = {
     "alone": None,
-    "repack 2 workers, nice 0": (2, 0),
-    "repack 2 workers, nice 10": (2, 10),
-    "repack 1 worker, nice 0": (1, 0),
-    "repack 1 worker, nice 10": (1, 10),
+    "repack, nice 0": 0,
+    "repack, nice 10": 10,
 }
 
 
@@ -63,12 +61,11 @@ def _launch(image: Path) -> float:
     return took
 
 
-def _beside(image: Path, initrd: Path, work: Path, repack: tuple[int, int] | None) -> float:
-    if repack is None:
+def _beside(image: Path, initrd: Path, work: Path, nice: int | None) -> float:
+    if nice is None:
         return _launch(image)
-    workers, nice = repack
     proc = subprocess.Popen([sys.executable, "-c", REPACK_LOOP, str(initrd), str(work / "out.initrd"),
-                             str(nice), str(workers)], cwd=REPO)
+                             str(nice)], cwd=REPO)
     try:
         time.sleep(0.5)  # the repack is under way when the launch starts
         return _launch(image)
@@ -91,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         initrd = work / "initrd.img"
         shutil.copyfile(sources[-1], initrd)  # package installs regenerate /boot's
         for rep in range(args.reps):
-            for name, repack in VARIANTS.items():
-                launches[name].append(_beside(image, initrd, work, repack))
+            for name, nice in VARIANTS.items():
+                launches[name].append(_beside(image, initrd, work, nice))
                 print(f"rep {rep + 1}/{args.reps} {name}: {launches[name][-1]:.1f} s", flush=True)
     medians = {name: statistics.median(v) for name, v in launches.items()}
     doc = {

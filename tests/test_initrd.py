@@ -301,14 +301,6 @@ def test_a_failed_write_is_the_outputs_error_not_the_inputs(compression: str) ->
     assert exc.value.errno == errno.ENOSPC
 
 
-def test_zstd_workers_change_speed_not_bytes(real: bytes) -> None:
-    # convert uses fewer workers than `vsaimage initrd`: the outputs must agree.
-    _, two, _ = _case("zstd", lambda: real)
-    assert repack_bytes(real, threads=1)[0] == two
-    with pytest.raises(InitrdError, match="1 or more"):
-        repack_bytes(real, threads=0)
-
-
 def test_idempotent(real: bytes) -> None:
     _, once, _ = _case("zstd", lambda: real)
     twice, result = repack_bytes(once)

@@ -1,14 +1,14 @@
 """Host-side work that runs beside the appliance (the initrd read and
 repack, the modules payload), in daemon threads at a lower priority.
 
-Under TCG the appliance is a CPU-bound qemu, and on 2 CPUs a repack at full
-speed beside a launch made it 1.6-2.9 times as long as alone, one at nice 10
-with one zstd worker 0.6-1.15 times (one worker at nice 0: 0.9-1.2), in two
-runs of bench/bench_background.py (results/background.md: launches of 12-44
-s alone, load 3-9 from other work). One worker also keeps ~30 MiB off the
-peak RSS, and gives the same bytes as two (see initrd/archive.LEVELS). The
-cost: on a machine busy with other work the repack (~5 s of one CPU) can end
-well after the edits (once 145 s, at load 9).
+Under TCG the appliance is a CPU-bound qemu, and on 2 CPUs a repack with two
+zstd workers at full speed beside a launch made it 1.6-2.9 times as long as
+alone, one with one worker at nice 10 0.6-1.15 times, in two runs of
+bench/bench_background.py (results/background.md: launches of 12-44 s
+alone, load 3-9 from other work). zstd now compresses in the repack's own
+thread (see initrd/archive.LEVELS), so the repack takes at most one CPU.
+The cost: on a machine busy with other work the repack (~3 s of one CPU)
+can end well after the edits (once 145 s, at load 9).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from vsaimage.progress import Progress
 T = TypeVar("T")
 
 BACKGROUND_NICE = 10
-REPACK_WORKERS = 1
 
 
 def in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -34,8 +33,7 @@ def in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
 
     def run() -> None:
         try:
-            # Linux's nice is per thread, and inherited by the threads this
-            # one starts (zstd's workers).
+            # Linux's nice is per thread.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
             fut.set_result(fn())
         except BaseException as e:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vsaimage.commands import apply, batch, inplace, results
-from vsaimage.commands.background import REPACK_WORKERS, in_background, timed
+from vsaimage.commands.background import in_background, timed
 from vsaimage.commands.options import BatchOptions, ConvertOptions, Refused
 from vsaimage.commands.planning import Planned, check_xl_settings, initrd_drivers, initrd_status, plan_image
 from vsaimage.commands.shared import Shared, set_up
@@ -453,7 +453,7 @@ def _start_repack(run: Run, addition: concurrent.futures.Future[initrd_modules.A
                 source = initrd.prepare(f, action=run.action)
             try:
                 result = initrd.finish(source, out, compression=settings.initrd_compression,
-                                       drivers=drivers, md_array=md_array, threads=REPACK_WORKERS)
+                                       drivers=drivers, md_array=md_array)
                 out.close()  # a failed flush is this repack's failure too
             except OSError as e:  # the input's read errors are InitrdErrors
                 raise write_error(label, e) from e

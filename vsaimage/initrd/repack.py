@@ -250,7 +250,7 @@ def prepare(source: BinaryIO, *, action: Action = "add") -> Prepared:
     return Prepared(source, split, members, action, _apply(members, action))
 
 
-def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None, threads: int = 2,
+def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
            drivers: initrd_modules.Addition | None = None, md_array: str | None = None) -> RepackResult:
     """Add the `drivers` modules and the `md_array` line of mdadm.conf (the
     root's array: mdadm.py), and write the initrd to `out`; returns what was
@@ -258,13 +258,11 @@ def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
 
     Early uncompressed segments are kept byte for byte and first; the main
     segment is rewritten as newc in its own order, with every header field
-    kept. `threads` is zstd's worker count: 1 or more, the bytes are the same.
+    kept.
     """
     if compression is not None and compression not in COMPRESSIONS:
         raise InitrdError(f"unknown initrd compression {compression!r}",
                           hint=f"choose one of {', '.join(COMPRESSIONS)}")
-    if threads < 1:
-        raise InitrdError(f"zstd thread count must be 1 or more, not {threads}")
     done, split, members = prepared.done, prepared.split, prepared.members
     if drivers is not None or md_array is not None:
         members = members.copy()
@@ -284,7 +282,7 @@ def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
         shutil.copyfileobj(prepared.source, out, archive.BUFFER)
     else:
         out.write(split.early)
-        with archive.writing(out, out_compression, threads) as writer:
+        with archive.writing(out, out_compression) as writer:
             members.write(writer)
     return RepackResult(
         compression=out_compression,
@@ -304,12 +302,12 @@ def finish(prepared: Prepared, out: BinaryIO, *, compression: str | None = None,
     )
 
 
-def repack(source: BinaryIO, out: BinaryIO, *, compression: str | None = None, threads: int = 2,
+def repack(source: BinaryIO, out: BinaryIO, *, compression: str | None = None,
            action: Action = "add") -> RepackResult:
     """Write the initrd open as `source` to `out` with pcihack added (or
     removed, or left as it is: `action`), and return what was done; see
     finish()."""
-    return finish(prepare(source, action=action), out, compression=compression, threads=threads)
+    return finish(prepare(source, action=action), out, compression=compression)
 
 
 def check(source: BinaryIO, action: Action = "add") -> bool:
