@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shlex
 import sys
 import tempfile
 import threading
@@ -44,6 +45,8 @@ from vsaimage.progress import Progress
 _MESSAGE_LIMIT = 2 * 2**20
 # Where probe() mounts each candidate filesystem for the time of one glob.
 _PROBE_TOP = "/vsaimage-p{}"
+# udev's link to each labelled drive and partition in the appliance
+_BY_LABEL = "/dev/disk/guestfs"
 
 # A KVM appliance writes on its console within a second or two of qemu
 # starting and keeps writing until it is up; a broken (often nested) KVM may
@@ -264,18 +267,16 @@ class Guest:
         return list(self.g.list_devices())
 
     def partitions(self, device: str) -> list[Partition]:
-        """The partitions the appliance's kernel found on `device`. One blkid
-        per partition gives position, size, MBR type byte, filesystem type,
-        label and UUID; list_filesystems() would probe far more, and parted
-        (part_list) prints its own errors on stderr for damaged tables."""
+        """The partitions the appliance's kernel found on `device`. blkid's
+        low-level probe gives position, size, MBR type byte, filesystem
+        type, label and UUID; list_filesystems() would probe far more, and
+        parted (part_list) prints its own errors on stderr for damaged
+        tables."""
+        devices = [d for d in self.g.list_partitions() if d.startswith(device) and d[len(device):].isdigit()]
+        probed = self._blkid(devices)
         parts = []
-        for dev in self.g.list_partitions():
-            if not dev.startswith(device) or not dev[len(device):].isdigit():
-                continue
-            try:
-                info = self.g.blkid(dev)
-            except RuntimeError:
-                info = {}
+        for dev in devices:
+            info = probed.get(dev, {})
             mbr = info.get("PART_ENTRY_TYPE", "")
             parts.append(Partition(
                 int(dev[len(device):]), dev,
@@ -284,6 +285,27 @@ class Guest:
                 info.get("TYPE", ""), info.get("LABEL", ""), info.get("UUID", ""),
             ))
         return sorted(parts, key=lambda p: p.number)
+
+    def _blkid(self, devices: Sequence[str]) -> dict[str, dict[str, str]]:
+        """What the API's blkid says of each of `devices` (`blkid -p`), from
+        one run of blkid in the appliance's shell: each API call runs a
+        blkid of its own, 0.13-0.23 s under TCG (1 s for a VSA's seven
+        partitions, against 0.25 s for one run). A device blkid cannot
+        probe (damaged, ambivalent) is left out, as the API's error was
+        taken for no information."""
+        if not devices:
+            return {}
+        # Named by their labels' links: the shell's programs see the
+        # kernel's names, which may not be the API's (kernel_names).
+        labels = {dev: label for label, dev in self.g.list_disk_labels().items()}
+        api = {f"{_BY_LABEL}/{labels[d]}": d for d in devices if d in labels}
+        listed = self._shell("blkid -c /dev/null -p -o export " + " ".join(shlex.quote(k) for k in api))
+        found: dict[str, dict[str, str]] = {}
+        for block in listed.split("\n\n"):
+            info = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if info.get("DEVNAME") in api:
+                found[api[info["DEVNAME"]]] = info
+        return found
 
     # --- md arrays (md.py makes sense of them) ------------------------------
 
@@ -311,13 +333,14 @@ class Guest:
         the first drive. Calls that pass text to the kernel's programs
         (the debug shell, mdadm's lists) need the kernel's names."""
         if self._kernel is None:
-            listed = self._shell('for l in /dev/disk/guestfs/*; do echo "${l##*/} $(readlink -f "$l")"; done')
+            # udev's links are relative, ../../sdc1: one find, no readlink each
+            listed = self._shell(f"find {_BY_LABEL} -mindepth 1 -maxdepth 1 -type l -printf '%f %l\\n'")
             labels = self.g.list_disk_labels()
             self._kernel = {}
             for line in listed.splitlines():
-                label, _, kernel = line.partition(" ")
-                if label in labels and kernel.startswith("/dev/"):
-                    self._kernel[kernel] = labels[label]
+                label, _, target = line.partition(" ")
+                if label in labels and target.startswith("../../"):
+                    self._kernel["/dev/" + target.removeprefix("../../")] = labels[label]
         return self._kernel
 
     def kernel_device(self, device: str) -> str:
@@ -393,7 +416,10 @@ class Guest:
         pattern: each filesystem is mounted read-only at /vsaimage-p<N> for
         the time of the probe. Symlinks are not followed here (an absolute
         one would point into the appliance): a match says a name is there,
-        and the caller confirms with the partition mounted at /."""
+        and the caller confirms with the partition mounted at /. Nothing
+        else may be mounted: the probe's mounts go with one umount_all
+        (0.2 s for a VSA's five filesystems, 0.9 s one by one)."""
+        assert not self._mounts, "probe() with filesystems mounted"
         mounted: list[Partition] = []
         try:
             for p in parts:
@@ -411,8 +437,8 @@ class Guest:
                     top, _, rest = h.lstrip("/").partition("/")
                     found.setdefault(int(top.removeprefix("vsaimage-p")), []).append(rest.rstrip("/"))
         finally:
+            self.g.umount_all()
             for p in mounted:
-                self.g.umount(_PROBE_TOP.format(p.number))
                 self.g.rmmountpoint(_PROBE_TOP.format(p.number))
         return Probe(tuple(m.number for m in mounted), hits)
 
