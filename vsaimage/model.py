@@ -1,8 +1,7 @@
 """The data every layer shares, and nothing else: what was read from the
 guest (GuestFile, Snapshot), what inspection found on a partition
 (PartitionFacts), what the guest's own boot menu boots (BootFiles), a disk to
-attach to the appliance (Drive), a tree copied inside it (CopyPart,
-DirStamp), and the status words of a step (Status).
+attach to the appliance (Drive), and the status words of a step (Status).
 
 A leaf: it imports nothing of vsaimage, so that the adapters (guest/,
 inputs/), the pure knowledge (vsa/, xen/, edits/) and the commands can all
@@ -126,23 +125,3 @@ class Drive:
             kwargs["protocol"] = self.protocol
             kwargs["server"] = list(self.server)
         return kwargs
-
-
-@dataclass(frozen=True)
-class CopyPart:
-    """A piece of a tree copied inside the appliance: an entry relative to
-    the tree's top ("" for the whole tree), and the bytes of the files it
-    holds (for progress)."""
-
-    path: str
-    bytes: int
-
-
-@dataclass(frozen=True)
-class DirStamp:
-    """A directory of such a tree ("" for its top) with its permission bits
-    and whole-second mtime, as the copy must leave it."""
-
-    path: str
-    mode: int
-    mtime: int

@@ -86,7 +86,7 @@ def _install_modules(g: Guest, p: ModulePayload, directory: str, rep: Progress, 
     if p.transport == "image":
         assert device is not None, "an image payload without its drive"
         with rep.phase("modules transfer", total=p.bytes, nbytes=True) as ph:
-            g.copy_tree(device, directory, p.parts, p.dirs, progress=lambda done: ph.update(done, p.bytes))
+            g.copy_tree(device, directory, p.bytes, progress=lambda done: ph.update(done, p.bytes))
             ph.detail = f"({p.files} files, {p.bytes / 2**20:.0f} MiB, copied from an image in the appliance)"
         return
     size = p.file.stat().st_size

@@ -45,7 +45,6 @@ from vsaimage import tools
 from vsaimage.errors import BadInput, VsaError
 from vsaimage.kmod import depmod
 from vsaimage.kmod.selection import SUFFIXES, select, wanted
-from vsaimage.model import CopyPart, DirStamp
 
 _COPY_BUFSIZE = 1 << 20
 _BLOCK = 4096
@@ -96,10 +95,6 @@ class ModulePayload:
     dropped: tuple[str, ...] = ()  # tree members left out (symlinks out, special files)
     dir_count: int = 0  # directories and symlinks in it
     transport: Transport = "tar"
-    # an image's tree, copied piece by piece (for progress): the pieces in
-    # order, and the directories that hold them, made and then stamped
-    parts: tuple[CopyPart, ...] = ()
-    dirs: tuple[DirStamp, ...] = ()
 
 
 def _walk(root: Path, rel: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
@@ -310,33 +305,21 @@ def measure(modules_dir: Path, version: str, *, minimal: bool = False,
 @dataclass
 class _Tree:
     """What an image of a tree needs, from one walk: its members' counts,
-    room, owners, and the bytes under each directory."""
+    room and owners, and its top's mtime."""
 
     counts: _Counts
+    top_mtime: int
     inodes: int = 0
     blocks: int = 0
     not_root: list[str] = field(default_factory=list)
-    hard_links: bool = False
-    below: dict[str, int] = field(default_factory=dict)  # member -> bytes of the files it is or holds
-    stamps: dict[str, DirStamp] = field(default_factory=dict)
-    children: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _survey(root: Path) -> _Tree:
-    tree = _Tree(_Counts())
+    tree = _Tree(_Counts(), int(root.stat().st_mtime))
     seen: set[tuple[int, int]] = set()
-    top = root.stat()
-    tree.stamps[""] = DirStamp("", stat.S_IMODE(top.st_mode), int(top.st_mtime))
-    tree.below[""] = 0
     for name, _path, st in _members(root, tree.counts):
-        parent = posixpath.dirname(name)
-        tree.children.setdefault(parent, []).append(name)
         if (st.st_uid, st.st_gid) != (0, 0):
             tree.not_root.append(name)
-        tree.below[name] = 0
-        if stat.S_ISDIR(st.st_mode):
-            tree.stamps[name] = DirStamp(name, stat.S_IMODE(st.st_mode), int(st.st_mtime))
-        tree.hard_links |= stat.S_ISREG(st.st_mode) and st.st_nlink > 1
         if not stat.S_ISREG(st.st_mode):
             tree.counts.dirs += 1
         if (st.st_dev, st.st_ino) in seen:  # a hard link: one inode, counted once (as the tar does)
@@ -344,12 +327,6 @@ def _survey(root: Path) -> _Tree:
         seen.add((st.st_dev, st.st_ino))
         if stat.S_ISREG(st.st_mode):
             tree.counts.add(name, st.st_size)
-            tree.below[name] = st.st_size
-            while True:
-                tree.below[parent] += st.st_size
-                if not parent:
-                    break
-                parent = posixpath.dirname(parent)
         tree.inodes += 1
         blocks = -(-st.st_size // _BLOCK)
         # ext2 maps a file's blocks past the 12th through indirect blocks
@@ -365,28 +342,6 @@ def image_size(modules_dir: Path) -> int:
     tree = _survey(modules_dir)
     size = _BLOCK * tree.blocks * 17 // 16 + 256 * (tree.inodes + 64) + 16 * 2**20
     return -(-size // 2**20) * 2**20
-
-
-def _pieces(tree: _Tree) -> tuple[tuple[CopyPart, ...], tuple[DirStamp, ...]]:
-    """The tree cut into pieces for a copy with progress: a directory
-    holding more than an eighth of the bytes is split into its members. Hard
-    links keep the tree whole (cp -a keeps them only within one copy)."""
-    total = tree.below[""]
-    if tree.hard_links or total == 0:
-        return (CopyPart("", total),), (tree.stamps[""],)
-    parts: list[CopyPart] = []
-    split: list[DirStamp] = []
-
-    def cut(directory: str) -> None:
-        split.append(tree.stamps[directory])
-        for name in tree.children.get(directory, []):
-            if name in tree.stamps and tree.below[name] * 8 > total:
-                cut(name)
-            else:
-                parts.append(CopyPart(name, tree.below[name]))
-
-    cut("")
-    return tuple(parts), tuple(split)
 
 
 def _debugfs_name(name: str) -> str:
@@ -408,7 +363,7 @@ def _make_image(root: Path, dest: Path) -> _Tree:
     script = ["rmdir /lost+found", *(f"rm {_debugfs_name(n)}" for n in reversed(tree.counts.dropped))]
     for n in tree.not_root:
         script += [f"sif {_debugfs_name(n)} uid 0", f"sif {_debugfs_name(n)} gid 0"]
-    script.append(f"sif / mtime @{tree.stamps[''].mtime}")
+    script.append(f"sif / mtime @{tree.top_mtime}")
     with tempfile.NamedTemporaryFile("w", prefix="vsaimage-debugfs-", suffix=".txt") as commands:
         commands.write("\n".join(script) + "\n")
         commands.flush()
@@ -447,9 +402,8 @@ def build_image(
             staging = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vsaimage-modules-")))
             tree_dir = _stage_minimal(modules_dir, version, selection.paths, staging)
         tree = _make_image(tree_dir, dest)
-    parts, dirs = _pieces(tree)
     c = tree.counts
     return ModulePayload(version, dest, c.files, c.bytes, minimal, c.modules,
                          absent=selection.absent if selection else (),
                          builtin=selection.builtin if selection else (), dropped=tuple(c.dropped),
-                         dir_count=c.dirs, transport="image", parts=parts, dirs=dirs)
+                         dir_count=c.dirs, transport="image")
