@@ -277,6 +277,7 @@ class Guest:
         # the appliance kernel's names of the drives and partitions -> the
         # API's (kernel_names)
         self._kernel: dict[str, str] | None = None
+        self._labels: dict[str, str] | None = None  # _labelled()
 
     def __enter__(self) -> Guest:
         return self
@@ -296,8 +297,27 @@ class Guest:
 
     # --- partitions ---------------------------------------------------------
 
+    def _labelled(self) -> dict[str, str]:
+        """Label -> API device of every drive (its launch order: _label) and
+        of each partition its kernel found (the drive's label and the
+        number), as udev linked them before the launch ended. One call
+        without a program run, where list_devices and list_partitions each
+        run udevadm settle (0.2 s under TCG)."""
+        if self._labels is None:
+            self._labels = dict(self.g.list_disk_labels())
+        return self._labels
+
     def devices(self) -> list[str]:
-        return list(self.g.list_devices())
+        """The drives, in the order they were attached."""
+        drive = len(_label(0))
+        return [d for label, d in sorted(self._labelled().items()) if len(label) == drive]
+
+    def _partition_devices(self, device: str) -> list[str]:
+        """The partitions of the drive `device`, by number."""
+        labelled = self._labelled()
+        label = next(k for k, d in labelled.items() if d == device)
+        numbers = [k[len(label):] for k in labelled if k.startswith(label)]
+        return [labelled[label + n] for n in sorted((n for n in numbers if n.isdigit()), key=int)]
 
     def partitions(self, device: str) -> list[Partition]:
         """The partitions the appliance's kernel found on `device`. blkid's
@@ -305,7 +325,7 @@ class Guest:
         type, label and UUID; list_filesystems() would probe far more, and
         parted (part_list) prints its own errors on stderr for damaged
         tables."""
-        devices = [d for d in self.g.list_partitions() if d.startswith(device) and d[len(device):].isdigit()]
+        devices = self._partition_devices(device)
         probed = self._blkid(devices)
         parts = []
         for dev in devices:
@@ -330,8 +350,8 @@ class Guest:
             return {}
         # Named by their labels' links: the shell's programs see the
         # kernel's names, which may not be the API's (kernel_names).
-        labels = {dev: label for label, dev in self.g.list_disk_labels().items()}
-        api = {f"{_BY_LABEL}/{labels[d]}": d for d in devices if d in labels}
+        labels = {dev: label for label, dev in self._labelled().items()}
+        api = {f"{_BY_LABEL}/{labels[d]}": d for d in devices}
         listed = self._shell("blkid -c /dev/null -p -o export " + " ".join(shlex.quote(k) for k in api))
         found: dict[str, dict[str, str]] = {}
         for block in listed.split("\n\n"):
@@ -368,7 +388,7 @@ class Guest:
         if self._kernel is None:
             # udev's links are relative, ../../sdc1: one find, no readlink each
             listed = self._shell(f"find {_BY_LABEL} -mindepth 1 -maxdepth 1 -type l -printf '%f %l\\n'")
-            labels = self.g.list_disk_labels()
+            labels = self._labelled()
             self._kernel = {}
             for line in listed.splitlines():
                 label, _, target = line.partition(" ")
@@ -482,10 +502,9 @@ class Guest:
         system slot, the logs, the configuration) must keep its bytes. A
         filesystem on a read-only device replays no journal and cleans up
         no orphan, which a read-only mount alone may do."""
-        for dev in self.g.list_partitions():
-            if dev.startswith(device) and dev[len(device):].isdigit():
-                self.g.blockdev_setro(dev)
-                self._protected.add(dev)
+        for dev in self._partition_devices(device):
+            self.g.blockdev_setro(dev)
+            self._protected.add(dev)
 
     def mount(self, part: Partition, where: str = "/", *, writable: bool = False) -> None:
         """Mount `part` at `where` in the guest's tree (the root first, at /)."""
