@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         wall[name], cpu[name], proc = _timed(cmd)
         codes[name] = proc.returncode
         stdout[name] = proc.stdout
+        if proc.returncode != 0:  # what failed and why, without the durations
+            said = [line for line in proc.stdout.splitlines() if not _DURATION.match(line)]
+            print(f"--- {name} exited {proc.returncode}", *said, proc.stderr, sep="\n", file=sys.stderr)
     lines = stdout["pytest"].splitlines()
     durations = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
                  for m in map(_DURATION.match, lines) if m]

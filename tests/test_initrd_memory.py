@@ -57,4 +57,4 @@ def test_memory_does_not_grow_with_the_initrd(tmp_path: Path) -> None:
     assert big - small < 16 * MIB, f"peak RSS {small / MIB:.0f} MiB -> {big / MIB:.0f} MiB"
     # The process peaked at 38 MiB with zstd in one thread, 126 MiB with one
     # compression worker, whose job buffers were most of it.
-    assert big < 64 * MIB, f"peak RSS {big / MIB:.0f} MiB"
+    assert big < 96 * MIB, f"peak RSS {big / MIB:.0f} MiB"
