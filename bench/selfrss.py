@@ -3,16 +3,18 @@ own peak RSS to $BENCH_RSS_FILE.
 
     BENCH_RSS_FILE=rss.json python -m bench.selfrss convert IMG ...
 
-RUSAGE_SELF counts this Python process only: the appliance's qemu, which is a
-child of it, has its own (larger, fixed) footprint and is not what scales with
-the input.
+The process's own high-water mark (VmHWM) counts this Python process only:
+the appliance's qemu, which is a child of it, has its own (larger, fixed)
+footprint and is not what scales with the input. Not getrusage's ru_maxrss,
+which Linux carries over from the parent at exec: a big parent would show
+as this process's peak.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
+import re
 import sys
 from pathlib import Path
 
@@ -23,7 +25,9 @@ def main() -> int:
     code = cli_main(sys.argv[1:])
     out = os.environ.get("BENCH_RSS_FILE")
     if out:
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        hwm = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+        assert hwm is not None, "no VmHWM in /proc/self/status"
+        peak_kib = int(hwm[1])
         Path(out).write_text(json.dumps({"exit": code, "maxrss_kib": peak_kib}))
     return code
 
