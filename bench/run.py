@@ -429,8 +429,8 @@ def _markdown(doc: dict[str, Any]) -> str:
     alone = doc.get("initrd_repack_alone")
     if alone:
         phases.append(f"- memory: `vsaimage initrd` alone peaks at {alone['peak_rss_mib']:.0f} MiB "
-                      f"(the repack streams; most of it is zstd's compression workers, see "
-                      f"streaming.md); that is most of convert's peak, and it does not depend on "
+                      f"(the repack streams, and zstd compresses in its thread: see streaming.md "
+                      f"and initrd.md); that is most of convert's peak, and it does not depend on "
                       f"the disk's size.")
     sc = doc["scaling"]
     payload = ", ".join(f"{v} {b / 2**20:.0f} MiB" for v, b in doc["payload_bytes"].items())
