@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from support import NOBODY, nobody_dir
+from vsaimage import cancel
 from vsaimage.guest import appliance
 from vsaimage.guest.appliance import Partition
 from vsaimage.kmod import payload
@@ -101,9 +102,9 @@ def test_image_and_tar_give_the_same_tree(tmp_path: Path) -> None:
         for n, (name, p) in enumerate(built.items()):
             g.tar_in(tars[name].file, f"/tar/{name}")
             progress[name] = []
-            before = appliance._qemu_reads()
+            before = appliance._qemu_reads(cancel.qemu_children())
             g.copy_tree(devices[n + 1], f"/image/{name}", p.bytes, progress[name].append)
-            reads[name] = appliance._qemu_reads() - before
+            reads[name] = appliance._qemu_reads(cancel.qemu_children()) - before
         listings = {(route, name): _listing(g.g, f"/{route}/{name}")
                     for route in ("tar", "image") for name in built}
         tops = {route: g.g.ls(f"/{route}") for route in ("tar", "image")}

@@ -182,10 +182,10 @@ def _stop_inactive(members: Sequence[str]) -> str:
             "done; done")
 
 
-def _qemu_reads() -> int:
-    """The bytes the qemu processes of this process have read (rchar)."""
+def _qemu_reads(pids: Sequence[int]) -> int:
+    """The bytes the qemu processes `pids` have read (rchar)."""
     total = 0
-    for pid in cancel.qemu_children():
+    for pid in pids:
         with contextlib.suppress(OSError, ValueError):
             for line in Path(f"/proc/{pid}/io").read_text().splitlines():
                 if line.startswith("rchar:"):
@@ -198,12 +198,13 @@ def _reads_reported(total: int, progress: Callable[[int], None]) -> Iterator[Non
     """While the body runs, report to `progress` what qemu has read since
     it began, below `total` (reads are an estimate: the body's end says
     when all is done)."""
-    start = _qemu_reads()
+    pids = cancel.qemu_children()  # the appliance's: found once, not at each look
+    start = _qemu_reads(pids)
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.wait(0.5):
-            progress(max(0, min(_qemu_reads() - start, total * 99 // 100)))
+            progress(max(0, min(_qemu_reads(pids) - start, total * 99 // 100)))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -312,19 +313,22 @@ class Guest:
         drive = len(_label(0))
         return [d for label, d in sorted(self._labelled().items()) if len(label) == drive]
 
+    def _label_of(self, device: str) -> str:
+        return next(k for k, d in self._labelled().items() if d == device)
+
     def _partition_devices(self, device: str) -> list[str]:
         """The partitions of the drive `device`, by number."""
         labelled = self._labelled()
-        label = next(k for k, d in labelled.items() if d == device)
+        label = self._label_of(device)
         numbers = [k[len(label):] for k in labelled if k.startswith(label)]
         return [labelled[label + n] for n in sorted((n for n in numbers if n.isdigit()), key=int)]
 
     def partitions(self, device: str) -> list[Partition]:
-        """The partitions the appliance's kernel found on `device`. blkid's
-        low-level probe gives position, size, MBR type byte, filesystem
-        type, label and UUID; list_filesystems() would probe far more, and
-        parted (part_list) prints its own errors on stderr for damaged
-        tables."""
+        """The partitions the appliance's kernel found on `device`, by
+        number. blkid's low-level probe gives position, size, MBR type byte,
+        filesystem type, label and UUID; list_filesystems() would probe far
+        more, and parted (part_list) prints its own errors on stderr for
+        damaged tables."""
         devices = self._partition_devices(device)
         probed = self._blkid(devices)
         parts = []
@@ -337,7 +341,7 @@ class Guest:
                 int(mbr, 16) if mbr.startswith("0x") else None,
                 info.get("TYPE", ""), info.get("LABEL", ""), info.get("UUID", ""),
             ))
-        return sorted(parts, key=lambda p: p.number)
+        return parts
 
     def _blkid(self, devices: Sequence[str]) -> dict[str, dict[str, str]]:
         """What the API's blkid says of each of `devices` (`blkid -p`), from
@@ -350,8 +354,7 @@ class Guest:
             return {}
         # Named by their labels' links: the shell's programs see the
         # kernel's names, which may not be the API's (kernel_names).
-        labels = {dev: label for label, dev in self._labelled().items()}
-        api = {f"{_BY_LABEL}/{labels[d]}": d for d in devices}
+        api = {f"{_BY_LABEL}/{self._label_of(d)}": d for d in devices}
         listed = self._shell("blkid -c /dev/null -p -o export " + " ".join(shlex.quote(k) for k in api))
         found: dict[str, dict[str, str]] = {}
         for block in listed.split("\n\n"):
