@@ -55,6 +55,8 @@ CPU = "qemu64,+svm,+npt,+rdrand"
 # with it (load 7) the PVH guest's kernel died on a stack guard page: not
 # taken until it has booted every guest of the suite.
 ACCEL = "tcg"
+# What the dom0 writes on a domU's console before creating it again.
+RETRY_MARK = "harness: xl create again\n"
 # The niceness QEMU runs at, when set and allowed (the test run's own:
 # tests/conftest.py lowers its workers' priority below it).
 PRIORITY_ENV = "XENHARNESS_PRIORITY"
@@ -71,6 +73,7 @@ class DomU:
     linger: int = 2  # ...and this many seconds more have passed
     absent: tuple[Path, ...] = ()  # files the dom0 must hold no copy of when it creates it
     writable: bool = False  # its disks attached without snapshot=on: the files get the writes
+    crash_retry: bool = False  # created again when its guest triple-faults (dom0-init.sh)
 
 
 @dataclass
@@ -94,7 +97,8 @@ class Run:
         return re.findall(r"^harness: (.*)$", self.text(self.serial), re.M)
 
     def console(self, name: str) -> str:
-        return self.text(self.consoles[name])
+        """What the last attempt at creating the domU printed."""
+        return self.text(self.consoles[name]).rsplit(RETRY_MARK, 1)[-1]
 
 
 def used_config(text: str, kernel: str | None, ramdisk: str | None, disks: dict[Path, str]) -> str:
@@ -174,8 +178,10 @@ def run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int = 240
     console output or `prompt_cap` seconds in all; `timeout` bounds the run.
     All three are stretched by the load at the start (`load_factor`); a
     domU whose creation loses a hotplug script to libxl's fixed 40 s is
-    created again, more times on a busier machine. The run waits for a
-    free `cpu_slot` first."""
+    created again, more times on a busier machine, and so is one with
+    `crash_retry` whose guest triple-faulted; its console (`Run.console`)
+    is then what the last attempt printed. The run waits for a free
+    `cpu_slot` first."""
     with cpu_slot():
         return _run(domus, parse, work, silence, prompt_cap, timeout, accel)
 
@@ -220,6 +226,8 @@ def _run(domus: list[DomU], parse: dict[str, str], work: Path, silence: int,
         (d / "cfg").write_text(used[domu.name])
         (d / "wait_for").write_text(domu.wait_for)
         (d / "linger").write_text(f"{domu.linger}\n")
+        if domu.crash_retry:
+            (d / "crash_retry").touch()
         if domu.absent:
             (d / "absent").write_text("".join(fingerprint(f) for f in domu.absent))
     initramfs = work / "dom0+plan.cpio"
