@@ -6,7 +6,9 @@
 Extra arguments go to pytest instead of the whole suite (a few test files,
 to check this script quickly). Writes bench/results/tests.json (every test's
 setup, call and teardown times, the wall and CPU seconds of each part, the
-machine's load) and bench/results/tests.md.
+machine's load, and what pytest's emulated machines cost: the appliances'
+and the Xen harness's QEMUs, sampled by bench/qemucpu.py) and
+bench/results/tests.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench import qemucpu
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, float] = {}
     codes: dict[str, int] = {}
     stdout: dict[str, str] = {}
+    sampled: dict[str, qemucpu.Sampled] = {}
     for name, cmd in parts.items():
-        wall[name], cpu[name], proc = _timed(cmd)
+        with qemucpu.sampled() as sampled[name]:
+            wall[name], cpu[name], proc = _timed(cmd)
         codes[name] = proc.returncode
         stdout[name] = proc.stdout
         if proc.returncode != 0:  # what failed and why, without the durations
             said = [line for line in proc.stdout.splitlines() if not _DURATION.match(line)]
             print(f"--- {name} exited {proc.returncode}", *said, proc.stderr, sep="\n", file=sys.stderr)
+    machines = sampled["pytest"]
     lines = stdout["pytest"].splitlines()
     durations = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
                  for m in map(_DURATION.match, lines) if m]
@@ -83,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_average_at_start": load_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "qemu": {"by_kind": machines.totals(), "by_module": machines.by_module()},
         "per_test_seconds": dict(sorted(per_test.items(), key=lambda kv: -kv[1])),
         "durations": durations,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tests.json").write_text(json.dumps(doc, indent=2) + "\n")
     rows = "\n".join(f"| {s['seconds']:.1f} | {s['phase']} | `{s['test']}` |" for s in slowest)
+    kinds = machines.totals()
+    emulated = sum(k["cpu_seconds"] for k in kinds.values())
+    kind_rows = "\n".join(f"| {name} | {k['machines']:.0f} | {k['cpu_seconds']:.0f} |"
+                          for name, k in sorted(kinds.items()))
+    module_rows = "\n".join(f"| `{name}` | {m['machines']:.0f} | {m['cpu_seconds']:.0f} |"
+                            for name, m in list(machines.by_module().items())[:10])
     md = f"""# Test suite time
 
 `{' '.join(doc['selection'])}` on {doc['cpus']} CPUs: {total / 60:.1f} min in all
@@ -100,6 +114,20 @@ Every test's times are in tests.json.
 | s | phase | slowest tests |
 |---|---|---|
 {rows}
+
+## The emulated machines
+
+pytest's QEMUs, sampled from /proc (bench/qemucpu.py; the figures err low):
+{emulated:.0f} CPU s of pytest's {cpu['pytest']:.0f}. On {doc['cpus']} CPUs they alone take at
+least {emulated / (doc['cpus'] or 1) / 60:.1f} min of wall time.
+
+| kind | machines | CPU s |
+|---|---|---|
+{kind_rows}
+
+| test module | machines started | their CPU s |
+|---|---|---|
+{module_rows}
 """
     (RESULTS / "tests.md").write_text(md)
     print(md)
