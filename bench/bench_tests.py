@@ -61,16 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, float] = {}
     codes: dict[str, int] = {}
     stdout: dict[str, str] = {}
-    sampled: dict[str, qemucpu.Sampled] = {}
-    for name, cmd in parts.items():
-        with qemucpu.sampled() as sampled[name]:
+    with qemucpu.sampled() as machines:  # only pytest starts any
+        for name, cmd in parts.items():
             wall[name], cpu[name], proc = _timed(cmd)
-        codes[name] = proc.returncode
-        stdout[name] = proc.stdout
-        if proc.returncode != 0:  # what failed and why, without the durations
-            said = [line for line in proc.stdout.splitlines() if not _DURATION.match(line)]
-            print(f"--- {name} exited {proc.returncode}", *said, proc.stderr, sep="\n", file=sys.stderr)
-    machines = sampled["pytest"]
+            codes[name] = proc.returncode
+            stdout[name] = proc.stdout
+            if proc.returncode != 0:  # what failed and why, without the durations
+                said = [line for line in proc.stdout.splitlines() if not _DURATION.match(line)]
+                print(f"--- {name} exited {proc.returncode}", *said, proc.stderr, sep="\n", file=sys.stderr)
     lines = stdout["pytest"].splitlines()
     durations = [{"seconds": float(m[1]), "phase": m[2], "test": m[3]}
                  for m in map(_DURATION.match, lines) if m]

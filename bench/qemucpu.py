@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,22 +37,20 @@ class Sampled:
 
     def totals(self) -> dict[str, dict[str, float]]:
         """Per kind: how many machines ran, and their CPU seconds."""
+        return self._grouped(lambda m: m.kind)
+
+    def by_module(self) -> dict[str, dict[str, float]]:
+        """Per test module: the same, the costliest first."""
+        out = self._grouped(lambda m: m.test.split("::", 1)[0])
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_seconds"]))
+
+    def _grouped(self, key: Callable[[Machine], str]) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for m in self.machines.values():
-            t = out.setdefault(m.kind, {"machines": 0, "cpu_seconds": 0.0})
+            t = out.setdefault(key(m), {"machines": 0, "cpu_seconds": 0.0})
             t["machines"] += 1
             t["cpu_seconds"] = round(t["cpu_seconds"] + m.cpu_seconds, 1)
         return out
-
-    def by_module(self) -> dict[str, dict[str, float]]:
-        """Per test module: machines started and their CPU seconds, the
-        costliest first."""
-        out: dict[str, dict[str, float]] = {}
-        for m in self.machines.values():
-            t = out.setdefault(m.test.split("::", 1)[0], {"machines": 0, "cpu_seconds": 0.0})
-            t["machines"] += 1
-            t["cpu_seconds"] = round(t["cpu_seconds"] + m.cpu_seconds, 1)
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_seconds"]))
 
 
 def _fields(stat: str) -> list[str]:
